@@ -1,0 +1,359 @@
+"""The simulated WidowX 250 table-top environment shared by every WidowX task.
+
+Action (7,) float32 in [-1, 1], the BridgeData convention scaled to a normalised box:
+    a[0:3]  end-effector delta x, y, z in the base frame       x 0.05 m   (per 0.2 s step)
+    a[3:6]  delta roll, pitch, yaw about the base axes          x 0.25 rad (about the tcp point)
+    a[6]    gripper command: -1 fully closed ... +1 fully open (absolute, not a delta)
+Finite values outside [-1, 1] are clipped; NaN/inf or a wrong shape raise ValueError. Deltas are
+added to the previous *target* pose, which is clipped to the workspace box (see `ControlLimits`).
+Control runs at 5 Hz: one step is 0.2 s = 100 physics steps of 2 ms, the servo set-points ramping
+linearly to the new IK solution over the step.
+
+Observation (`obs_mode`):
+    "state"         float32 vector: the Bridge proprio [x, y, z, roll, pitch, yaw, gripper_open]
+                    then, per task object, position (3), quaternion wxyz (4), position - tcp (3),
+                    then task extras; `state_names` labels every entry.
+    "pixels"        uint8 (H, W, 3) from the "third_person" camera (Bridge image_0), 128x128 default.
+    "pixels_state"  Dict with "pixels", "state" (and "wrist_pixels" when wrist_camera=True).
+Reward (`reward_type`): "sparse" = 1.0 on success else 0.0 (the papers' setting); "dense" = a
+shaped value in [0, 1] that is 1.0 on success. `info["is_success"]` is set every step.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import gymnasium as gym
+import mujoco
+import numpy as np
+from gymnasium import spaces
+
+from steergym.envs.controller import ARM_JOINTS, ControlLimits, EndEffectorController
+from steergym.envs.scene import BodyGeometry, body_geometry, build_model
+
+CONTROL_DT = 0.2  # s per control step (5 Hz, Bridge / SIMPLER)
+PHYSICS_DT = 0.002  # s, set in the MJCF; 100 substeps per control step
+SERVO_RAMP_CHUNKS = 5  # servo set-point updates per control step
+SETTLE_STEPS = 100  # physics steps (0.2 s) for objects to come to rest after a reset
+START_POS = np.array([0.30, 0.0, 0.15])  # Bridge start pose of the tcp, metres
+START_RPY = np.zeros(3)  # gripper pointing down
+FINGER_CLOSED, FINGER_OPEN = 0.007, 0.037  # slide range of each finger, metres
+OBS_MODES = ("state", "pixels", "pixels_state")
+REWARD_TYPES = ("sparse", "dense")
+
+
+class WidowXEnv(gym.Env):
+    """Base class of the WidowX tasks; a task subclass sets the class attributes and hooks.
+
+    Subclasses set `objects` (fragments in assets/objects), `instruction`, `max_episode_steps` and
+    implement `_place_objects`, `_evaluate` and `_dense_reward`.
+    """
+
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": ["rgb_array", "human"], "render_fps": 5}
+
+    objects: ClassVar[tuple[str, ...]] = ()
+    instruction: ClassVar[str] = ""
+    max_episode_steps: ClassVar[int] = 60
+
+    def __init__(
+        self,
+        obs_mode: str = "state",
+        reward_type: str = "sparse",
+        render_mode: str | None = None,
+        image_size: tuple[int, int] = (128, 128),
+        render_size: tuple[int, int] = (256, 256),
+        camera: str = "third_person",
+        render_camera: str = "front",
+        wrist_camera: bool = False,
+        terminate_on_success: bool = True,
+        control_limits: ControlLimits | None = None,
+        **unknown: Any,
+    ) -> None:
+        name = type(self).__name__
+        if unknown:
+            raise TypeError(
+                f"{name}: unknown option(s) {sorted(unknown)}; valid options: {sorted(valid_options())}"
+            )
+        _check_choice(name, "obs_mode", obs_mode, OBS_MODES)
+        _check_choice(name, "reward_type", reward_type, REWARD_TYPES)
+        _check_choice(name, "render_mode", render_mode, (None, *self.metadata["render_modes"]))
+        for label, size in (("image_size", image_size), ("render_size", render_size)):
+            if len(size) != 2 or min(int(v) for v in size) < 8:
+                raise ValueError(f"{name}: {label} must be (height, width) >= 8 pixels, got {size!r}")
+        self.obs_mode, self.reward_type, self.render_mode = obs_mode, reward_type, render_mode
+        self.image_size = (int(image_size[0]), int(image_size[1]))
+        self.render_size = (int(render_size[0]), int(render_size[1]))
+        self.camera, self.render_camera, self.wrist_camera = camera, render_camera, wrist_camera
+        self.terminate_on_success = terminate_on_success
+
+        self.model = build_model(self.objects)
+        self.data = mujoco.MjData(self.model)
+        for cam in (camera, render_camera):
+            _check_choice(name, "camera", cam, tuple(self.model.camera(i).name for i in range(self.model.ncam)))
+        self.controller = EndEffectorController(self.model, control_limits or ControlLimits())
+        self._arm_qpos_adr = self.controller.qpos_adr
+        self._finger_qpos_adr = self.model.jnt_qposadr[
+            [self.model.joint("left_finger").id, self.model.joint("right_finger").id]
+        ]
+        self._arm_actuators = np.array([self.model.actuator(n).id for n in ARM_JOINTS])
+        self._gripper_actuator = self.model.actuator("gripper").id
+        self._finger_geoms = np.array([self.model.geom("left_pad").id, self.model.geom("right_pad").id])
+        self._table_geom = self.model.geom("table").id
+        self.geometry: dict[str, BodyGeometry] = {
+            obj: body_geometry(self.model, obj) for obj in self.objects if obj != "goal_marker"
+        }
+        self._body_ids = {obj: self.model.body(obj).id for obj in self.objects}
+        self._home_joints = self.controller.reset(START_POS, START_RPY, np.array([0, 0, 0.3, 0, 1.27, 0]))
+
+        self.state_names = self._make_state_names()
+        self.action_space = spaces.Box(-1.0, 1.0, shape=(7,), dtype=np.float32)
+        self.observation_space = self._make_observation_space()
+
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        self._viewer = None
+        self._needs_reset = True
+        self._last_obs: Any = None
+        self.initial_positions: dict[str, np.ndarray] = {}
+
+    # ------------------------------------------------------------------ task hooks
+    def _place_objects(self, rng: np.random.Generator) -> None:
+        """Set the initial object poses (free-joint qpos / mocap pos) for a new episode."""
+        raise NotImplementedError
+
+    def _evaluate(self) -> dict[str, Any]:
+        """Task metrics for the current state; must contain "is_success" (bool)."""
+        raise NotImplementedError
+
+    def _dense_reward(self, metrics: dict[str, Any]) -> float:
+        """Shaped reward in [0, 1) for a state that is not a success."""
+        raise NotImplementedError
+
+    def _task_state(self) -> np.ndarray:
+        """Extra state features of the task (e.g. a goal position); empty by default."""
+        return np.zeros(0)
+
+    def _task_state_names(self) -> list[str]:
+        return []
+
+    # ------------------------------------------------------------------ gymnasium API
+    def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
+        super().reset(seed=seed)
+        m, d = self.model, self.data
+        mujoco.mj_resetData(m, d)
+        d.qpos[self._arm_qpos_adr] = self._home_joints
+        d.qpos[self._finger_qpos_adr] = (FINGER_OPEN, -FINGER_OPEN)
+        d.ctrl[self._arm_actuators] = self._home_joints
+        d.ctrl[self._gripper_actuator] = FINGER_OPEN
+        self.controller.reset(START_POS, START_RPY, self._home_joints)
+        self._place_objects(self.np_random)
+        mujoco.mj_forward(m, d)
+        mujoco.mj_step(m, d, nstep=SETTLE_STEPS)
+        self.initial_positions = {obj: d.xpos[bid].copy() for obj, bid in self._body_ids.items()}
+        self._needs_reset = False
+        self._elapsed_steps = 0
+        metrics = self._evaluate()
+        self._last_obs = self._observation()
+        if self.render_mode == "human":
+            self.render()
+        return self._last_obs, self._info(metrics)
+
+    def step(self, action):
+        if self._needs_reset:
+            raise gym.error.ResetNeeded(
+                f"{type(self).__name__}: call reset() before step() (and after an episode ends "
+                "with a physics error)"
+            )
+        action = self._validate_action(action)
+        m, d = self.model, self.data
+        q_start = d.ctrl[self._arm_actuators].copy()
+        q_goal = self.controller.apply_delta(
+            action[:3] * self.controller.limits.max_delta_pos,
+            action[3:6] * self.controller.limits.max_delta_rot,
+        )
+        d.ctrl[self._gripper_actuator] = FINGER_CLOSED + (action[6] + 1.0) / 2.0 * (FINGER_OPEN - FINGER_CLOSED)
+        substeps = int(round(CONTROL_DT / m.opt.timestep))
+        per_chunk = substeps // SERVO_RAMP_CHUNKS
+        bad_qacc = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+        for k in range(1, SERVO_RAMP_CHUNKS + 1):
+            d.ctrl[self._arm_actuators] = q_start + (q_goal - q_start) * (k / SERVO_RAMP_CHUNKS)
+            mujoco.mj_step(m, d, nstep=per_chunk)
+        self._elapsed_steps += 1
+
+        error = self._physics_error(bad_qacc)
+        if error is not None:
+            self._needs_reset = True
+            info = self._info({"is_success": False})
+            info["physics_error"] = error
+            return self._last_obs, 0.0, False, True, info
+
+        metrics = self._evaluate()
+        success = bool(metrics["is_success"])
+        if self.reward_type == "sparse":
+            reward = float(success)
+        else:
+            reward = 1.0 if success else float(self._dense_reward(metrics))
+        self._last_obs = self._observation()
+        if self.render_mode == "human":
+            self.render()
+        return self._last_obs, reward, success and self.terminate_on_success, False, self._info(metrics)
+
+    def render(self):
+        if self.render_mode == "rgb_array":
+            return self.render_camera_image(self.render_camera, self.render_size)
+        if self.render_mode == "human":
+            if self._viewer is None:
+                import mujoco.viewer
+
+                self._viewer = mujoco.viewer.launch_passive(self.model, self.data)
+            self._viewer.sync()
+        return None
+
+    def close(self) -> None:
+        for renderer in self._renderers.values():
+            renderer.close()
+        self._renderers.clear()
+        if self._viewer is not None:
+            self._viewer.close()
+            self._viewer = None
+
+    # ------------------------------------------------------------------ public helpers
+    def render_camera_image(self, camera: str, size: tuple[int, int]) -> np.ndarray:
+        """RGB uint8 (H, W, 3) image of the current state from a named camera."""
+        renderer = self._renderers.get(size)
+        if renderer is None:
+            renderer = mujoco.Renderer(self.model, height=size[0], width=size[1])
+            self._renderers[size] = renderer
+        renderer.update_scene(self.data, camera=camera)
+        return renderer.render()
+
+    def tcp_pose(self) -> tuple[np.ndarray, np.ndarray]:
+        """Measured tcp position (3,) in metres and relative roll/pitch/yaw (3,) in rad."""
+        return self.controller.tcp_pose(self.data)
+
+    def gripper_opening(self) -> float:
+        """Measured jaw opening in [0, 1] (0 fully closed, 1 fully open)."""
+        q = self.data.qpos[self._finger_qpos_adr[0]]
+        return float(np.clip((q - FINGER_CLOSED) / (FINGER_OPEN - FINGER_CLOSED), 0.0, 1.0))
+
+    def body_pose(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """World position (3,) and quaternion wxyz (4,) of a task object."""
+        bid = self._body_ids[name]
+        return self.data.xpos[bid].copy(), self.data.xquat[bid].copy()
+
+    def in_contact(self, geoms_a: np.ndarray, geoms_b: np.ndarray) -> bool:
+        """True when any geom of `geoms_a` touches any geom of `geoms_b`."""
+        ncon = self.data.ncon
+        if ncon == 0:
+            return False
+        pairs = self.data.contact.geom[:ncon]
+        a1, a2 = np.isin(pairs[:, 0], geoms_a), np.isin(pairs[:, 1], geoms_a)
+        b1, b2 = np.isin(pairs[:, 0], geoms_b), np.isin(pairs[:, 1], geoms_b)
+        return bool(np.any((a1 & b2) | (a2 & b1)))
+
+    def is_grasped(self, obj: str) -> bool:
+        """Both finger pads touch `obj` (SIMPLER's check_grasp without the impulse angle test)."""
+        geoms = self.geometry[obj].geom_ids
+        return all(self.in_contact(np.array([pad]), geoms) for pad in self._finger_geoms)
+
+    def touches_table(self, obj: str) -> bool:
+        return self.in_contact(self.geometry[obj].geom_ids, np.array([self._table_geom]))
+
+    def touches_gripper(self, obj: str) -> bool:
+        return self.in_contact(self.geometry[obj].geom_ids, self._finger_geoms)
+
+    def set_free_body_pose(self, name: str, pos: np.ndarray, yaw: float = 0.0) -> None:
+        """Place a free-joint object at `pos` (metres) rotated by `yaw` (rad) about +z."""
+        joint = self.model.joint(f"{name}_joint")
+        adr = self.model.jnt_qposadr[joint.id]
+        self.data.qpos[adr : adr + 3] = pos
+        self.data.qpos[adr + 3 : adr + 7] = (np.cos(yaw / 2.0), 0.0, 0.0, np.sin(yaw / 2.0))
+
+    def set_mocap_pose(self, name: str, pos: np.ndarray, yaw: float = 0.0) -> None:
+        """Place a fixed (mocap) scene body at `pos` (metres), rotated by `yaw` (rad) about +z."""
+        mocap_id = self.model.body_mocapid[self._body_ids[name]]
+        self.data.mocap_pos[mocap_id] = pos
+        self.data.mocap_quat[mocap_id] = (np.cos(yaw / 2.0), 0.0, 0.0, np.sin(yaw / 2.0))
+
+    # ------------------------------------------------------------------ internals
+    def _validate_action(self, action) -> np.ndarray:
+        name = type(self).__name__
+        try:
+            arr = np.asarray(action, dtype=np.float64)
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"{name}: action must be numeric, got {action!r} ({type(action).__name__})") from exc
+        if arr.shape != (7,):
+            raise ValueError(f"{name}: action must have shape (7,), got shape {arr.shape}: {action!r}")
+        if not np.all(np.isfinite(arr)):
+            raise ValueError(f"{name}: action must be finite, got {arr.tolist()}")
+        return np.clip(arr, -1.0, 1.0)
+
+    def _physics_error(self, bad_qacc_before: int) -> str | None:
+        d = self.data
+        if not (np.all(np.isfinite(d.qpos)) and np.all(np.isfinite(d.qvel))):
+            return "non-finite simulation state (NaN/inf in qpos or qvel)"
+        if d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > bad_qacc_before:
+            return f"MuJoCo reported an unstable acceleration (mjWARN_BADQACC) at t={d.time:.3f} s"
+        if np.abs(d.qvel).max() > 1e3:
+            return f"simulation diverged: joint speed {np.abs(d.qvel).max():.3g} exceeds 1e3"
+        return None
+
+    def _proprio(self) -> np.ndarray:
+        pos, rpy = self.tcp_pose()
+        return np.concatenate([pos, rpy, [self.gripper_opening()]])
+
+    def _state(self) -> np.ndarray:
+        tcp = self.data.site_xpos[self.controller.site_id]
+        parts = [self._proprio()]
+        for obj in self.objects:
+            pos, quat = self.body_pose(obj)
+            parts += [pos, quat if quat[0] >= 0 else -quat, pos - tcp]
+        parts.append(self._task_state())
+        return np.concatenate(parts).astype(np.float32)
+
+    def _make_state_names(self) -> list[str]:
+        names = ["tcp_x", "tcp_y", "tcp_z", "tcp_roll", "tcp_pitch", "tcp_yaw", "gripper_open"]
+        for obj in self.objects:
+            names += [f"{obj}_{k}" for k in ("x", "y", "z", "qw", "qx", "qy", "qz", "dx", "dy", "dz")]
+        return names + self._task_state_names()
+
+    def _make_observation_space(self) -> spaces.Space:
+        state = spaces.Box(-np.inf, np.inf, shape=(len(self.state_names),), dtype=np.float32)
+        pixels = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
+        if self.obs_mode == "state":
+            return state
+        if self.obs_mode == "pixels":
+            return pixels
+        parts: dict[str, spaces.Space] = {"pixels": pixels, "state": state}
+        if self.wrist_camera:
+            parts["wrist_pixels"] = pixels
+        return spaces.Dict(parts)
+
+    def _observation(self):
+        if self.obs_mode == "state":
+            return self._state()
+        pixels = self.render_camera_image(self.camera, self.image_size)
+        if self.obs_mode == "pixels":
+            return pixels
+        obs = {"pixels": pixels, "state": self._state()}
+        if self.wrist_camera:
+            obs["wrist_pixels"] = self.render_camera_image("wrist", self.image_size)
+        return obs
+
+    def _info(self, metrics: dict[str, Any]) -> dict[str, Any]:
+        info = {k: v for k, v in metrics.items()}
+        info["is_success"] = bool(metrics["is_success"])
+        info["instruction"] = self.instruction
+        return info
+
+
+def _check_choice(env_name: str, option: str, value: Any, choices: tuple) -> None:
+    if value not in choices:
+        raise ValueError(f"{env_name}: {option}={value!r} is not one of {list(choices)}")
+
+
+def valid_options() -> set[str]:
+    """Keyword options every WidowX task accepts (for error messages and the CLI)."""
+    import inspect
+
+    params = inspect.signature(WidowXEnv.__init__).parameters
+    return {p for p in params if p not in ("self", "unknown")}
