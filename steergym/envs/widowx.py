@@ -6,7 +6,7 @@ Action (7,) float32 in [-1, 1], the BridgeData convention scaled to a normalised
     a[6]    gripper command: -1 fully closed ... +1 fully open (absolute, not a delta)
 Finite values outside [-1, 1] are clipped; NaN/inf or a wrong shape raise ValueError. Deltas are
 added to the previous *target* pose, which is clipped to the workspace box (see `ControlLimits`).
-Control runs at 5 Hz: one step is 0.2 s = 100 physics steps of 2 ms, the servo set-points ramping
+Control runs at 5 Hz: one step is 0.2 s = 50 physics steps of 4 ms, the servo set-points ramping
 linearly to the new IK solution over the step.
 
 Observation (`obs_mode`):
@@ -32,12 +32,13 @@ from steergym.envs.controller import ARM_JOINTS, ControlLimits, EndEffectorContr
 from steergym.envs.scene import BodyGeometry, body_geometry, build_model
 
 CONTROL_DT = 0.2  # s per control step (5 Hz, Bridge / SIMPLER)
-PHYSICS_DT = 0.002  # s, set in the MJCF; 100 substeps per control step
+PHYSICS_DT = 0.004  # s, set in the MJCF; 50 substeps per control step
 SERVO_RAMP_CHUNKS = 5  # servo set-point updates per control step
-SETTLE_STEPS = 100  # physics steps (0.2 s) for objects to come to rest after a reset
+SETTLE_STEPS = 50  # physics steps (0.2 s) for objects to come to rest after a reset
 START_POS = np.array([0.30, 0.0, 0.15])  # Bridge start pose of the tcp, metres
 START_RPY = np.zeros(3)  # gripper pointing down
-FINGER_CLOSED, FINGER_OPEN = 0.007, 0.037  # slide range of each finger, metres
+FINGER_CLOSED, FINGER_OPEN = 0.007, 0.037
+TABLE_TAG, LEFT_PAD_TAG, RIGHT_PAD_TAG, OBJECT_TAG0 = 0, 1, 2, 3  # contact groups, see contact_pairs  # slide range of each finger, metres
 OBS_MODES = ("state", "pixels", "pixels_state")
 REWARD_TYPES = ("sparse", "dense")
 
@@ -97,12 +98,13 @@ class WidowXEnv(gym.Env):
         ]
         self._arm_actuators = np.array([self.model.actuator(n).id for n in ARM_JOINTS])
         self._gripper_actuator = self.model.actuator("gripper").id
-        self._finger_geoms = np.array([self.model.geom("left_pad").id, self.model.geom("right_pad").id])
-        self._table_geom = self.model.geom("table").id
         self.geometry: dict[str, BodyGeometry] = {
             obj: body_geometry(self.model, obj) for obj in self.objects if obj != "goal_marker"
         }
         self._body_ids = {obj: self.model.body(obj).id for obj in self.objects}
+        self._geom_tags = self._make_geom_tags()
+        self._contacts: set[tuple[int, int]] = set()
+        self._contacts_time = -1.0
         self._home_joints = self.controller.reset(START_POS, START_RPY, np.array([0, 0, 0.3, 0, 1.27, 0]))
 
         self.state_names = self._make_state_names()
@@ -240,26 +242,38 @@ class WidowXEnv(gym.Env):
         bid = self._body_ids[name]
         return self.data.xpos[bid].copy(), self.data.xquat[bid].copy()
 
-    def in_contact(self, geoms_a: np.ndarray, geoms_b: np.ndarray) -> bool:
-        """True when any geom of `geoms_a` touches any geom of `geoms_b`."""
-        ncon = self.data.ncon
-        if ncon == 0:
-            return False
-        pairs = self.data.contact.geom[:ncon]
-        a1, a2 = np.isin(pairs[:, 0], geoms_a), np.isin(pairs[:, 1], geoms_a)
-        b1, b2 = np.isin(pairs[:, 0], geoms_b), np.isin(pairs[:, 1], geoms_b)
-        return bool(np.any((a1 & b2) | (a2 & b1)))
+    def contact_pairs(self) -> set[tuple[int, int]]:
+        """Pairs (tag_a, tag_b), tag_a <= tag_b, of the geom groups touching now.
+
+        Tags: `TABLE_TAG`, `LEFT_PAD_TAG`, `RIGHT_PAD_TAG`, then one tag per task object in the order
+        of `objects` (see `object_tag`); geoms of anything else (arm links, floor) are tag -1.
+        Computed once per simulation time and cached.
+        """
+        if self._contacts_time != self.data.time:
+            ncon = self.data.ncon
+            tags = self._geom_tags[self.data.contact.geom[:ncon]] if ncon else np.zeros((0, 2), int)
+            tags = tags[(tags >= 0).all(axis=1)]
+            self._contacts = {(int(min(a, b)), int(max(a, b))) for a, b in tags}
+            self._contacts_time = self.data.time
+        return self._contacts
+
+    def object_tag(self, obj: str) -> int:
+        return OBJECT_TAG0 + self.objects.index(obj)
+
+    def touching(self, tag_a: int, tag_b: int) -> bool:
+        return (min(tag_a, tag_b), max(tag_a, tag_b)) in self.contact_pairs()
 
     def is_grasped(self, obj: str) -> bool:
         """Both finger pads touch `obj` (SIMPLER's check_grasp without the impulse angle test)."""
-        geoms = self.geometry[obj].geom_ids
-        return all(self.in_contact(np.array([pad]), geoms) for pad in self._finger_geoms)
+        tag = self.object_tag(obj)
+        return self.touching(LEFT_PAD_TAG, tag) and self.touching(RIGHT_PAD_TAG, tag)
 
     def touches_table(self, obj: str) -> bool:
-        return self.in_contact(self.geometry[obj].geom_ids, np.array([self._table_geom]))
+        return self.touching(TABLE_TAG, self.object_tag(obj))
 
     def touches_gripper(self, obj: str) -> bool:
-        return self.in_contact(self.geometry[obj].geom_ids, self._finger_geoms)
+        tag = self.object_tag(obj)
+        return self.touching(LEFT_PAD_TAG, tag) or self.touching(RIGHT_PAD_TAG, tag)
 
     def set_free_body_pose(self, name: str, pos: np.ndarray, yaw: float = 0.0) -> None:
         """Place a free-joint object at `pos` (metres) rotated by `yaw` (rad) about +z."""
@@ -296,6 +310,16 @@ class WidowXEnv(gym.Env):
         if np.abs(d.qvel).max() > 1e3:
             return f"simulation diverged: joint speed {np.abs(d.qvel).max():.3g} exceeds 1e3"
         return None
+
+    def _make_geom_tags(self) -> np.ndarray:
+        m = self.model
+        tags = np.full(m.ngeom, -1)
+        tags[m.geom("table").id] = TABLE_TAG
+        tags[m.geom("left_pad").id] = LEFT_PAD_TAG
+        tags[m.geom("right_pad").id] = RIGHT_PAD_TAG
+        for k, obj in enumerate(self.objects):
+            tags[m.geom_bodyid == self._body_ids[obj]] = OBJECT_TAG0 + k
+        return tags
 
     def _proprio(self) -> np.ndarray:
         pos, rpy = self.tcp_pose()
