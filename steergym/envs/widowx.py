@@ -21,6 +21,11 @@ shaped value in [0, 1] that is 1.0 on success. `info["is_success"]` is set every
 
 from __future__ import annotations
 
+import atexit
+import functools
+import os
+import sys
+import weakref
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -38,7 +43,10 @@ SETTLE_STEPS = 50  # physics steps (0.2 s) for objects to come to rest after a r
 START_POS = np.array([0.30, 0.0, 0.15])  # Bridge start pose of the tcp, metres
 START_RPY = np.zeros(3)  # gripper pointing down
 FINGER_CLOSED, FINGER_OPEN = 0.007, 0.037
+# Envs whose GL renderers must be freed before the interpreter tears EGL down (else noisy errors).
+_LIVE_ENVS: weakref.WeakSet = weakref.WeakSet()
 TABLE_TAG, LEFT_PAD_TAG, RIGHT_PAD_TAG, OBJECT_TAG0 = 0, 1, 2, 3  # contact groups, see contact_pairs  # slide range of each finger, metres
+STATE_BOUND = 10.0  # |state entries| (metres, rad, unit quaternions) never exceed this; clipped
 OBS_MODES = ("state", "pixels", "pixels_state")
 REWARD_TYPES = ("sparse", "dense")
 
@@ -81,6 +89,11 @@ class WidowXEnv(gym.Env):
         for label, size in (("image_size", image_size), ("render_size", render_size)):
             if len(size) != 2 or min(int(v) for v in size) < 8:
                 raise ValueError(f"{name}: {label} must be (height, width) >= 8 pixels, got {size!r}")
+        if render_mode == "human" and not _has_display():
+            raise RuntimeError(
+                f"{name}: render_mode='human' opens a window and needs a display (DISPLAY/WAYLAND_DISPLAY "
+                "is unset); use render_mode='rgb_array' (headless, MUJOCO_GL=egl) instead"
+            )
         self.obs_mode, self.reward_type, self.render_mode = obs_mode, reward_type, render_mode
         self.image_size = (int(image_size[0]), int(image_size[1]))
         self.render_size = (int(render_size[0]), int(render_size[1]))
@@ -112,6 +125,7 @@ class WidowXEnv(gym.Env):
         self.observation_space = self._make_observation_space()
 
         self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
+        _LIVE_ENVS.add(self)
         self._viewer = None
         self._needs_reset = True
         self._last_obs: Any = None
@@ -210,6 +224,12 @@ class WidowXEnv(gym.Env):
             self._viewer.sync()
         return None
 
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - best effort during garbage collection
+            pass
+
     def close(self) -> None:
         for renderer in self._renderers.values():
             renderer.close()
@@ -224,6 +244,7 @@ class WidowXEnv(gym.Env):
         renderer = self._renderers.get(size)
         if renderer is None:
             renderer = mujoco.Renderer(self.model, height=size[0], width=size[1])
+            _close_renderers_at_exit()
             self._renderers[size] = renderer
         renderer.update_scene(self.data, camera=camera)
         return renderer.render()
@@ -332,7 +353,7 @@ class WidowXEnv(gym.Env):
             pos, quat = self.body_pose(obj)
             parts += [pos, quat if quat[0] >= 0 else -quat, pos - tcp]
         parts.append(self._task_state())
-        return np.concatenate(parts).astype(np.float32)
+        return np.clip(np.concatenate(parts), -STATE_BOUND, STATE_BOUND).astype(np.float32)
 
     def _make_state_names(self) -> list[str]:
         names = ["tcp_x", "tcp_y", "tcp_z", "tcp_roll", "tcp_pitch", "tcp_yaw", "gripper_open"]
@@ -341,7 +362,7 @@ class WidowXEnv(gym.Env):
         return names + self._task_state_names()
 
     def _make_observation_space(self) -> spaces.Space:
-        state = spaces.Box(-np.inf, np.inf, shape=(len(self.state_names),), dtype=np.float32)
+        state = spaces.Box(-STATE_BOUND, STATE_BOUND, shape=(len(self.state_names),), dtype=np.float32)
         pixels = spaces.Box(0, 255, shape=(*self.image_size, 3), dtype=np.uint8)
         if self.obs_mode == "state":
             return state
@@ -368,6 +389,24 @@ class WidowXEnv(gym.Env):
         info["is_success"] = bool(metrics["is_success"])
         info["instruction"] = self.instruction
         return info
+
+
+def _close_live_envs() -> None:
+    for env in list(_LIVE_ENVS):
+        env.close()
+
+
+@functools.cache
+def _close_renderers_at_exit() -> None:
+    """Register `_close_live_envs` once, *after* MuJoCo's GL backend registered its own teardown
+    (atexit runs last-in first-out), so renderers are freed while the GL display still exists."""
+    atexit.register(_close_live_envs)
+
+
+def _has_display() -> bool:
+    if sys.platform.startswith("linux"):
+        return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
+    return True  # macOS and Windows always have a window server
 
 
 def _check_choice(env_name: str, option: str, value: Any, choices: tuple) -> None:
