@@ -32,14 +32,15 @@ class ControlLimits:
         max_delta_rot: largest roll/pitch/yaw change per step, rad (Bridge clips to 0.25).
         workspace_low / workspace_high: (3,) box for the target position in the base frame, metres.
             Bridge's real box is [0.10, 0.45] x [-0.15, 0.25] x [-0.10, 0.18]; the lower z bound is
-            raised to 0.0 here because the simulated table top is the plane z = 0.
+            raised to 0.02 here: the table top is the plane z = 0 and the finger tips reach 19 mm
+            below the tcp, so the lowest target puts the tips on the table.
         rotation_low / rotation_high: (3,) bounds of the relative roll, pitch, yaw target, rad
             (Bridge: yaw +-1.57; roll/pitch kept within +-0.8 so the gripper stays mostly downward).
     """
 
     max_delta_pos: float = 0.05
     max_delta_rot: float = 0.25
-    workspace_low: tuple[float, float, float] = (0.10, -0.15, 0.0)
+    workspace_low: tuple[float, float, float] = (0.10, -0.15, 0.02)
     workspace_high: tuple[float, float, float] = (0.45, 0.25, 0.18)
     rotation_low: tuple[float, float, float] = (-0.8, -0.8, -1.57)
     rotation_high: tuple[float, float, float] = (0.8, 0.8, 1.57)

@@ -6,8 +6,8 @@ Action (7,) float32 in [-1, 1], the BridgeData convention scaled to a normalised
     a[6]    gripper command: -1 fully closed ... +1 fully open (absolute, not a delta)
 Finite values outside [-1, 1] are clipped; NaN/inf or a wrong shape raise ValueError. Deltas are
 added to the previous *target* pose, which is clipped to the workspace box (see `ControlLimits`).
-Control runs at 5 Hz: one step is 0.2 s = 50 physics steps of 4 ms, the servo set-points ramping
-linearly to the new IK solution over the step.
+Control runs at 5 Hz: one step is 0.2 s = 50 physics steps of 4 ms; the servo set-points ramp
+linearly to the new IK solution over the first 60% of the step and hold it for the rest.
 
 Observation (`obs_mode`):
     "state"         float32 vector: the Bridge proprio [x, y, z, roll, pitch, yaw, gripper_open]
@@ -38,7 +38,8 @@ from steergym.envs.scene import BodyGeometry, body_geometry, build_model
 
 CONTROL_DT = 0.2  # s per control step (5 Hz, Bridge / SIMPLER)
 PHYSICS_DT = 0.004  # s, set in the MJCF; 50 substeps per control step
-SERVO_RAMP_CHUNKS = 5  # servo set-point updates per control step
+SERVO_RAMP_CHUNKS = 3  # servo set-point updates, over the first 60% of a control step
+SERVO_RAMP_FRACTION = 0.6  # the rest of the step holds the final set-point so the joints settle
 SETTLE_STEPS = 50  # physics steps (0.2 s) for objects to come to rest after a reset
 START_POS = np.array([0.30, 0.0, 0.15])  # Bridge start pose of the tcp, metres
 START_RPY = np.zeros(3)  # gripper pointing down
@@ -116,6 +117,10 @@ class WidowXEnv(gym.Env):
         }
         self._body_ids = {obj: self.model.body(obj).id for obj in self.objects}
         self._geom_tags = self._make_geom_tags()
+        substeps = int(round(CONTROL_DT / self.model.opt.timestep))
+        ramp = int(round(substeps * SERVO_RAMP_FRACTION)) // SERVO_RAMP_CHUNKS
+        # Physics steps per set-point update: SERVO_RAMP_CHUNKS ramp chunks, then the hold.
+        self._substep_schedule = [ramp] * SERVO_RAMP_CHUNKS + [substeps - ramp * SERVO_RAMP_CHUNKS]
         self._contacts: set[tuple[int, int]] = set()
         self._contacts_time = -1.0
         self._home_joints = self.controller.reset(START_POS, START_RPY, np.array([0, 0, 0.3, 0, 1.27, 0]))
@@ -187,12 +192,10 @@ class WidowXEnv(gym.Env):
             action[3:6] * self.controller.limits.max_delta_rot,
         )
         d.ctrl[self._gripper_actuator] = FINGER_CLOSED + (action[6] + 1.0) / 2.0 * (FINGER_OPEN - FINGER_CLOSED)
-        substeps = int(round(CONTROL_DT / m.opt.timestep))
-        per_chunk = substeps // SERVO_RAMP_CHUNKS
         bad_qacc = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
-        for k in range(1, SERVO_RAMP_CHUNKS + 1):
-            d.ctrl[self._arm_actuators] = q_start + (q_goal - q_start) * (k / SERVO_RAMP_CHUNKS)
-            mujoco.mj_step(m, d, nstep=per_chunk)
+        for k, substeps in enumerate(self._substep_schedule, start=1):
+            d.ctrl[self._arm_actuators] = q_start + (q_goal - q_start) * min(k / SERVO_RAMP_CHUNKS, 1.0)
+            mujoco.mj_step(m, d, nstep=substeps)
         self._elapsed_steps += 1
 
         error = self._physics_error(bad_qacc)
