@@ -1,0 +1,37 @@
+"""Shared pytest setup for steergym.
+
+Rendering is headless: MUJOCO_GL must be chosen before mujoco is first imported, so it is set here,
+at collection time, before any test module imports mujoco / steergym (a user's own choice wins).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from collections.abc import Callable, Iterator  # noqa: E402
+
+import gymnasium as gym  # noqa: E402
+import pytest  # noqa: E402
+
+import steergym  # noqa: E402,F401  (registers the ids)
+
+
+@pytest.fixture
+def make_env() -> Iterator[Callable[..., gym.Env]]:
+    """Factory `make_env(env_id, **kwargs)` around `gymnasium.make` that closes every env it made.
+
+    Closing matters: an EGL renderer left to the garbage collector at interpreter exit prints
+    spurious EGLError tracebacks.
+    """
+    made: list[gym.Env] = []
+
+    def _make(env_id: str, **kwargs) -> gym.Env:
+        env = gym.make(env_id, **kwargs)
+        made.append(env)
+        return env
+
+    yield _make
+    for env in made:
+        env.close()
