@@ -1,0 +1,254 @@
+"""The `steergym` command: a small dispatcher, one function per subcommand.
+
+    steergym list [--json]
+    steergym eval --env ID [--policy expert|random] [--episodes N] [--seed S] [--video out.mp4]
+                  [--obs-mode MODE] [--json out.json]
+    steergym render-tasks --out DIR [--size WxH]
+
+A user mistake (unknown id, bad option, unwritable path) prints one line on stderr and exits 2.
+To add a subcommand: write `cmd_<name>(args) -> int` and its `_add_<name>` parser, list both in
+`SUBCOMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+USAGE_ERROR = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (the usage is one `--help` away)."""
+
+    def error(self, message: str):  # noqa: D401  (argparse hook)
+        self.exit(USAGE_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+# ------------------------------------------------------------------------------ list
+def _add_list(sub) -> None:
+    p = sub.add_parser("list", help="registered environments", description="List the registered ids.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """Every registered id with its instruction, horizon and the spaces of its default obs mode."""
+    from steergym.bench.evaluate import make_env
+    from steergym.registry import ENVS
+
+    rows = []
+    for entry in ENVS:
+        env = make_env(entry.id)
+        try:
+            rows.append(
+                {
+                    "id": entry.id,
+                    "instruction": getattr(env.unwrapped, "instruction", ""),
+                    "horizon": entry.max_episode_steps,
+                    "obs_shape": _shape(env.observation_space),
+                    "action_shape": _shape(env.action_space),
+                }
+            )
+        finally:
+            env.close()
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = [
+        [r["id"], r["instruction"], str(r["horizon"]), *map(_shape_text, (r["obs_shape"], r["action_shape"]))]
+        for r in rows
+    ]
+    _print_table(["id", "instruction", "horizon", "obs", "action"], table)
+    return 0
+
+
+def _shape(space) -> Any:
+    """JSON-able shape of a space: a list, or {key: list} for a Dict space."""
+    if getattr(space, "shape", None) is not None:
+        return list(space.shape)
+    return {key: _shape(sub) for key, sub in getattr(space, "spaces", {}).items()}
+
+
+def _shape_text(shape: list[int] | dict) -> str:
+    if isinstance(shape, dict):
+        return "{" + ", ".join(f"{k}: {_shape_text(v)}" for k, v in shape.items()) + "}"
+    return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"
+
+
+def _print_table(header: list[str], rows: list[list[str]]) -> None:
+    widths = [max(len(row[i]) for row in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+
+
+# ------------------------------------------------------------------------------ eval
+def _add_eval(sub) -> None:
+    from steergym.bench.evaluate import POLICY_NAMES
+    from steergym.envs.widowx import OBS_MODES, REWARD_TYPES
+
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a policy on a task",
+        description="Success rate (Wilson 95% interval), mean return and length of a policy; "
+        "episode i is reset with seed S+i.",
+    )
+    p.add_argument("--env", required=True, metavar="ID", help="environment id (see `steergym list`)")
+    p.add_argument("--policy", default="expert", choices=POLICY_NAMES, help="policy (default: expert)")
+    p.add_argument("--episodes", type=_positive_int, default=20, metavar="N", help="episodes (default: 20)")
+    p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of episode 0 (default: 0)")
+    p.add_argument("--video", metavar="PATH", help="write the first episodes to an .mp4 or .gif")
+    p.add_argument(
+        "--video-episodes", type=_positive_int, default=3, metavar="K", help="episodes recorded (default: 3)"
+    )
+    p.add_argument("--obs-mode", choices=OBS_MODES, help="observation mode (default: the env's, state)")
+    p.add_argument("--reward-type", choices=REWARD_TYPES, help="reward type (default: the env's, sparse)")
+    p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from steergym.bench.evaluate import evaluate
+
+    env_kwargs: dict[str, Any] = {}
+    if args.obs_mode:
+        env_kwargs["obs_mode"] = args.obs_mode
+    if args.reward_type:
+        env_kwargs["reward_type"] = args.reward_type
+    json_path = Path(args.json) if args.json else None
+    if json_path is not None and json_path.is_dir():
+        raise ValueError(f"--json {args.json!r} is a directory")
+    result = evaluate(
+        args.env,
+        policy=args.policy,
+        episodes=args.episodes,
+        seed=args.seed,
+        video=args.video,
+        env_kwargs=env_kwargs,
+        progress=not args.quiet,
+        video_episodes=args.video_episodes,
+    )
+    print(f"{result.env_id}  policy={result.policy}  episodes={result.episodes}  seed={result.seed}")
+    print(
+        f"success rate {result.success_rate:.3f} ({result.successes}/{result.episodes}), "
+        f"95% CI [{result.ci_low:.3f}, {result.ci_high:.3f}]"
+    )
+    print(f"mean return {result.mean_return:.3f}, mean length {result.mean_length:.1f} steps")
+    if result.video:
+        print(f"video: {result.video}")
+    if json_path is not None:
+        _write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
+        print(f"json: {json_path}")
+    return 0
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def _write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+# ------------------------------------------------------------------------------ render-tasks
+def _add_render_tasks(sub) -> None:
+    p = sub.add_parser(
+        "render-tasks",
+        help="render one PNG per task",
+        description="Render every task after reset(seed=0): <Name>-vN.png from the 'front' camera and "
+        "<Name>-vN_third_person.png from the policy camera.",
+    )
+    p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
+    p.add_argument(
+        "--size", type=_size, default=(240, 320), metavar="WxH", help="width x height (default: 320x240)"
+    )
+    p.add_argument("--env", action="append", metavar="ID", help="only this id (repeatable; default: all)")
+
+
+def cmd_render_tasks(args: argparse.Namespace) -> int:
+    import imageio.v3 as iio
+
+    from steergym.bench.evaluate import make_env
+    from steergym.registry import env_ids
+
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ValueError(f"--out {args.out!r} is not a directory")
+    out.mkdir(parents=True, exist_ok=True)
+    for env_id in args.env or env_ids():
+        env = make_env(env_id, render_mode="rgb_array", render_size=args.size)
+        try:
+            env.reset(seed=0)
+            name = env_id.split("/")[-1]
+            images = {f"{name}.png": env.render()}
+            if hasattr(env.unwrapped, "render_camera_image"):
+                third = env.unwrapped.render_camera_image("third_person", args.size)
+                images[f"{name}_third_person.png"] = third
+        finally:
+            env.close()
+        for filename, image in images.items():
+            iio.imwrite(out / filename, image, optimize=True)
+            print(out / filename)
+    return 0
+
+
+def _size(text: str) -> tuple[int, int]:
+    """ "320x240" (width x height) -> (240, 320), the (height, width) the envs take."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 320x240, got {text!r}") from None
+    if min(width, height) < 8:
+        raise argparse.ArgumentTypeError(f"width and height must be >= 8 pixels, got {text!r}")
+    return height, width
+
+
+# ------------------------------------------------------------------------------ dispatch
+SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
+    "list": (_add_list, cmd_list),
+    "eval": (_add_eval, cmd_eval),
+    "render-tasks": (_add_render_tasks, cmd_render_tasks),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from steergym import __version__
+
+    parser = _Parser(prog="steergym", description="Gymnasium tasks for steering pretrained robot policies.")
+    parser.add_argument("--version", action="version", version=f"steergym {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+    for add, _ in SUBCOMMANDS.values():
+        add(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `steergym` console script; returns the exit code."""
+    args = build_parser().parse_args(argv)
+    try:
+        return SUBCOMMANDS[args.command][1](args)
+    except (ValueError, OSError) as exc:  # user mistakes: bad id/option/value, unwritable path
+        message = " ".join(str(exc).split())  # one line, even for multi-line library messages
+        print(f"steergym {args.command}: error: {message}", file=sys.stderr)
+        return USAGE_ERROR
+    except KeyboardInterrupt:
+        print(f"steergym {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
