@@ -272,8 +272,25 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
+def git_state() -> dict[str, Any]:
+    """Commit of the measured tree and whether it had uncommitted library changes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "steergym")
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "git_dirty_library_files": None}
+    dirty = [line[3:] for line in status.splitlines() if line.strip()]
+    return {"git_commit": commit.strip(), "git_dirty_library_files": dirty}
+
+
 def meta(args: argparse.Namespace) -> dict[str, Any]:
     return {
+        **git_state(),
         "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "steps": args.steps,
