@@ -48,6 +48,9 @@ FINGER_CLOSED, FINGER_OPEN = 0.007, 0.037
 _LIVE_ENVS: weakref.WeakSet = weakref.WeakSet()
 TABLE_TAG, LEFT_PAD_TAG, RIGHT_PAD_TAG, OBJECT_TAG0 = 0, 1, 2, 3  # contact groups, see contact_pairs  # slide range of each finger, metres
 STATE_BOUND = 10.0  # |state entries| (metres, rad, unit quaternions) never exceed this; clipped
+# MuJoCo warnings after which it has reset the simulation (state or control was NaN/inf/huge).
+UNSTABLE_WARNING_NAMES = ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC", "mjWARN_BADCTRL")
+UNSTABLE_WARNINGS = np.array([int(getattr(mujoco.mjtWarning, n)) for n in UNSTABLE_WARNING_NAMES])
 OBS_MODES = ("state", "pixels", "pixels_state")
 REWARD_TYPES = ("sparse", "dense")
 
@@ -169,6 +172,7 @@ class WidowXEnv(gym.Env):
         self._place_objects(self.np_random)
         mujoco.mj_forward(m, d)
         mujoco.mj_step(m, d, nstep=SETTLE_STEPS)
+        self._contacts_time = -1.0  # every reset ends at the same sim time: drop cached contacts
         self.initial_positions = {obj: d.xpos[bid].copy() for obj, bid in self._body_ids.items()}
         self._needs_reset = False
         self._elapsed_steps = 0
@@ -192,18 +196,18 @@ class WidowXEnv(gym.Env):
             action[3:6] * self.controller.limits.max_delta_rot,
         )
         d.ctrl[self._gripper_actuator] = FINGER_CLOSED + (action[6] + 1.0) / 2.0 * (FINGER_OPEN - FINGER_CLOSED)
-        bad_qacc = d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number
+        warnings_before = d.warning.number[UNSTABLE_WARNINGS].copy()
         for k, substeps in enumerate(self._substep_schedule, start=1):
             d.ctrl[self._arm_actuators] = q_start + (q_goal - q_start) * min(k / SERVO_RAMP_CHUNKS, 1.0)
             mujoco.mj_step(m, d, nstep=substeps)
         self._elapsed_steps += 1
 
-        error = self._physics_error(bad_qacc)
+        error = self._physics_error(warnings_before)
         if error is not None:
             self._needs_reset = True
             info = self._info({"is_success": False})
             info["physics_error"] = error
-            return self._last_obs, 0.0, False, True, info
+            return _copy_obs(self._last_obs), 0.0, False, True, info
 
         metrics = self._evaluate()
         success = bool(metrics["is_success"])
@@ -325,12 +329,20 @@ class WidowXEnv(gym.Env):
             raise ValueError(f"{name}: action must be finite, got {arr.tolist()}")
         return np.clip(arr, -1.0, 1.0)
 
-    def _physics_error(self, bad_qacc_before: int) -> str | None:
+    def _physics_error(self, warnings_before: np.ndarray) -> str | None:
+        """Why the last step's physics is not to be trusted, or None.
+
+        MuJoCo resets the whole simulation when a position, velocity, acceleration or control goes
+        non-finite or beyond 1e10 (and only raises a warning), so the warning counters are checked
+        as well as the state itself.
+        """
         d = self.data
         if not (np.all(np.isfinite(d.qpos)) and np.all(np.isfinite(d.qvel))):
             return "non-finite simulation state (NaN/inf in qpos or qvel)"
-        if d.warning[mujoco.mjtWarning.mjWARN_BADQACC].number > bad_qacc_before:
-            return f"MuJoCo reported an unstable acceleration (mjWARN_BADQACC) at t={d.time:.3f} s"
+        raised = d.warning.number[UNSTABLE_WARNINGS] > warnings_before
+        if raised.any():
+            names = [UNSTABLE_WARNING_NAMES[i] for i in np.flatnonzero(raised)]
+            return f"MuJoCo reported an unstable simulation ({', '.join(names)}) at t={d.time:.3f} s"
         if np.abs(d.qvel).max() > 1e3:
             return f"simulation diverged: joint speed {np.abs(d.qvel).max():.3g} exceeds 1e3"
         return None
@@ -404,6 +416,12 @@ def _close_renderers_at_exit() -> None:
     """Register `_close_live_envs` once, *after* MuJoCo's GL backend registered its own teardown
     (atexit runs last-in first-out), so renderers are freed while the GL display still exists."""
     atexit.register(_close_live_envs)
+
+
+def _copy_obs(obs: Any) -> Any:
+    if isinstance(obs, dict):
+        return {k: v.copy() for k, v in obs.items()}
+    return obs.copy()
 
 
 def _has_display() -> bool:
