@@ -98,7 +98,6 @@ def test_callable_and_policy_object():
 
 
 def test_expert_policy_lifts_the_cube():
-    pytest.importorskip("steergym.policies.scripted")
     result = evaluate(LIFT, "expert", episodes=2, progress=False)
     assert result.policy == "expert"
     assert result.successes >= 1
