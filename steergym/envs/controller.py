@@ -57,6 +57,7 @@ class EndEffectorController:
     limits: ControlLimits = field(default_factory=ControlLimits)
     ik_iterations: int = 4
     damping: float = 1e-3
+    tolerance: float = 1e-5  # stop when position error (m) and rotation error (rad) are below this
 
     def __post_init__(self) -> None:
         m = self.model
@@ -118,7 +119,7 @@ class EndEffectorController:
             pos_err = self.target_pos - d.site_xpos[self.site_id]
             rot_err = mat_to_rotvec(target_rot @ d.site_xmat[self.site_id].reshape(3, 3).T)
             error = np.concatenate([pos_err, rot_err])
-            if error @ error < 1e-12:
+            if np.abs(error).max() < self.tolerance:
                 break
             mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site_id)
             jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])

@@ -46,7 +46,8 @@ START_RPY = np.zeros(3)  # gripper pointing down
 FINGER_CLOSED, FINGER_OPEN = 0.007, 0.037
 # Envs whose GL renderers must be freed before the interpreter tears EGL down (else noisy errors).
 _LIVE_ENVS: weakref.WeakSet = weakref.WeakSet()
-TABLE_TAG, LEFT_PAD_TAG, RIGHT_PAD_TAG, OBJECT_TAG0 = 0, 1, 2, 3  # contact groups, see contact_pairs  # slide range of each finger, metres
+TABLE_TAG, LEFT_PAD_TAG, RIGHT_PAD_TAG, OBJECT_TAG0 = 0, 1, 2, 3  # contact groups, see contact_pairs
+_TAG_BASE = 1024  # pair code = lower tag * _TAG_BASE + higher tag  # slide range of each finger, metres
 STATE_BOUND = 10.0  # |state entries| (metres, rad, unit quaternions) never exceed this; clipped
 # MuJoCo warnings after which it has reset the simulation (state or control was NaN/inf/huge).
 UNSTABLE_WARNING_NAMES = ("mjWARN_BADQPOS", "mjWARN_BADQVEL", "mjWARN_BADQACC", "mjWARN_BADCTRL")
@@ -119,12 +120,13 @@ class WidowXEnv(gym.Env):
             obj: body_geometry(self.model, obj) for obj in self.objects if obj != "goal_marker"
         }
         self._body_ids = {obj: self.model.body(obj).id for obj in self.objects}
+        self._object_body_ids = np.array([self._body_ids[obj] for obj in self.objects], dtype=int)
         self._geom_tags = self._make_geom_tags()
         substeps = int(round(CONTROL_DT / self.model.opt.timestep))
         ramp = int(round(substeps * SERVO_RAMP_FRACTION)) // SERVO_RAMP_CHUNKS
         # Physics steps per set-point update: SERVO_RAMP_CHUNKS ramp chunks, then the hold.
         self._substep_schedule = [ramp] * SERVO_RAMP_CHUNKS + [substeps - ramp * SERVO_RAMP_CHUNKS]
-        self._contacts: set[tuple[int, int]] = set()
+        self._contacts: set[int] = set()
         self._contacts_time = -1.0
         self._home_joints = self.controller.reset(START_POS, START_RPY, np.array([0, 0, 0.3, 0, 1.27, 0]))
 
@@ -270,8 +272,8 @@ class WidowXEnv(gym.Env):
         bid = self._body_ids[name]
         return self.data.xpos[bid].copy(), self.data.xquat[bid].copy()
 
-    def contact_pairs(self) -> set[tuple[int, int]]:
-        """Pairs (tag_a, tag_b), tag_a <= tag_b, of the geom groups touching now.
+    def contact_pairs(self) -> set[int]:
+        """Codes `pair_code(tag_a, tag_b)` of the geom groups touching now.
 
         Tags: `TABLE_TAG`, `LEFT_PAD_TAG`, `RIGHT_PAD_TAG`, then one tag per task object in the order
         of `objects` (see `object_tag`); geoms of anything else (arm links, floor) are tag -1.
@@ -279,9 +281,9 @@ class WidowXEnv(gym.Env):
         """
         if self._contacts_time != self.data.time:
             ncon = self.data.ncon
-            tags = self._geom_tags[self.data.contact.geom[:ncon]] if ncon else np.zeros((0, 2), int)
+            tags = self._geom_tags[self.data.contact.geom[:ncon]]
             tags = tags[(tags >= 0).all(axis=1)]
-            self._contacts = {(int(min(a, b)), int(max(a, b))) for a, b in tags}
+            self._contacts = set((tags.min(axis=1) * _TAG_BASE + tags.max(axis=1)).tolist())
             self._contacts_time = self.data.time
         return self._contacts
 
@@ -289,7 +291,7 @@ class WidowXEnv(gym.Env):
         return OBJECT_TAG0 + self.objects.index(obj)
 
     def touching(self, tag_a: int, tag_b: int) -> bool:
-        return (min(tag_a, tag_b), max(tag_a, tag_b)) in self.contact_pairs()
+        return min(tag_a, tag_b) * _TAG_BASE + max(tag_a, tag_b) in self.contact_pairs()
 
     def is_grasped(self, obj: str) -> bool:
         """Both finger pads touch `obj` (SIMPLER's check_grasp without the impulse angle test)."""
@@ -363,12 +365,12 @@ class WidowXEnv(gym.Env):
 
     def _state(self) -> np.ndarray:
         tcp = self.data.site_xpos[self.controller.site_id]
-        parts = [self._proprio()]
-        for obj in self.objects:
-            pos, quat = self.body_pose(obj)
-            parts += [pos, quat if quat[0] >= 0 else -quat, pos - tcp]
-        parts.append(self._task_state())
-        return np.clip(np.concatenate(parts), -STATE_BOUND, STATE_BOUND).astype(np.float32)
+        pos = self.data.xpos[self._object_body_ids]
+        quat = self.data.xquat[self._object_body_ids]
+        quat = np.where(quat[:, :1] < 0, -quat, quat)  # one sign per rotation: w >= 0
+        objects = np.hstack([pos, quat, pos - tcp]).ravel()
+        state = np.concatenate([self._proprio(), objects, self._task_state()])
+        return np.clip(state, -STATE_BOUND, STATE_BOUND).astype(np.float32)
 
     def _make_state_names(self) -> list[str]:
         names = ["tcp_x", "tcp_y", "tcp_z", "tcp_roll", "tcp_pitch", "tcp_yaw", "gripper_open"]
