@@ -4,6 +4,8 @@
     steergym eval --env ID [--policy expert|random] [--episodes N] [--seed S] [--video out.mp4]
                   [--obs-mode MODE] [--json out.json]
     steergym render-tasks --out DIR [--size WxH]
+    steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
+                     [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
 
 A user mistake (unknown id, bad option, unwritable path) prints one line on stderr and exits 2.
 To add a subcommand: write `cmd_<name>(args) -> int` and its `_add_<name>` parser, list both in
@@ -216,11 +218,55 @@ def _size(text: str) -> tuple[int, int]:
     return height, width
 
 
+# ------------------------------------------------------------------------------ collect
+def _add_collect(sub) -> None:
+    from steergym.data.collect import QUALITIES
+
+    p = sub.add_parser(
+        "collect",
+        help="record scripted-expert episodes as a Minari dataset",
+        description="Record episodes of the scripted expert at a chosen quality into a local Minari "
+        "dataset ($MINARI_DATASETS_PATH or ~/.minari/datasets; --root overrides).",
+    )
+    p.add_argument("--env", required=True, help="registered id, e.g. steergym/WidowXLiftCube-v0")
+    p.add_argument("--episodes", type=_positive_int, required=True)
+    p.add_argument("--quality", choices=QUALITIES, default="expert",
+                   help="expert, noisy, failing, or mixed (40/30/30 of the three)")
+    p.add_argument("--out", required=True, metavar="NAME", help="dataset id, e.g. steergym/lift/mixed-v0")
+    p.add_argument("--seed", type=int, default=0, help="episode k resets with seed+k")
+    p.add_argument("--obs-mode", choices=("state", "pixels", "pixels_state"), default=None)
+    p.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_collect(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from steergym.data.collect import collect
+    from steergym.registry import entry
+
+    try:
+        entry(args.env)
+    except KeyError as exc:
+        raise ValueError(exc.args[0]) from None
+    env_kwargs = {"obs_mode": args.obs_mode} if args.obs_mode else {}
+    folder, episodes = collect(
+        args.env, args.episodes, args.quality, args.out, seed=args.seed, env_kwargs=env_kwargs,
+        root=args.root, overwrite=args.overwrite, progress=not args.quiet,
+    )
+    steps = sum(len(e) for e in episodes)
+    success = np.mean([bool(e.successes.any()) for e in episodes])
+    print(f"{args.out}: {len(episodes)} episodes, {steps} steps, success {success:.2f} -> {folder}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ dispatch
 SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "list": (_add_list, cmd_list),
     "eval": (_add_eval, cmd_eval),
     "render-tasks": (_add_render_tasks, cmd_render_tasks),
+    "collect": (_add_collect, cmd_collect),
 }
 
 

@@ -126,3 +126,20 @@ def test_failed_write_leaves_nothing_behind(tmp_path, monkeypatch):
         collect(LIFT, 1, "expert", "steergym/lift/broken-v0", root=tmp_path, progress=False)
     assert not (tmp_path / "steergym/lift/broken-v0").exists()
     assert not list(tmp_path.glob(".staging-*"))
+
+
+def test_cli_collect_writes_a_dataset(tmp_path, capsys):
+    from steergym.cli import main
+
+    code = main(["collect", "--env", LIFT, "--episodes", "2", "--quality", "expert",
+                 "--out", "steergym/lift/cli-v0", "--root", str(tmp_path), "--quiet"])
+    assert code == 0
+    assert "2 episodes" in capsys.readouterr().out
+    assert len(load_transitions("steergym/lift/cli-v0", root=tmp_path).episode_index) > 0
+    # Again without --overwrite: one clear line, exit code 2.
+    code = main(["collect", "--env", LIFT, "--episodes", "1", "--out", "steergym/lift/cli-v0",
+                 "--root", str(tmp_path), "--quiet"])
+    assert code == 2 and "overwrite" in capsys.readouterr().err
+    code = main(["collect", "--env", "steergym/Nope-v0", "--episodes", "1", "--out", "x/y-v0",
+                 "--root", str(tmp_path), "--quiet"])
+    assert code == 2 and "steergym/Nope-v0" in capsys.readouterr().err
