@@ -126,7 +126,7 @@ class PutSpoonOnTowel(PickAndPlaceTask):
     completely_on = False
     source_place = Placement(**_around(0.075, 0.085), yaws=(0.0, np.pi / 2), yaw_jitter=0.3)
     target_place = Placement(**_around(0.06, 0.07), yaws=(0.0,), yaw_jitter=0.2)
-    grasp_offset = (-0.02, 0.0)  # the middle of the handle
+    grasp_offset = (-0.005, 0.0)  # the handle, near the balance point
     release_height = 0.02
 
 
