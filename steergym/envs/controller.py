@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import mujoco
 import numpy as np
 
-from steergym.envs.rotations import euler_to_mat, mat_to_euler, mat_to_rotvec
+from steergym.envs.rotations import euler_to_mat, mat_to_euler
 
 ARM_JOINTS = ("waist", "shoulder", "elbow", "forearm_roll", "wrist_angle", "wrist_rotate")
 # Gripper pointing straight down (its x axis along -z), fingers closing along the base y axis.
@@ -68,8 +68,15 @@ class EndEffectorController:
         self.joint_high = m.jnt_range[self.joint_ids, 1].copy()
         self.site_id = m.site("tcp").id
         self._scratch = mujoco.MjData(m)
-        self._jacp = np.zeros((3, m.nv))
-        self._jacr = np.zeros((3, m.nv))
+        # One (6, nv) Jacobian buffer; its two halves are the C-contiguous jacp / jacr MuJoCo fills.
+        self._jac = np.zeros((6, m.nv))
+        dofs = self.dof_adr
+        if not np.array_equal(dofs, np.arange(dofs[0], dofs[0] + len(dofs))):
+            raise ValueError(f"arm dofs {dofs} must be contiguous in the model")
+        self._dofs = slice(int(dofs[0]), int(dofs[0]) + len(dofs))
+        self._damping_eye = self.damping * np.eye(6)
+        self._error = np.zeros(6)
+        self._quat, self._quat_target, self._quat_err = np.zeros(4), np.zeros(4), np.zeros(4)
         self._ws_low = np.array(self.limits.workspace_low)
         self._ws_high = np.array(self.limits.workspace_high)
         self._rot_low = np.array(self.limits.rotation_low)
@@ -109,21 +116,24 @@ class EndEffectorController:
 
     def solve(self, iterations: int | None = None) -> np.ndarray:
         """Damped least-squares IK from the previous joint target toward the target pose."""
-        m, d = self.model, self._scratch
+        m, d, err = self.model, self._scratch, self._error
         q = self.joint_target.copy()
-        target_rot = self.target_rotation
+        mujoco.mju_mat2Quat(self._quat_target, self.target_rotation.ravel())
         for _ in range(iterations or self.ik_iterations):
             d.qpos[self.qpos_adr] = q
             mujoco.mj_kinematics(m, d)
             mujoco.mj_comPos(m, d)
-            pos_err = self.target_pos - d.site_xpos[self.site_id]
-            rot_err = mat_to_rotvec(target_rot @ d.site_xmat[self.site_id].reshape(3, 3).T)
-            error = np.concatenate([pos_err, rot_err])
-            if np.abs(error).max() < self.tolerance:
+            err[:3] = self.target_pos - d.site_xpos[self.site_id]
+            # Rotation error as a world-frame rotation vector of q_target * conj(q_current).
+            mujoco.mju_mat2Quat(self._quat, d.site_xmat[self.site_id])
+            mujoco.mju_negQuat(self._quat, self._quat)
+            mujoco.mju_mulQuat(self._quat_err, self._quat_target, self._quat)
+            mujoco.mju_quat2Vel(err[3:], self._quat_err, 1.0)
+            if np.abs(err).max() < self.tolerance:
                 break
-            mujoco.mj_jacSite(m, d, self._jacp, self._jacr, self.site_id)
-            jac = np.vstack([self._jacp[:, self.dof_adr], self._jacr[:, self.dof_adr]])
-            step = jac.T @ np.linalg.solve(jac @ jac.T + self.damping * np.eye(6), error)
-            q = np.clip(q + step, self.joint_low, self.joint_high)
+            mujoco.mj_jacSite(m, d, self._jac[:3], self._jac[3:], self.site_id)
+            jac = self._jac[:, self._dofs]
+            step = jac.T @ np.linalg.solve(jac @ jac.T + self._damping_eye, err)
+            q = np.minimum(np.maximum(q + step, self.joint_low), self.joint_high)
         self.joint_target = q
         return q
