@@ -177,7 +177,6 @@ class WidowXEnv(gym.Env):
         self._contacts_time = -1.0  # every reset ends at the same sim time: drop cached contacts
         self.initial_positions = {obj: d.xpos[bid].copy() for obj, bid in self._body_ids.items()}
         self._needs_reset = False
-        self._elapsed_steps = 0
         metrics = self._evaluate()
         self._last_obs = self._observation()
         if self.render_mode == "human":
@@ -202,7 +201,6 @@ class WidowXEnv(gym.Env):
         for k, substeps in enumerate(self._substep_schedule, start=1):
             d.ctrl[self._arm_actuators] = q_start + (q_goal - q_start) * min(k / SERVO_RAMP_CHUNKS, 1.0)
             mujoco.mj_step(m, d, nstep=substeps)
-        self._elapsed_steps += 1
 
         error = self._physics_error(warnings_before)
         if error is not None:
