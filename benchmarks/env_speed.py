@@ -212,35 +212,18 @@ def robosuite_lift(steps: int, repeats: int, seed: int = 0) -> dict[str, Any]:
 
 
 def expert_success(env_id: str, episodes: int) -> dict[str, Any]:
-    """Scripted-expert success rate over seeds 0..episodes-1 (noise 0)."""
+    """Scripted-expert success rate over seeds 0..episodes-1 (noise 0), via steergym.bench.evaluate."""
     try:
-        from steergym.policies.scripted import make_expert
+        from steergym.bench.evaluate import evaluate
     except Exception as exc:  # noqa: BLE001
         return {"error": f"{type(exc).__name__}: {exc}"}
-    env = gym.make(env_id)
-    expert = make_expert(env, noise=0.0, seed=0)
-    successes, lengths, failed_seeds = 0, [], []
     start = time.perf_counter()
-    for seed in range(episodes):
-        obs, info = env.reset(seed=seed)
-        expert.reset()
-        n = 0
-        while True:
-            obs, _, terminated, truncated, info = env.step(expert.act(obs))
-            n += 1
-            if terminated or truncated:
-                break
-        ok = bool(info["is_success"])
-        successes += ok
-        lengths.append(n)
-        if not ok:
-            failed_seeds.append(seed)
-    env.close()
+    result = evaluate(env_id, "expert", episodes=episodes, seed=0, progress=False)
     return {
         "episodes": episodes,
-        "success_rate": successes / episodes,
-        "mean_length": float(np.mean(lengths)),
-        "failed_seeds": failed_seeds,
+        "success_rate": result.success_rate,
+        "mean_length": result.mean_length,
+        "failed_seeds": result.failed_seeds,
         "seconds": time.perf_counter() - start,
     }
 

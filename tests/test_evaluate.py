@@ -14,7 +14,7 @@ LIFT = "steergym/WidowXLiftCube-v0"  # 40-step horizon: the cheapest task
 SMALL = {"render_size": (48, 64)}  # (height, width) of video frames in these tests
 FIELDS = {
     "env_id", "policy", "episodes", "successes", "success_rate", "ci_low", "ci_high",
-    "mean_return", "mean_length", "seed", "env_kwargs", "video",
+    "mean_return", "mean_length", "seed", "env_kwargs", "video", "failed_seeds",
 }  # fmt: skip
 
 
@@ -95,6 +95,19 @@ def test_callable_and_policy_object():
     policy = Counting()
     assert evaluate(LIFT, policy, episodes=2, progress=False).policy == "Counting"
     assert policy.resets == 2  # once after every env.reset
+
+
+def test_failed_seeds_and_expert_knobs():
+    # Uniform random actions on LiftCube essentially never succeed: every seed is listed.
+    random = evaluate(LIFT, "random", episodes=3, seed=7, progress=False)
+    assert len(random.failed_seeds) == 3 - random.successes
+    assert set(random.failed_seeds) <= {7, 8, 9}
+    # The expert's noise knob reaches the expert: heavy noise changes the episodes.
+    calm = evaluate(LIFT, "expert", episodes=2, progress=False)
+    noisy = evaluate(LIFT, "expert", episodes=2, progress=False, expert_kwargs={"noise": 1.0})
+    assert noisy.mean_length != calm.mean_length
+    with pytest.raises(ValueError, match="expert_kwargs"):
+        evaluate(LIFT, "random", episodes=1, progress=False, expert_kwargs={"noise": 0.1})
 
 
 def test_expert_policy_lifts_the_cube():

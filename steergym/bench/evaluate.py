@@ -39,6 +39,7 @@ class EvalResult:
         seed: episode i was reset with seed + i.
         env_kwargs: options passed to `gymnasium.make`.
         video: path of the written video, if any.
+        failed_seeds: reset seeds of the episodes that did not succeed.
     """
 
     env_id: str
@@ -53,6 +54,7 @@ class EvalResult:
     seed: int
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     video: str | None = None
+    failed_seeds: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -102,6 +104,7 @@ def evaluate(
     env_kwargs: dict[str, Any] | None = None,
     progress: bool = True,
     video_episodes: int = 3,
+    expert_kwargs: dict[str, Any] | None = None,
 ) -> EvalResult:
     """Run `episodes` episodes of `policy` on `env_id` and report the success rate.
 
@@ -117,6 +120,8 @@ def evaluate(
         env_kwargs: options for `gymnasium.make` (obs_mode, reward_type, render_size, ...).
         progress: show a tqdm progress bar on stderr.
         video_episodes: how many leading episodes the video holds.
+        expert_kwargs: sub-optimality knobs of the scripted expert (`noise`,
+            `random_action_prob`); only with policy="expert".
 
     Raises:
         ValueError: unknown env id or policy name, bad env option, episodes < 1, bad video path.
@@ -134,13 +139,16 @@ def evaluate(
         valid = ", ".join(POLICY_NAMES)
         raise ValueError(f"unknown policy {policy!r}; valid policies: {valid} or a callable")
 
+    if expert_kwargs and policy != "expert":
+        raise ValueError(f"expert_kwargs apply to policy='expert' only, got policy={policy!r}")
+
     env = make_env(env_id, **env_kwargs)
     recorder = None
     try:
-        act, reset_policy, policy_name = _resolve_policy(policy, env, seed)
+        act, reset_policy, policy_name = _resolve_policy(policy, env, seed, expert_kwargs or {})
         if video_path is not None:
             recorder = _VideoRecorder(video_path, env.metadata.get("render_fps", 30))
-        returns, lengths, successes = [], [], 0
+        returns, lengths, successes, failed_seeds = [], [], 0, []
         with _progress_bar(episodes, env_id, policy_name, progress) as bar:
             for i in range(episodes):
                 record = recorder if i < video_episodes else None
@@ -148,6 +156,8 @@ def evaluate(
                 returns.append(ret)
                 lengths.append(length)
                 successes += int(success)
+                if not success:
+                    failed_seeds.append(seed + i)
                 bar.set_postfix(success=f"{successes}/{i + 1}", refresh=False)
                 bar.update(1)
         if recorder is not None:
@@ -172,6 +182,7 @@ def evaluate(
         seed=seed,
         env_kwargs={k: v for k, v in env_kwargs.items() if k != "render_mode"},
         video=str(video_path) if video_path else None,
+        failed_seeds=failed_seeds,
     )
 
 
@@ -197,7 +208,7 @@ def _run_episode(env, act, reset_policy, seed: int, recorder: _VideoRecorder | N
     return ret, length, success
 
 
-def _resolve_policy(policy, env: gym.Env, seed: int):
+def _resolve_policy(policy, env: gym.Env, seed: int, expert_kwargs: dict[str, Any]):
     """(act, reset, name) for a policy name, a Policy-like object or a callable."""
     if policy == "random":
         env.action_space.seed(seed)
@@ -205,7 +216,7 @@ def _resolve_policy(policy, env: gym.Env, seed: int):
     if policy == "expert":
         from steergym.policies.scripted import make_expert
 
-        expert = make_expert(env, seed=seed)
+        expert = make_expert(env, seed=seed, **expert_kwargs)
         return expert.act, expert.reset, "expert"
     if hasattr(policy, "act"):
         reset = getattr(policy, "reset", None)

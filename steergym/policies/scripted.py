@@ -452,29 +452,6 @@ def make_expert(
     )
 
 
-def run_episode(
-    env: gym.Env, expert: ScriptedExpert, seed: int | None = None, max_steps: int | None = None
-) -> tuple[bool, int]:
-    """Roll out one episode (reset, then act until terminated / truncated / `max_steps`).
-
-    Returns (success, number of steps); success means ``info["is_success"]`` at some step.
-    `max_steps` defaults to the env's TimeLimit, else the task's `max_episode_steps`.
-    """
-    if max_steps is None:
-        spec = getattr(env, "spec", None)
-        max_steps = (spec.max_episode_steps if spec is not None else None) or env.unwrapped.max_episode_steps
-    obs, info = env.reset(seed=seed)
-    expert.reset()
-    steps, success = 0, bool(info.get("is_success", False))
-    while steps < max_steps:
-        obs, _, terminated, truncated, info = env.step(expert.act(obs))
-        steps += 1
-        success = success or bool(info.get("is_success", False))
-        if terminated or truncated:
-            break
-    return success, steps
-
-
 def expert_success_rate(
     env_id: str,
     episodes: int = 100,
@@ -482,13 +459,16 @@ def expert_success_rate(
     noise: float = 0.0,
     random_action_prob: float = 0.0,
 ) -> dict[str, float]:
-    """Success rate and mean episode length of the expert on `env_id` over seeds seed..seed+episodes-1."""
-    import steergym  # noqa: F401  (registers the ids)
+    """Success rate and mean episode length of the expert on `env_id` over seeds seed..seed+episodes-1
+    (a thin view of `steergym.bench.evaluate` with the expert's sub-optimality knobs)."""
+    from steergym.bench.evaluate import evaluate
 
-    env = gym.make(env_id)
-    expert = make_expert(env, noise=noise, random_action_prob=random_action_prob, seed=seed)
-    results = [run_episode(env, expert, seed=seed + k) for k in range(episodes)]
-    env.close()
-    succ = np.array([r[0] for r in results], float)
-    lengths = np.array([r[1] for r in results], float)
-    return {"success_rate": float(succ.mean()), "mean_length": float(lengths.mean()), "episodes": episodes}
+    result = evaluate(
+        env_id,
+        "expert",
+        episodes=episodes,
+        seed=seed,
+        progress=False,
+        expert_kwargs={"noise": noise, "random_action_prob": random_action_prob},
+    )
+    return {"success_rate": result.success_rate, "mean_length": result.mean_length, "episodes": episodes}
