@@ -58,7 +58,3 @@ def quat_to_yaw(quat: np.ndarray) -> float:
     w, x, y, z = quat
     return float(np.arctan2(2.0 * (w * z + x * y), 1.0 - 2.0 * (y * y + z * z)))
 
-
-def wrap_angle(angle: float | np.ndarray) -> float | np.ndarray:
-    """Wrap to [-pi, pi)."""
-    return (np.asarray(angle) + np.pi) % (2.0 * np.pi) - np.pi

@@ -42,7 +42,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from steergym.envs.rotations import quat_to_yaw, wrap_angle
+from steergym.envs.rotations import quat_to_yaw
 from steergym.envs.widowx import FINGER_CLOSED, FINGER_OPEN
 
 PAD_CLEARANCE = 0.003  # m kept between the pad bottoms and the table when grasping
