@@ -112,7 +112,8 @@ def evaluate(
         env_id: a registered id, e.g. "steergym/WidowXPutCarrotOnPlate-v0".
         policy: "expert" (the task's scripted expert), "random" (uniform actions, the action space
             seeded with `seed`), a callable obs -> action, or an object with `act(obs)` (and
-            optionally `reset()`, called after every `env.reset`).
+            optionally `reset()` or `reset(seed=...)`, called after every `env.reset` with the
+            episode's reset seed).
         episodes: number of episodes (>= 1); episode i is reset with seed + i.
         video: optional .mp4 or .gif path; the first `video_episodes` episodes are recorded from
             `render_mode="rgb_array"` at the env's `metadata["render_fps"]`, each ending with one
@@ -145,14 +146,14 @@ def evaluate(
     env = make_env(env_id, **env_kwargs)
     recorder = None
     try:
-        act, reset_policy, policy_name = _resolve_policy(policy, env, seed, expert_kwargs or {})
+        act, reset_for_episode, policy_name = _resolve_policy(policy, env, seed, expert_kwargs or {})
         if video_path is not None:
             recorder = _VideoRecorder(video_path, env.metadata.get("render_fps", 30))
         returns, lengths, successes, failed_seeds = [], [], 0, []
         with _progress_bar(episodes, env_id, policy_name, progress) as bar:
             for i in range(episodes):
                 record = recorder if i < video_episodes else None
-                ret, length, success = _run_episode(env, act, reset_policy, seed + i, record)
+                ret, length, success = _run_episode(env, act, reset_for_episode, seed + i, record)
                 returns.append(ret)
                 lengths.append(length)
                 successes += int(success)
@@ -187,9 +188,9 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------- internals
-def _run_episode(env, act, reset_policy, seed: int, recorder: _VideoRecorder | None):
+def _run_episode(env, act, reset_for_episode, seed: int, recorder: _VideoRecorder | None):
     obs, info = env.reset(seed=seed)
-    reset_policy()
+    reset_for_episode(seed)
     success = bool(info.get("is_success", False))
     ret, length = 0.0, 0
     if recorder is not None:
@@ -210,19 +211,23 @@ def _run_episode(env, act, reset_policy, seed: int, recorder: _VideoRecorder | N
 
 def _resolve_policy(policy, env: gym.Env, seed: int, expert_kwargs: dict[str, Any]):
     """(act, reset, name) for a policy name, a Policy-like object or a callable."""
+    from steergym.policies.base import reset_policy
+
     if policy == "random":
         env.action_space.seed(seed)
-        return (lambda obs: env.action_space.sample()), (lambda: None), "random"
+        return (lambda obs: env.action_space.sample()), (lambda episode_seed: None), "random"
     if policy == "expert":
         from steergym.policies.scripted import make_expert
 
         expert = make_expert(env, seed=seed, **expert_kwargs)
-        return expert.act, expert.reset, "expert"
+        return expert.act, (lambda episode_seed: expert.reset()), "expert"
     if hasattr(policy, "act"):
-        reset = getattr(policy, "reset", None)
-        return policy.act, (reset if callable(reset) else (lambda: None)), type(policy).__name__
+        # Policies whose reset takes a seed get the episode's reset seed, so each episode's
+        # sampling noise depends only on its seed (not on the episodes before it).
+        name = getattr(policy, "name", None) or type(policy).__name__
+        return policy.act, (lambda episode_seed: reset_policy(policy, episode_seed)), name
     if callable(policy):
-        return policy, (lambda: None), getattr(policy, "__name__", type(policy).__name__)
+        return policy, (lambda episode_seed: None), getattr(policy, "__name__", type(policy).__name__)
     raise ValueError(
         f"policy must be one of {', '.join(POLICY_NAMES)}, a callable or an object with act(obs); "
         f"got {policy!r}"

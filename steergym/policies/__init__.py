@@ -1,5 +1,21 @@
-"""Scripted (privileged) expert policies for the steergym tasks."""
+"""Policies: the Policy protocol, diffusion and flow base policies, scripted experts, adapters.
 
+    from steergym.policies import DiffusionPolicy, FlowPolicy, PolicyConfig, load_policy
+"""
+
+from steergym.policies.base import (
+    CallablePolicy,
+    GenerativePolicyProtocol,
+    Policy,
+    SB3Policy,
+    ScriptedPolicy,
+    as_policy,
+)
+from steergym.policies.checkpoint import load_policy, save_policy
+from steergym.policies.config import PolicyConfig
+from steergym.policies.diffusion import DiffusionPolicy
+from steergym.policies.flow import FlowPolicy
+from steergym.policies.generative import GenerativePolicy
 from steergym.policies.scripted import (
     PickPlaceExpert,
     PushExpert,
@@ -8,4 +24,22 @@ from steergym.policies.scripted import (
     make_expert,
 )
 
-__all__ = ["PickPlaceExpert", "PushExpert", "ScriptedExpert", "expert_success_rate", "make_expert"]
+__all__ = [
+    "CallablePolicy",
+    "DiffusionPolicy",
+    "FlowPolicy",
+    "GenerativePolicy",
+    "GenerativePolicyProtocol",
+    "PickPlaceExpert",
+    "Policy",
+    "PolicyConfig",
+    "PushExpert",
+    "SB3Policy",
+    "ScriptedExpert",
+    "ScriptedPolicy",
+    "as_policy",
+    "expert_success_rate",
+    "load_policy",
+    "make_expert",
+    "save_policy",
+]

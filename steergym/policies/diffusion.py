@@ -1,0 +1,87 @@
+"""Diffusion policy: DDPM training with epsilon prediction, deterministic DDIM (eta = 0) sampling.
+
+Training (Ho et al. 2020): t ~ U{0..K-1}, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,
+loss = ||eps - eps_theta(x_t, t, s)||^2 on normalised flat chunks (B, H*d).
+
+Sampling (Song et al. 2021, DDIM with eta = 0): `config.sample_steps` timesteps evenly spaced from
+K-1 down to 0 ("trailing" spacing: the first step sees pure noise, unlike DPPO's leading spacing
+which starts at t = 14 of 20 for 8 steps); at each step x0_hat is clipped to +-`denoised_clip` and
+eps recomputed from the clipped x0_hat (DPPO). The map noise -> chunk is deterministic, so DSRL can
+steer the policy through its initial noise x_T = w.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+
+from steergym.policies.generative import GenerativePolicy
+
+
+def beta_schedule(kind: str, steps: int) -> np.ndarray:
+    """betas (K,) of the "cosine" (Nichol & Dhariwal 2021, s = 0.008) or "linear" schedule.
+
+    The linear schedule is DDPM's 1e-4..0.02 at K = 1000, rescaled by 1000 / K so that few-step
+    schedules still end near pure noise; betas are capped at 0.999.
+    """
+    if kind == "cosine":
+        s = 0.008
+        x = np.linspace(0, steps, steps + 1, dtype=np.float64)
+        abar = np.cos(((x / steps) + s) / (1 + s) * math.pi / 2) ** 2
+        abar = abar / abar[0]
+        betas = 1 - abar[1:] / abar[:-1]
+    elif kind == "linear":
+        scale = 1000.0 / steps
+        betas = np.linspace(scale * 1e-4, scale * 0.02, steps, dtype=np.float64)
+    else:
+        raise ValueError(f"unknown beta schedule {kind!r}; valid: cosine, linear")
+    return np.clip(betas, 1e-8, 0.999)
+
+
+def ddim_timesteps(train_steps: int, sample_steps: int) -> list[int]:
+    """Evenly spaced integer timesteps from K-1 down to 0 (unique, descending)."""
+    ts = np.unique(np.round(np.linspace(0, train_steps - 1, sample_steps)).astype(int))[::-1]
+    return [int(t) for t in ts]
+
+
+class DiffusionPolicy(GenerativePolicy):
+    """DDPM-trained, DDIM-sampled action-chunk policy (see module docstring)."""
+
+    kind = "diffusion"
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        abar = np.cumprod(1.0 - beta_schedule(self.config.schedule, self.config.train_steps))
+        self.register_buffer("alphas_cumprod", torch.as_tensor(abar, dtype=torch.float32), persistent=False)
+        self.timesteps = ddim_timesteps(self.config.train_steps, self.config.sample_steps)
+        # Per DDIM step (as Python floats, cheaper than tensor ops at batch 1):
+        # sqrt(abar_t), sqrt(1 - abar_t), and the same for the next (less noisy) timestep.
+        nxt = [abar[t] for t in self.timesteps[1:]] + [1.0]
+        self._ddim_coefs = [
+            (math.sqrt(abar[t]), math.sqrt(1.0 - abar[t]), math.sqrt(a_next), math.sqrt(1.0 - a_next))
+            for t, a_next in zip(self.timesteps, nxt)
+        ]
+
+    def _training_loss(self, x0, cond, generator):
+        batch = x0.shape[0]
+        t = torch.randint(0, self.config.train_steps, (batch,), generator=generator)
+        eps = torch.randn(x0.shape, generator=generator)
+        abar = self.alphas_cumprod[t][:, None]
+        x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
+        return torch.nn.functional.mse_loss(self.denoiser(x_t, t.float(), cond), eps)
+
+    def _generate(self, x_init, cond):
+        x = x_init
+        clip = self.config.denoised_clip
+        context = self.denoiser.context(torch.tensor(self.timesteps, dtype=torch.float32), cond)
+        last = len(self.timesteps) - 1
+        for i, (sa, s1a, sa_next, s1a_next) in enumerate(self._ddim_coefs):
+            eps = self.denoiser.step(x, context[i])
+            x0_hat = ((x - s1a * eps) / sa).clamp_(-clip, clip)
+            if i == last:
+                return x0_hat
+            eps = (x - sa * x0_hat) / s1a
+            x = sa_next * x0_hat + s1a_next * eps
+        return x
