@@ -1,8 +1,11 @@
 """The `steergym` command: a small dispatcher, one function per subcommand.
 
     steergym list [--json]
-    steergym eval --env ID [--policy expert|random] [--episodes N] [--seed S] [--video out.mp4]
-                  [--obs-mode MODE] [--json out.json]
+    steergym eval [--env ID] [--policy expert|random|NAME|DIR] [--episodes N] [--seed S]
+                  [--video out.mp4] [--obs-mode MODE] [--json out.json]
+    steergym policies [--json]
+    steergym train bc --dataset NAME [--dataset NAME ...] --policy diffusion|flow --out DIR
+                      [--steps N] [--resume] [--eval-every N] ...
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
                      [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
@@ -99,8 +102,11 @@ def _add_eval(sub) -> None:
         description="Success rate (Wilson 95% interval), mean return and length of a policy; "
         "episode i is reset with seed S+i.",
     )
-    p.add_argument("--env", required=True, metavar="ID", help="environment id (see `steergym list`)")
-    p.add_argument("--policy", default="expert", choices=POLICY_NAMES, help="policy (default: expert)")
+    p.add_argument("--env", metavar="ID",
+                   help="environment id (see `steergym list`); default: the policy's own task")
+    p.add_argument("--policy", default="expert", metavar="POLICY",
+                   help=f"{', '.join(POLICY_NAMES)}, a shipped policy name (see `steergym policies`) or a "
+                   "checkpoint folder (default: expert)")
     p.add_argument("--episodes", type=_positive_int, default=20, metavar="N", help="episodes (default: 20)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of episode 0 (default: 0)")
     p.add_argument("--video", metavar="PATH", help="write the first episodes to an .mp4 or .gif")
@@ -124,9 +130,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else None
     if json_path is not None and json_path.is_dir():
         raise ValueError(f"--json {args.json!r} is a directory")
+    policy, env_id = _eval_policy(args.policy, args.env, args.seed)
     result = evaluate(
-        args.env,
-        policy=args.policy,
+        env_id,
+        policy=policy,
         episodes=args.episodes,
         seed=args.seed,
         video=args.video,
@@ -163,6 +170,118 @@ def _write_text_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _eval_policy(name: str, env_id: str | None, seed: int) -> tuple[Any, str]:
+    """(policy for `evaluate`, env id): built-in names pass through; others are loaded."""
+    from steergym.bench.evaluate import POLICY_NAMES
+
+    if name in POLICY_NAMES:
+        if env_id is None:
+            raise ValueError(f"--env is required with --policy {name}")
+        return name, env_id
+    from steergym.policies.zoo import resolve_policy, shipped_policies
+
+    if name not in shipped_policies() and not Path(name).is_dir():
+        shipped = ", ".join(shipped_policies()) or "none"
+        raise ValueError(f"unknown policy {name!r}: not one of {', '.join(POLICY_NAMES)}, a shipped policy "
+                         f"({shipped}) or a checkpoint folder")
+    policy, env_id = resolve_policy(name, env_id, seed=seed)
+    policy.name = name
+    return policy, env_id
+
+
+# ------------------------------------------------------------------------------ policies
+def _add_policies(sub) -> None:
+    p = sub.add_parser("policies", help="shipped base policies",
+                       description="List the base policies shipped in steergym/assets/policies.")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def cmd_policies(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from steergym.policies.zoo import shipped_policies
+
+    table = shipped_policies()
+    if args.json:
+        print(json.dumps({k: {**asdict(v), "path": str(v.path)} for k, v in table.items()}, indent=2))
+        return 0
+    rows = []
+    for entry in table.values():
+        rates = ", ".join(f"{r:.2f}" for r in entry.success_rate.values())
+        tasks = entry.env_ids[0].split("/")[-1] if len(entry.env_ids) == 1 else f"{len(entry.env_ids)} tasks"
+        rows.append([entry.name, entry.kind, tasks, rates, entry.description])
+    _print_table(["name", "kind", "task", "success (100 seeds)", "description"], rows)
+    return 0
+
+
+# ------------------------------------------------------------------------------ train
+def _add_train(sub) -> None:
+    from steergym.algorithms.bc import BCConfig
+    from steergym.policies.config import PolicyConfig
+
+    p = sub.add_parser("train", help="train a policy", description="Train a policy; see the trainer.")
+    trainers = p.add_subparsers(dest="trainer", metavar="TRAINER", parser_class=_Parser)
+    trainers.required = True
+    bc = trainers.add_parser(
+        "bc", help="behaviour cloning of a diffusion or flow policy",
+        description="Behaviour-clone a diffusion or flow policy on local datasets. The run folder gets "
+        "run.json, last/ (resumable state), policy/ (the EMA policy checkpoint), progress.csv, eval.csv "
+        "and TensorBoard events in tb/.",
+    )
+    defaults, pdefaults = BCConfig(), PolicyConfig()
+    bc.add_argument("--dataset", action="append", required=True, metavar="NAME",
+                    help="dataset id (repeat for several; several tasks -> a task-conditioned policy)")
+    bc.add_argument("--policy", choices=("diffusion", "flow"), default="diffusion")
+    bc.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    bc.add_argument("--resume", action="store_true", help="continue the run in --out")
+    bc.add_argument("--steps", type=_positive_int, default=defaults.steps)
+    bc.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    bc.add_argument("--lr", type=float, default=defaults.lr)
+    bc.add_argument("--seed", type=int, default=defaults.seed)
+    bc.add_argument("--horizon", type=_positive_int, default=pdefaults.horizon, help="action chunk length H")
+    bc.add_argument("--hidden-dim", type=_positive_int, default=pdefaults.hidden_dim)
+    bc.add_argument("--num-blocks", type=_positive_int, default=pdefaults.num_blocks)
+    bc.add_argument("--sample-steps", type=_positive_int, default=pdefaults.sample_steps,
+                    help="DDIM / Euler steps at sampling time")
+    bc.add_argument("--train-steps", type=_positive_int, default=pdefaults.train_steps,
+                    help="diffusion steps K of the DDPM schedule")
+    bc.add_argument("--conditioned", action="store_true", default=None,
+                    help="condition on the task (default: when the datasets span several tasks)")
+    bc.add_argument("--success-only", action="store_true", help="train on successful episodes only")
+    bc.add_argument("--max-episodes", type=_positive_int, default=None, help="first K episodes per dataset")
+    bc.add_argument("--eval-every", type=int, default=defaults.eval_every, metavar="N",
+                    help="evaluate every N steps on the datasets' tasks (0: never)")
+    bc.add_argument("--eval-episodes", type=_positive_int, default=defaults.eval_episodes)
+    bc.add_argument("--save-every", type=_positive_int, default=defaults.save_every)
+    bc.add_argument("--threads", type=_positive_int, default=None,
+                    help="torch CPU threads (default: torch's); 1 avoids oversubscription next to other jobs")
+    bc.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
+    bc.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    import torch
+
+    from steergym.algorithms.bc import BCConfig, train_bc
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    config = BCConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
+                      eval_every=args.eval_every, eval_episodes=args.eval_episodes, save_every=args.save_every)
+    policy_config = {"horizon": args.horizon, "hidden_dim": args.hidden_dim, "num_blocks": args.num_blocks,
+                     "sample_steps": args.sample_steps, "train_steps": args.train_steps}
+    trainer = train_bc(args.dataset, args.policy, args.out, policy_config=policy_config, config=config,
+                       conditioned=args.conditioned, success_only=args.success_only,
+                       max_episodes=args.max_episodes, root=args.root, resume=args.resume,
+                       progress=not args.quiet)
+    print(f"{args.out}: {trainer.step} steps, final loss {trainer.last_loss:.4f}, "
+          f"{len(trainer.data)} samples over {len(trainer.data.task_ids)} task(s)")
+    for row in trainer.evaluations[-1:]:
+        print(f"last evaluation (step {row['step']}): mean success {row['mean_success']:.2f}")
+    print(f"policy: {Path(args.out) / 'policy'}  (steergym eval --policy {Path(args.out) / 'policy'})")
+    return 0
 
 
 # ------------------------------------------------------------------------------ render-tasks
@@ -267,6 +386,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace
     "eval": (_add_eval, cmd_eval),
     "render-tasks": (_add_render_tasks, cmd_render_tasks),
     "collect": (_add_collect, cmd_collect),
+    "train": (_add_train, cmd_train),
+    "policies": (_add_policies, cmd_policies),
 }
 
 

@@ -14,8 +14,13 @@ from collections.abc import Callable, Iterator  # noqa: E402
 
 import gymnasium as gym  # noqa: E402
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 import steergym  # noqa: E402,F401  (registers the ids)
+
+# CI runs two pytest workers on two cores; torch's default of one thread per core in each worker
+# oversubscribes the CPU and makes small-network training ~10x slower (OpenMP spin-waits).
+torch.set_num_threads(1)
 
 
 @pytest.fixture

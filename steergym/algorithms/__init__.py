@@ -1,2 +1,5 @@
-"""Trainers that accept any (wrapped) Gymnasium env: BC for generative policies, Cal-QL/CQL, PTR,
-DSRL-NA, OGPO. Not built yet: see the trainer issues. Nothing here is importable API today."""
+"""Trainers: behaviour cloning of generative policies (Cal-QL/CQL, PTR, DSRL-NA and OGPO come next)."""
+
+from steergym.algorithms.bc import BCConfig, BCTrainer
+
+__all__ = ["BCConfig", "BCTrainer"]

@@ -1,0 +1,194 @@
+"""Recipe of the base policies shipped in steergym/assets/policies (run it to reproduce them).
+
+Each policy is behaviour-cloned by steergym's own code from scripted-expert demonstrations that
+this script collects (reset seeds from 1,000,000 up, disjoint from the evaluation seeds 0-99), then
+evaluated on reset seeds 0-99. The recipes are deliberately *short* (few demonstrations, a few
+thousand CPU steps, chunks executed open loop), so the policies land in a middling success band
+(20-60%): base policies worth steering. A policy whose measured success falls outside its band is
+not written (pass --force to write it anyway).
+
+    python recipes/shipped_policies.py                     # all of them (about 25 min on 2 cores)
+    python recipes/shipped_policies.py --only widowx-carrot-diffusion --jobs 1
+    python recipes/shipped_policies.py --out /tmp/policies # elsewhere (default: the package assets)
+
+Everything runs with torch on 1 thread per job for bit-for-bit repeatability on one machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+DEFAULT_OUT = REPO / "steergym" / "assets" / "policies"
+EVAL_EPISODES = 100
+EVAL_SEED = 0
+DATA_SEED = 1_000_000
+
+SIMPLER_TASKS = (
+    "steergym/WidowXPutSpoonOnTowel-v0",
+    "steergym/WidowXPutCarrotOnPlate-v0",
+    "steergym/WidowXStackGreenOnYellowBlock-v0",
+    "steergym/WidowXPutEggplantInBasket-v0",
+)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one shipped policy is made.
+
+    Attributes:
+        env_ids: task(s); several -> a task-conditioned generalist.
+        kind: "diffusion" or "flow".
+        episodes: expert demonstrations per task (quality "expert", reset seeds DATA_SEED + i).
+        steps: BC gradient steps (BCConfig defaults otherwise, seed `seed`).
+        policy: PolicyConfig overrides.
+        band: target success band over EVAL_EPISODES seeds (every task of a generalist).
+    """
+
+    env_ids: tuple[str, ...]
+    kind: str
+    episodes: int
+    steps: int
+    description: str
+    policy: dict = field(default_factory=dict)
+    band: tuple[float, float] = (0.2, 0.6)
+    seed: int = 0
+
+
+RECIPES: dict[str, Recipe] = {
+    "widowx-spoon-diffusion": Recipe(("steergym/WidowXPutSpoonOnTowel-v0",), "diffusion", 50, 10_000,
+                                     "put the spoon on the towel"),
+    "widowx-carrot-diffusion": Recipe(("steergym/WidowXPutCarrotOnPlate-v0",), "diffusion", 50, 10_000,
+                                      "put the carrot on the plate"),
+    "widowx-stack-diffusion": Recipe(("steergym/WidowXStackGreenOnYellowBlock-v0",), "diffusion", 50, 10_000,
+                                     "stack the green block on the yellow block"),
+    "widowx-eggplant-diffusion": Recipe(("steergym/WidowXPutEggplantInBasket-v0",), "diffusion", 50, 10_000,
+                                        "put the eggplant in the basket"),
+    "widowx-lift-diffusion": Recipe(("steergym/WidowXLiftCube-v0",), "diffusion", 50, 10_000, "lift the red cube"),
+    "widowx-push-diffusion": Recipe(("steergym/WidowXPushCube-v0",), "diffusion", 50, 10_000,
+                                    "push the blue cube to the goal"),
+    "widowx-lift-flow": Recipe(("steergym/WidowXLiftCube-v0",), "flow", 50, 10_000, "lift the red cube (flow)"),
+    "widowx-generalist-diffusion": Recipe(SIMPLER_TASKS, "diffusion", 50, 20_000,
+                                          "task-conditioned generalist over the four SIMPLER-style tasks",
+                                          policy={"num_blocks": 2}),
+}
+
+
+def dataset_id(env_id: str, episodes: int) -> str:
+    """The demonstrations of `env_id`: `episodes` expert episodes, reset seeds DATA_SEED + i."""
+    return f"recipes/{env_id.split('/')[-1].removesuffix('-v0')}/expert{episodes}-v0"
+
+
+def make(name: str, recipe: Recipe, work: Path, out: Path, force: bool, threads: int) -> dict:
+    """Collect, train, evaluate and (if in band) write one policy; returns its index entry."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from steergym.algorithms.bc import BCConfig, train_bc
+    from steergym.bench.evaluate import evaluate
+    root = work / "datasets"
+    started = time.time()
+    datasets = [dataset_id(env_id, recipe.episodes) for env_id in recipe.env_ids]
+    run_dir = work / "runs" / name
+    shutil.rmtree(run_dir, ignore_errors=True)
+    trainer = train_bc(datasets, recipe.kind, run_dir, policy_config=recipe.policy,
+                       config=BCConfig(steps=recipe.steps, seed=recipe.seed), root=root, progress=False)
+    policy = trainer.ema
+    rates, failed = {}, {}
+    for env_id in recipe.env_ids:
+        bound = policy.for_task(env_id) if policy.task_ids else policy
+        result = evaluate(env_id, bound, episodes=EVAL_EPISODES, seed=EVAL_SEED, progress=False)
+        rates[env_id], failed[env_id] = result.success_rate, result.failed_seeds
+    low, high = recipe.band
+    in_band = all(low <= r <= high for r in rates.values())
+    entry = {
+        "folder": name,
+        "kind": recipe.kind,
+        "env_ids": list(recipe.env_ids),
+        "success_rate": rates,
+        "success_band": [low, high],
+        "episodes": EVAL_EPISODES,
+        "failed_seeds": failed,
+        "description": recipe.description,
+        "in_band": in_band,
+        "minutes": round((time.time() - started) / 60, 1),
+    }
+    entry["written"] = in_band or force
+    if entry["written"]:
+        metadata = {
+            "name": name,
+            "recipe": {"script": "recipes/shipped_policies.py", "episodes_per_task": recipe.episodes,
+                       "quality": "expert", "data_seed": DATA_SEED, "steps": recipe.steps, "seed": recipe.seed,
+                       "policy": recipe.policy},
+            "env_id": recipe.env_ids[0] if len(recipe.env_ids) == 1 else None,
+            "task_ids": list(recipe.env_ids),
+            "success_rate": rates,
+            "eval": {"episodes": EVAL_EPISODES, "seed": EVAL_SEED},
+            "final_loss": trainer.last_loss,
+        }
+        policy.save(out / name, metadata)
+    return entry
+
+
+def update_index(out: Path, entries: dict[str, dict]) -> None:
+    index_path = out / "index.json"
+    index = json.loads(index_path.read_text()) if index_path.exists() else {"policies": {}}
+    for name, entry in entries.items():
+        if entry.pop("written"):
+            entry.pop("minutes", None)
+            entry.pop("in_band", None)
+            index["policies"][name] = entry
+    tmp = index_path.with_name(".index.json.partial")
+    tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, index_path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--only", action="append", choices=sorted(RECIPES), help="make only this policy")
+    parser.add_argument("--out", default=str(DEFAULT_OUT), help="folder of the checkpoints and index.json")
+    parser.add_argument("--work", default=None, help="scratch folder for datasets and runs (default: temp)")
+    parser.add_argument("--jobs", type=int, default=2, help="policies made in parallel (default: 2)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default: 1)")
+    parser.add_argument("--force", action="store_true", help="write policies outside their band too")
+    args = parser.parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    names = args.only or sorted(RECIPES)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="steergym-recipes-"))
+    # Collect datasets up front in this process, so parallel jobs never write the same dataset.
+    from steergym.data.collect import collect
+    from steergym.data.dataset import datasets_root
+
+    for name in names:
+        for env_id in RECIPES[name].env_ids:
+            ds = dataset_id(env_id, RECIPES[name].episodes)
+            if not (datasets_root(work / "datasets") / ds).exists():
+                collect(env_id, RECIPES[name].episodes, "expert", ds, seed=DATA_SEED,
+                        root=work / "datasets", progress=False)
+    entries = {}
+    with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+        futures = {name: pool.submit(make, name, RECIPES[name], work, out, args.force, args.threads) for name in names}
+        for name, future in futures.items():
+            entries[name] = future.result()
+            e = entries[name]
+            rates = ", ".join(f"{k.split('/')[-1]} {v:.2f}" for k, v in e["success_rate"].items())
+            status = "written" if e["written"] else "OUT OF BAND, not written"
+            print(f"{name}: {rates} [{e['minutes']} min] {status}", flush=True)
+    failed = [n for n, e in entries.items() if not e["written"]]
+    update_index(out, entries)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,115 @@
+"""Shipped base policies (`steergym/assets/policies/`), looked up by name.
+
+`index.json` there lists each policy: its folder, task(s), kind, and the success rate measured over
+100 seeds when it was made, with the band it was made to land in. Every entry is produced by
+`recipes/shipped_policies.py` (the exact commands and seeds are in `assets/policies/README.md`).
+
+    policy = load_shipped("widowx-carrot-diffusion")        # a DiffusionPolicy
+    env_id = shipped_policies()["widowx-carrot-diffusion"].env_ids[0]
+
+`resolve_policy(name_or_path, env_id)` is what the command line uses: a shipped name or a
+checkpoint folder, bound to `env_id`'s task for a task-conditioned (generalist) policy.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "policies"
+INDEX_FILE = "index.json"
+
+
+@dataclass(frozen=True)
+class ShippedPolicy:
+    """One entry of the shipped-policy index.
+
+    Attributes:
+        name: lookup name, e.g. "widowx-carrot-diffusion".
+        folder: checkpoint folder under `SHIPPED_DIR`.
+        kind: "diffusion" or "flow".
+        env_ids: the task(s) it was trained on (several for a generalist).
+        success_rate: {env_id: success over `episodes` seeds 0..episodes-1} measured when made.
+        success_band: (low, high) the recipe aimed for.
+        episodes: evaluation episodes behind `success_rate`.
+        failed_seeds: {env_id: reset seeds (of 0..episodes-1) whose episode failed}.
+        description: one line for `steergym policies`.
+    """
+
+    name: str
+    folder: str
+    kind: str
+    env_ids: tuple[str, ...]
+    success_rate: dict[str, float]
+    success_band: tuple[float, float]
+    episodes: int
+    failed_seeds: dict[str, tuple[int, ...]] = field(default_factory=dict)
+    description: str = ""
+
+    @property
+    def path(self) -> Path:
+        return SHIPPED_DIR / self.folder
+
+
+def shipped_policies(directory: str | os.PathLike | None = None) -> dict[str, ShippedPolicy]:
+    """All shipped policies by name (empty if the index is missing)."""
+    index = Path(directory or SHIPPED_DIR) / INDEX_FILE
+    if not index.exists():
+        return {}
+    entries = json.loads(index.read_text())
+    return {
+        name: ShippedPolicy(
+            name=name,
+            folder=e["folder"],
+            kind=e["kind"],
+            env_ids=tuple(e["env_ids"]),
+            success_rate={k: float(v) for k, v in e["success_rate"].items()},
+            success_band=(float(e["success_band"][0]), float(e["success_band"][1])),
+            episodes=int(e["episodes"]),
+            failed_seeds={k: tuple(int(x) for x in v) for k, v in e.get("failed_seeds", {}).items()},
+            description=e.get("description", ""),
+        )
+        for name, e in sorted(entries.get("policies", {}).items())
+    }
+
+
+def load_shipped(name: str, env=None, seed: int = 0):
+    """Load the shipped policy `name`; ValueError listing the names if there is no such policy."""
+    from steergym.policies.checkpoint import load_policy
+
+    table = shipped_policies()
+    if name not in table:
+        raise ValueError(f"no shipped policy {name!r}; shipped policies: {', '.join(table) or 'none'}")
+    return load_policy(table[name].path, env, seed=seed)
+
+
+def resolve_policy(name_or_path: str, env_id: str | None = None, seed: int = 0) -> tuple[Any, str]:
+    """(policy ready for `env_id`, env_id) from a shipped name or a checkpoint folder.
+
+    Without `env_id`, a single-task policy's own task is used; a generalist needs one. A
+    task-conditioned policy is bound to `env_id` with `for_task`.
+    """
+    from steergym.policies.checkpoint import load_policy
+
+    table = shipped_policies()
+    if name_or_path in table:
+        policy = load_shipped(name_or_path, seed=seed)
+        trained_on = list(table[name_or_path].env_ids)
+    elif Path(name_or_path).is_dir():
+        policy = load_policy(name_or_path, seed=seed)
+        trained_on = list(policy.task_ids) or [e for e in [policy.metadata.get("env_id")] if e]
+    else:
+        raise ValueError(
+            f"policy {name_or_path!r} is neither a shipped policy ({', '.join(table) or 'none'}) nor a "
+            "checkpoint folder"
+        )
+    if env_id is None:
+        if len(trained_on) != 1:
+            raise ValueError(f"policy {name_or_path!r} covers tasks {trained_on}; choose one with --env")
+        env_id = trained_on[0]
+    if policy.task_ids:
+        policy = policy.for_task(env_id)
+    return policy, env_id
