@@ -1,0 +1,282 @@
+"""Speed of the generative base policies, in named sections selected with `--sections`.
+
+Sections (each a function in `SECTIONS`, returning a JSON-able dict):
+
+* `inference`: for `DiffusionPolicy` (DDIM, 8 steps) and `FlowPolicy` (Euler, 8 steps) with the
+  default `PolicyConfig` on the WidowX state space (27-d observations, 7-d actions, chunk H = 4):
+  the batch-1 latency of one `sample(obs, noise)` call (median, p10 and p90 over `--calls` calls
+  after a warm-up), the throughput at batch `--batch` (chunks/s over `--batch-calls` calls) and the
+  mean `act()` time per control step (one chunk every H steps), each at torch threads 1 and 2.
+  Goal: batch-1 chunk latency <= 3 ms (one thread).
+
+Sections still to come (another engineer adds them to `SECTIONS`): `bc_training` (behaviour-cloning
+throughput) and `shipped_success` (success rates of the shipped checkpoints).
+
+Usage (from the repository root):
+
+    python benchmarks/policy_speed.py                          # every section, ~20 s
+    python benchmarks/policy_speed.py --sections inference
+
+Results go to benchmarks/results/policy_speed.json (written atomically). Sections not measured in
+this run keep their earlier results from that file; each section records when, on which commit and
+under which load it was measured. Timings depend on the machine and its load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+import steergym
+from steergym.policies import DiffusionPolicy, FlowPolicy, PolicyConfig
+
+DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "policy_speed.json"
+GOAL_LATENCY_MS = 3.0
+GOAL = f"batch-1 chunk latency <= {GOAL_LATENCY_MS:g} ms"
+# The WidowX state space (PutCarrotOnPlate, PutSpoonOnTowel, ..., PushCube).
+WIDOWX_OBS = gym.spaces.Box(-10.0, 10.0, (27,), np.float32)
+WIDOWX_ACT = gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+THREADS = (1, 2)
+WARMUP_CALLS = 20
+
+
+# --------------------------------------------------------------------------- section: inference
+def _policy(kind: str) -> Any:
+    """A default-config policy (8 sampler steps) with normalisers fitted to plausible data."""
+    torch.manual_seed(0)
+    cls = {"diffusion": DiffusionPolicy, "flow": FlowPolicy}[kind]
+    policy = cls(WIDOWX_OBS, WIDOWX_ACT, PolicyConfig(kind=kind, sample_steps=8), seed=0)
+    rng = np.random.default_rng(0)
+    policy.fit_normalization(rng.normal(0, 0.3, (1000, 27)), rng.uniform(-1, 1, (1000, 7)))
+    return policy
+
+
+def _latency_ms(policy: Any, calls: int, rng: np.random.Generator) -> dict[str, float]:
+    """Batch-1 `sample(obs, noise)` wall time, fresh observation and noise each call."""
+    obs = rng.normal(0, 0.3, (calls + WARMUP_CALLS, 27)).astype(np.float32)
+    noise = rng.standard_normal((calls + WARMUP_CALLS, *policy.noise_shape)).astype(np.float32)
+    for i in range(WARMUP_CALLS):
+        policy.sample(obs[i], noise[i])
+    clock = time.perf_counter
+    times = []
+    for i in range(WARMUP_CALLS, WARMUP_CALLS + calls):
+        t0 = clock()
+        policy.sample(obs[i], noise[i])
+        times.append(1e3 * (clock() - t0))
+    q = np.percentile(times, [10, 50, 90])
+    return {"median_ms": float(q[1]), "p10_ms": float(q[0]), "p90_ms": float(q[2]),
+            "mean_ms": float(np.mean(times)), "calls": calls}
+
+
+def _throughput(policy: Any, batch: int, calls: int, rng: np.random.Generator) -> dict[str, float]:
+    """Chunks per second of `sample` on batches of `batch` observations."""
+    obs = rng.normal(0, 0.3, (batch, 27)).astype(np.float32)
+    noise = rng.standard_normal((batch, *policy.noise_shape)).astype(np.float32)
+    for _ in range(3):
+        policy.sample(obs, noise)
+    clock = time.perf_counter
+    times = []
+    for _ in range(calls):
+        t0 = clock()
+        policy.sample(obs, noise)
+        times.append(clock() - t0)
+    return {"chunks_per_s": batch * calls / sum(times), "median_ms_per_call": 1e3 * statistics.median(times),
+            "batch": batch, "calls": calls}
+
+
+def _act_ms_per_step(policy: Any, steps: int, rng: np.random.Generator) -> float:
+    """Mean `act()` time per control step (a chunk is sampled every `action_steps` calls)."""
+    obs = rng.normal(0, 0.3, (steps, 27)).astype(np.float32)
+    policy.reset(seed=0)
+    for o in obs[:WARMUP_CALLS]:
+        policy.act(o)
+    policy.reset(seed=0)
+    t0 = time.perf_counter()
+    for o in obs:
+        policy.act(o)
+    return 1e3 * (time.perf_counter() - t0) / steps
+
+
+def measure_inference(args: argparse.Namespace) -> dict[str, Any]:
+    before = torch.get_num_threads()
+    result: dict[str, Any] = {"goal": GOAL, "threads": list(THREADS), "policies": {}}
+    try:
+        for kind in ("diffusion", "flow"):
+            policy = _policy(kind)
+            cfg = policy.config
+            row: dict[str, Any] = {
+                "sampler": (f"DDIM eta=0, {cfg.sample_steps} of {cfg.train_steps} steps"
+                            if kind == "diffusion" else f"Euler, {cfg.sample_steps} steps"),
+                "policy_config": cfg.to_dict(),
+                "parameters": policy.num_parameters(),
+                "noise_shape": list(policy.noise_shape),
+                "by_threads": {},
+            }
+            for threads in THREADS:
+                torch.set_num_threads(threads)
+                rng = np.random.default_rng(threads)
+                row["by_threads"][str(threads)] = {
+                    "batch1_latency": _latency_ms(policy, args.calls, rng),
+                    "throughput": _throughput(policy, args.batch, args.batch_calls, rng),
+                    "act_ms_per_step": _act_ms_per_step(policy, 4 * cfg.horizon * 25, rng),
+                }
+            result["policies"][kind] = row
+    finally:
+        torch.set_num_threads(before)
+    result["goal_pass"] = {
+        kind: {t: v["batch1_latency"]["median_ms"] <= GOAL_LATENCY_MS for t, v in r["by_threads"].items()}
+        for kind, r in result["policies"].items()
+    }
+    result["pass"] = all(r["by_threads"]["1"]["batch1_latency"]["median_ms"] <= GOAL_LATENCY_MS
+                         for r in result["policies"].values())
+    return result
+
+
+def print_inference(result: dict[str, Any]) -> None:
+    header = (f"{'policy':10s} {'threads':>7s} {'b1 median ms':>12s} {'p10':>6s} {'p90':>6s} "
+              f"{'batch':>5s} {'chunks/s':>9s} {'act ms/step':>11s}")
+    print(header)
+    print("-" * len(header))
+    for kind, row in result["policies"].items():
+        for threads, r in row["by_threads"].items():
+            lat, thr = r["batch1_latency"], r["throughput"]
+            print(f"{kind:10s} {threads:>7s} {lat['median_ms']:12.3f} {lat['p10_ms']:6.3f} "
+                  f"{lat['p90_ms']:6.3f} {thr['batch']:5d} {thr['chunks_per_s']:9.0f} "
+                  f"{r['act_ms_per_step']:11.3f}")
+    print(f"\ngoal {result['goal']} (1 thread): {'PASS' if result['pass'] else 'FAIL'}")
+
+
+# --------------------------------------------------------------------------- sections
+# name -> (measure(args) -> dict, print(result) -> None). Add `bc_training` and `shipped_success` here.
+Measure = Callable[[argparse.Namespace], dict[str, Any]]
+Report = Callable[[dict[str, Any]], None]
+SECTIONS: dict[str, tuple[Measure, Report]] = {
+    "inference": (measure_inference, print_inference),
+}
+
+
+# --------------------------------------------------------------------------- context
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_state() -> dict[str, Any]:
+    """Commit of the measured tree and its uncommitted library files."""
+    root = Path(__file__).resolve().parent.parent
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "steergym")
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "git_dirty_library_files": None}
+    return {"git_commit": commit.strip(),
+            "git_dirty_library_files": [line[3:] for line in status.splitlines() if line.strip()]}
+
+
+def load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+
+
+def host() -> dict[str, Any]:
+    return {
+        "cpu": cpu_name(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "torch_default_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "steergym": steergym.__version__,
+        "platform": platform.platform(),
+    }
+
+
+def write_json_atomic(path: Path, data: dict[str, Any]) -> None:
+    """Write `data` to `path` through a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            f.write(json.dumps(data, indent=2) + "\n")
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- main
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sections", nargs="+", choices=sorted(SECTIONS), default=sorted(SECTIONS),
+                   help="sections to measure (default: all)")
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file to update (default: %(default)s)")
+    p.add_argument("--calls", type=int, default=300,
+                   help="batch-1 calls timed per setting, >= 200 (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=256,
+                   help="batch size of the throughput figure (default: %(default)s)")
+    p.add_argument("--batch-calls", type=int, default=20,
+                   help="batched calls timed per setting (default: %(default)s)")
+    args = p.parse_args(argv)
+    if args.calls < 200 or args.batch < 1 or args.batch_calls < 1:
+        p.error("--calls must be >= 200, --batch and --batch-calls >= 1")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    try:
+        previous = json.loads(args.out.read_text()) if args.out.exists() else {}
+    except json.JSONDecodeError:
+        previous = {}
+    result: dict[str, Any] = {"host": host(), "sections": dict(previous.get("sections", {}))}
+    for name in args.sections:
+        measure, report = SECTIONS[name]
+        start = time.perf_counter()
+        meta = {**git_state(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "command": " ".join([Path(sys.executable).name, *sys.argv]),
+                "load_average_start": load_average()}
+        section = measure(args)
+        meta.update(load_average_end=load_average(), seconds=round(time.perf_counter() - start, 1),
+                    host=result["host"])
+        busy = max((meta["load_average_start"] or [0.0])[0], (meta["load_average_end"] or [0.0])[0])
+        if busy >= 0.5:
+            meta["note"] = (f"load average up to {busy:.1f} on {os.cpu_count()} cores from other processes: "
+                            "timings include contention, multi-thread ones most (OpenMP threads wait for "
+                            "a busy core)")
+        result["sections"][name] = {"meta": meta, **section}
+        h = result["host"]
+        print(f"\n== {name} ({meta['seconds']} s; CPU {h['cpu']}, {h['cpu_count']} cores, "
+              f"torch {h['torch']}, load average {meta['load_average_start']})\n")
+        report(section)
+        if "note" in meta:
+            print(f"note: {meta['note']}")
+    write_json_atomic(args.out, result)
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
