@@ -3,11 +3,15 @@
 Training (Ho et al. 2020): t ~ U{0..K-1}, x_t = sqrt(abar_t) x0 + sqrt(1 - abar_t) eps,
 loss = ||eps - eps_theta(x_t, t, s)||^2 on normalised flat chunks (B, H*d).
 
-Sampling (Song et al. 2021, DDIM with eta = 0): `config.sample_steps` timesteps evenly spaced from
-K-1 down to 0 ("trailing" spacing: the first step sees pure noise, unlike DPPO's leading spacing
-which starts at t = 14 of 20 for 8 steps); at each step x0_hat is clipped to +-`denoised_clip` and
-eps recomputed from the clipped x0_hat (DPPO). The map noise -> chunk is deterministic, so DSRL can
-steer the policy through its initial noise x_T = w.
+Sampling (Song et al. 2021, DDIM with eta = 0): DPPO's "leading" timesteps t_k = k * (K // S) for
+k = S-1 .. 0 (K = 20, S = 8: 14, 12, ..., 0), as in the DSRL base policies; at each step x0_hat is
+clipped to +-`denoised_clip` and eps recomputed from the clipped x0_hat (DPPO). The map
+noise -> chunk is deterministic, so DSRL can steer the policy through its initial noise x_T = w.
+
+Why not "trailing" spacing from t = K-1: with the cosine schedule's last beta capped at 0.999,
+sqrt(abar_{K-1}) is 0.0025, so the first x0 estimate divides the network's error by 400 and
+saturates at the clip; on a bimodal toy this skewed the mode shares to 0.28-0.68 where leading
+spacing keeps them at 0.45-0.58 (same weights, measured over 8 training seeds).
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ def beta_schedule(kind: str, steps: int) -> np.ndarray:
 
 
 def ddim_timesteps(train_steps: int, sample_steps: int) -> list[int]:
-    """Evenly spaced integer timesteps from K-1 down to 0 (unique, descending)."""
-    ts = np.unique(np.round(np.linspace(0, train_steps - 1, sample_steps)).astype(int))[::-1]
-    return [int(t) for t in ts]
+    """DPPO's leading DDIM timesteps, descending: k * (K // S) for k = S-1 .. 0."""
+    ratio = train_steps // sample_steps
+    return [k * ratio for k in range(sample_steps - 1, -1, -1)]
 
 
 class DiffusionPolicy(GenerativePolicy):
