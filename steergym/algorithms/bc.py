@@ -116,7 +116,7 @@ class BCTrainer:
         self._task_map = self._map_tasks(policy, data)
         if fit_normalization:
             policy.fit_normalization(data.observations, data.actions)
-        self.ema = type(policy)(policy.observation_space, policy.action_space, policy.config)
+        self.ema = type(policy)(policy.observation_space, policy.action_space, policy.config).to(policy.device)
         self.ema.load_state_dict(policy.state_dict())
         self.optimizer = torch.optim.AdamW(policy.parameters(), lr=self.config.lr,
                                            weight_decay=self.config.weight_decay)

@@ -70,8 +70,8 @@ class DiffusionPolicy(GenerativePolicy):
 
     def _training_loss(self, x0, cond, generator):
         batch = x0.shape[0]
-        t = torch.randint(0, self.config.train_steps, (batch,), generator=generator)
-        eps = torch.randn(x0.shape, generator=generator)
+        t = torch.randint(0, self.config.train_steps, (batch,), generator=generator).to(x0.device)
+        eps = torch.randn(x0.shape, generator=generator).to(x0.device)
         abar = self.alphas_cumprod[t][:, None]
         x_t = abar.sqrt() * x0 + (1 - abar).sqrt() * eps
         return torch.nn.functional.mse_loss(self.denoiser(x_t, t.float(), cond), eps)
@@ -79,7 +79,7 @@ class DiffusionPolicy(GenerativePolicy):
     def _generate(self, x_init, cond):
         x = x_init
         clip = self.config.denoised_clip
-        context = self.denoiser.context(torch.tensor(self.timesteps, dtype=torch.float32), cond)
+        context = self.denoiser.context(torch.tensor(self.timesteps, dtype=torch.float32, device=cond.device), cond)
         last = len(self.timesteps) - 1
         for i, (sa, s1a, sa_next, s1a_next) in enumerate(self._ddim_coefs):
             eps = self.denoiser.step(x, context[i])

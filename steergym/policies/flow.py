@@ -21,15 +21,15 @@ class FlowPolicy(GenerativePolicy):
 
     def _training_loss(self, x0, cond, generator):
         batch = x0.shape[0]
-        t = torch.rand((batch,), generator=generator)
-        w = torch.randn(x0.shape, generator=generator)
+        t = torch.rand((batch,), generator=generator).to(x0.device)
+        w = torch.randn(x0.shape, generator=generator).to(x0.device)
         x_t = (1 - t[:, None]) * w + t[:, None] * x0
         return torch.nn.functional.mse_loss(self.denoiser(x_t, t, cond), x0 - w)
 
     def _generate(self, x_init, cond):
         steps = self.config.sample_steps
         x, dt = x_init, 1.0 / steps
-        context = self.denoiser.context(torch.arange(steps, dtype=torch.float32) * dt, cond)
+        context = self.denoiser.context(torch.arange(steps, dtype=torch.float32, device=cond.device) * dt, cond)
         for k in range(steps):
             x = x + dt * self.denoiser.step(x, context[k])
         clip = self.config.denoised_clip

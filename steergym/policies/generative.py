@@ -62,8 +62,8 @@ class GenerativePolicy(nn.Module):
         cond_dim = self.encoder.out_dim + len(config.task_ids)
         self.denoiser = DenoiserMLP(config.horizon * self.action_dim, cond_dim, config.hidden_dim,
                                     config.num_blocks, config.time_dim, self.time_scale)
-        self._low = torch.as_tensor(action_space.low, dtype=torch.float32)
-        self._high = torch.as_tensor(action_space.high, dtype=torch.float32)
+        self.register_buffer("_low", torch.as_tensor(action_space.low, dtype=torch.float32), persistent=False)
+        self.register_buffer("_high", torch.as_tensor(action_space.high, dtype=torch.float32), persistent=False)
         self.task: str | None = None
         self._generator = torch.Generator().manual_seed(int(seed))
         self._queue: np.ndarray | None = None  # (B, steps_left, d) or None
@@ -71,6 +71,11 @@ class GenerativePolicy(nn.Module):
         self.eval()
 
     # ----------------------------------------------------------------------------- public API
+    @property
+    def device(self) -> torch.device:
+        """Where the weights live (`policy.to("cuda")` moves them; inputs follow, outputs are numpy)."""
+        return self._low.device
+
     @property
     def task_ids(self) -> tuple[str, ...]:
         return self.config.task_ids
@@ -101,7 +106,7 @@ class GenerativePolicy(nn.Module):
         batch = _batch_size(obs_t)
         if self._queue is None or self._queue.shape[1] == 0 or self._queue.shape[0] != batch \
                 or self._queue_batched != batched:
-            noise = torch.randn((batch, *self.noise_shape), generator=self._generator)
+            noise = torch.randn((batch, *self.noise_shape), generator=self._generator).to(self.device)
             chunk = self._sample_tensors(obs_t, noise)
             self._queue = chunk[:, : self.config.action_steps]
             self._queue_batched = batched
@@ -126,7 +131,7 @@ class GenerativePolicy(nn.Module):
         obs_t, batched = self._obs_to_tensors(obs)
         batch = _batch_size(obs_t)
         repeated = {k: v.repeat_interleave(n, dim=0) for k, v in obs_t.items()}
-        noise = torch.randn((batch * n, *self.noise_shape), generator=self._generator)
+        noise = torch.randn((batch * n, *self.noise_shape), generator=self._generator).to(self.device)
         chunks = self._sample_tensors(repeated, noise).reshape(batch, n, *self.noise_shape)
         return chunks if batched else chunks[0]
 
@@ -146,7 +151,8 @@ class GenerativePolicy(nn.Module):
         obs_t, batched = self._obs_to_tensors(obs)
         if not batched:
             raise ValueError(f"{type(self).__name__}.loss: expects a batch of observations")
-        act = torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions, dtype=torch.float32)
+        act = torch.as_tensor(np.asarray(actions) if not torch.is_tensor(actions) else actions,
+                              dtype=torch.float32, device=self.device)
         batch = _batch_size(obs_t)
         if act.shape != (batch, *self.noise_shape):
             raise ValueError(
@@ -183,7 +189,7 @@ class GenerativePolicy(nn.Module):
         x0 = self._generate(noise.reshape(batch, -1).float(), cond)
         chunk = self.action_normalizer.unnormalize(x0.reshape(batch, *self.noise_shape))
         chunk = torch.maximum(torch.minimum(chunk, self._high), self._low)
-        return chunk.numpy().astype(np.float32)
+        return chunk.cpu().numpy().astype(np.float32)
 
     def _condition(self, obs_t: dict[str, torch.Tensor], task: Any, batch: int) -> torch.Tensor:
         normed = {
@@ -207,8 +213,8 @@ class GenerativePolicy(nn.Module):
         if isinstance(task, str):
             if task not in self.task_ids:
                 raise ValueError(f"unknown task {task!r}; this policy knows {list(self.task_ids)}")
-            return torch.full((batch,), self.task_ids.index(task), dtype=torch.long)
-        index = torch.as_tensor(task, dtype=torch.long).reshape(-1)
+            return torch.full((batch,), self.task_ids.index(task), dtype=torch.long, device=self.device)
+        index = torch.as_tensor(task, dtype=torch.long, device=self.device).reshape(-1)
         if index.numel() == 1:
             index = index.expand(batch)
         if index.shape != (batch,) or index.min() < 0 or index.max() >= len(self.task_ids):
@@ -240,7 +246,8 @@ class GenerativePolicy(nn.Module):
                 raise ValueError(f"{name}: {label} must have shape {sub.shape} or (B, *{sub.shape}), got {arr.shape}")
             if np.issubdtype(arr.dtype, np.floating) and not np.all(np.isfinite(arr)):
                 raise ValueError(f"{name}: observation{f'[{key!r}]' if key else ''} contains NaN or inf")
-            tensors[key] = torch.as_tensor(arr if sub.dtype == np.uint8 else arr.astype(np.float32, copy=False))
+            tensors[key] = torch.as_tensor(arr if sub.dtype == np.uint8 else arr.astype(np.float32, copy=False),
+                                           device=self.device)
         if len(batched_flags) != 1 or len({t.shape[0] for t in tensors.values()}) != 1:
             raise ValueError(f"{name}: Dict observation entries disagree on batching")
         return tensors, batched_flags.pop()
@@ -257,7 +264,7 @@ class GenerativePolicy(nn.Module):
             )
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{type(self).__name__}.sample: noise contains NaN or inf")
-        return torch.as_tensor(arr, dtype=torch.float32).reshape(batch, *self.noise_shape)
+        return torch.as_tensor(arr, dtype=torch.float32, device=self.device).reshape(batch, *self.noise_shape)
 
     def __repr__(self) -> str:
         tasks = f", tasks={list(self.task_ids)}" if self.task_ids else ""
