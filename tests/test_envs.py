@@ -470,3 +470,20 @@ def test_sync_vector_env(obs_mode):
             assert "is_success" in info
     finally:
         envs.close()
+
+
+def test_pixel_env_pickles_after_rendering_and_continues_identically():
+    import pickle
+
+    env = gym.make("steergym/WidowXLiftCube-v0", obs_mode="pixels", image_size=(32, 32))
+    try:
+        env.reset(seed=3)
+        env.step(np.full(7, 0.2, np.float32))  # the renderer now holds OpenGL handles
+        clone = pickle.loads(pickle.dumps(env))
+        try:
+            action = np.array([0.3, -0.2, 0.1, 0, 0, 0.1, -1], np.float32)
+            np.testing.assert_array_equal(env.step(action)[0], clone.step(action)[0])
+        finally:
+            clone.close()
+    finally:
+        env.close()

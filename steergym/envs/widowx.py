@@ -237,6 +237,17 @@ class WidowXEnv(gym.Env):
         except Exception:  # noqa: BLE001 - best effort during garbage collection
             pass
 
+    def __getstate__(self) -> dict:
+        """Pickle without the OpenGL renderers and viewer (ctypes handles); they are rebuilt lazily."""
+        state = self.__dict__.copy()
+        state["_renderers"] = {}
+        state["_viewer"] = None
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        self.__dict__.update(state)
+        _LIVE_ENVS.add(self)
+
     def close(self) -> None:
         for renderer in self._renderers.values():
             renderer.close()
