@@ -9,8 +9,11 @@ Sections (each a function in `SECTIONS`, returning a JSON-able dict):
   mean `act()` time per control step (one chunk every H steps), each at torch threads 1 and 2.
   Goal: batch-1 chunk latency <= 3 ms (one thread).
 
-Sections still to come (another engineer adds them to `SECTIONS`): `bc_training` (behaviour-cloning
-throughput) and `shipped_success` (success rates of the shipped checkpoints).
+* `bc_training`: behaviour-cloning samples/s (`BCTrainer` steps at batch 256 on a 27-d / 7-d
+  synthetic dataset, default `PolicyConfig`) for diffusion and flow, at torch threads 1 and 2.
+* `shipped_success`: success of every shipped policy (steergym/assets/policies) over `--episodes`
+  reset seeds from 0 (default 100, the seeds the recipe measured), with Wilson 95% intervals and
+  the recorded rate and band for comparison.
 
 Usage (from the repository root):
 
@@ -161,12 +164,89 @@ def print_inference(result: dict[str, Any]) -> None:
     print(f"\ngoal {result['goal']} (1 thread): {'PASS' if result['pass'] else 'FAIL'}")
 
 
+# --------------------------------------------------------------------------- section: bc_training
+def measure_bc_training(args: argparse.Namespace) -> dict[str, Any]:
+    from steergym.algorithms.bc import BCConfig, BCTrainer
+    from steergym.data.chunks import ChunkData
+
+    rng = np.random.default_rng(0)
+    n = 4096
+    data = ChunkData(observations=rng.normal(size=(n, 27)).astype(np.float32),
+                     chunks=rng.uniform(-1, 1, (n, 4, 7)).astype(np.float32),
+                     task_index=np.zeros(n, np.int64), task_ids=("synthetic",),
+                     actions=rng.uniform(-1, 1, (n, 7)).astype(np.float32))
+    before = torch.get_num_threads()
+    result: dict[str, Any] = {"batch_size": 256, "steps_timed": args.bc_steps, "policies": {}}
+    try:
+        for kind in ("diffusion", "flow"):
+            row = {}
+            for threads in THREADS:
+                torch.set_num_threads(threads)
+                cls = DiffusionPolicy if kind == "diffusion" else FlowPolicy
+                policy = cls(WIDOWX_OBS, WIDOWX_ACT, PolicyConfig(kind=kind))
+                trainer = BCTrainer(policy, data, BCConfig(steps=10 + args.bc_steps, log_every=10**9),
+                                    progress=False)
+                trainer.learn(10)  # warm-up
+                t0 = time.perf_counter()
+                trainer.learn(args.bc_steps)
+                seconds = time.perf_counter() - t0
+                row[str(threads)] = {"samples_per_s": 256 * args.bc_steps / seconds,
+                                     "ms_per_step": 1e3 * seconds / args.bc_steps}
+            result["policies"][kind] = row
+    finally:
+        torch.set_num_threads(before)
+    return result
+
+
+def print_bc_training(result: dict[str, Any]) -> None:
+    print(f"{'policy':10s} {'threads':>7s} {'samples/s':>10s} {'ms/step':>8s}   (batch {result['batch_size']})")
+    for kind, row in result["policies"].items():
+        for threads, r in row.items():
+            print(f"{kind:10s} {threads:>7s} {r['samples_per_s']:10.0f} {r['ms_per_step']:8.2f}")
+
+
+# --------------------------------------------------------------------------- section: shipped_success
+def measure_shipped_success(args: argparse.Namespace) -> dict[str, Any]:
+    from steergym.bench.evaluate import evaluate
+    from steergym.policies.zoo import resolve_policy, shipped_policies
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    rows = {}
+    try:
+        for name, entry in shipped_policies().items():
+            for env_id in entry.env_ids:
+                policy, _ = resolve_policy(name, env_id)
+                r = evaluate(env_id, policy, episodes=args.episodes, seed=0, progress=False)
+                rows[f"{name} @ {env_id}"] = {
+                    "policy": name, "env_id": env_id, "episodes": r.episodes, "success_rate": r.success_rate,
+                    "ci95": [r.ci_low, r.ci_high], "mean_length": r.mean_length,
+                    "recorded_success_rate": entry.success_rate[env_id], "band": list(entry.success_band),
+                    "in_band": entry.success_band[0] <= r.success_rate <= entry.success_band[1],
+                }
+    finally:
+        torch.set_num_threads(before)
+    return {"episodes": args.episodes, "seeds": f"0..{args.episodes - 1}", "policies": rows,
+            "all_in_band": all(r["in_band"] for r in rows.values())}
+
+
+def print_shipped_success(result: dict[str, Any]) -> None:
+    print(f"{'policy':30s} {'task':28s} {'success':>7s} {'95% CI':>13s} {'recorded':>8s} {'band':>10s}")
+    for r in result["policies"].values():
+        lo, hi = r["ci95"]
+        print(f"{r['policy']:30s} {r['env_id'].split('/')[-1]:28s} {r['success_rate']:7.2f} "
+              f"[{lo:.2f}, {hi:.2f}] {r['recorded_success_rate']:8.2f} {str(r['band']):>10s}")
+    print(f"\nall in band: {result['all_in_band']}")
+
+
 # --------------------------------------------------------------------------- sections
-# name -> (measure(args) -> dict, print(result) -> None). Add `bc_training` and `shipped_success` here.
+# name -> (measure(args) -> dict, print(result) -> None).
 Measure = Callable[[argparse.Namespace], dict[str, Any]]
 Report = Callable[[dict[str, Any]], None]
 SECTIONS: dict[str, tuple[Measure, Report]] = {
     "inference": (measure_inference, print_inference),
+    "bc_training": (measure_bc_training, print_bc_training),
+    "shipped_success": (measure_shipped_success, print_shipped_success),
 }
 
 
@@ -239,9 +319,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="batch size of the throughput figure (default: %(default)s)")
     p.add_argument("--batch-calls", type=int, default=20,
                    help="batched calls timed per setting (default: %(default)s)")
+    p.add_argument("--bc-steps", type=int, default=200, help="BC steps timed per setting (default: %(default)s)")
+    p.add_argument("--episodes", type=int, default=100,
+                   help="evaluation episodes per shipped policy and task (default: %(default)s)")
     args = p.parse_args(argv)
-    if args.calls < 200 or args.batch < 1 or args.batch_calls < 1:
-        p.error("--calls must be >= 200, --batch and --batch-calls >= 1")
+    if args.calls < 200 or args.batch < 1 or args.batch_calls < 1 or args.bc_steps < 1 or args.episodes < 1:
+        p.error("--calls must be >= 200; --batch, --batch-calls, --bc-steps and --episodes >= 1")
     return args
 
 

@@ -71,12 +71,12 @@ RECIPES: dict[str, Recipe] = {
                                       "put the carrot on the plate"),
     "widowx-stack-diffusion": Recipe(("steergym/WidowXStackGreenOnYellowBlock-v0",), "diffusion", 50, 10_000,
                                      "stack the green block on the yellow block"),
-    "widowx-eggplant-diffusion": Recipe(("steergym/WidowXPutEggplantInBasket-v0",), "diffusion", 50, 10_000,
+    "widowx-eggplant-diffusion": Recipe(("steergym/WidowXPutEggplantInBasket-v0",), "diffusion", 50, 3_000,
                                         "put the eggplant in the basket"),
-    "widowx-lift-diffusion": Recipe(("steergym/WidowXLiftCube-v0",), "diffusion", 50, 10_000, "lift the red cube"),
+    "widowx-lift-diffusion": Recipe(("steergym/WidowXLiftCube-v0",), "diffusion", 50, 2_000, "lift the red cube"),
     "widowx-push-diffusion": Recipe(("steergym/WidowXPushCube-v0",), "diffusion", 50, 10_000,
                                     "push the blue cube to the goal"),
-    "widowx-lift-flow": Recipe(("steergym/WidowXLiftCube-v0",), "flow", 50, 10_000, "lift the red cube (flow)"),
+    "widowx-lift-flow": Recipe(("steergym/WidowXLiftCube-v0",), "flow", 50, 1_000, "lift the red cube (flow)"),
     "widowx-generalist-diffusion": Recipe(SIMPLER_TASKS, "diffusion", 50, 20_000,
                                           "task-conditioned generalist over the four SIMPLER-style tasks",
                                           policy={"num_blocks": 2}),
@@ -152,6 +152,45 @@ def update_index(out: Path, entries: dict[str, dict]) -> None:
     os.replace(tmp, index_path)
 
 
+def write_readme(out: Path) -> None:
+    """assets/policies/README.md: the table of index.json and the commands that made it."""
+    index = json.loads((out / "index.json").read_text())["policies"]
+    lines = [
+        "# Shipped base policies",
+        "",
+        "Made by `recipes/shipped_policies.py` (this file is written by it). Each is behaviour-cloned by",
+        "steergym's BC trainer from scripted-expert demonstrations (quality `expert`, reset seeds",
+        f"{DATA_SEED:,} + i), then evaluated on reset seeds {EVAL_SEED}-{EVAL_SEED + EVAL_EPISODES - 1}."
+        " The recipes are short on purpose,",
+        "so the policies land in a middling band: base policies worth steering. Reproduce with",
+        "",
+        "```bash",
+        "MUJOCO_GL=egl python recipes/shipped_policies.py            # all, --jobs 2, 1 torch thread each",
+        "MUJOCO_GL=egl python recipes/shipped_policies.py --only widowx-carrot-diffusion",
+        "```",
+        "",
+        "Training is deterministic on one machine (same seeds, one thread); another CPU can differ in the",
+        "last float bits and so in a few close episodes.",
+        "",
+        "| name | kind | task(s) | demos/task | BC steps | success (100 seeds) | band |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, e in sorted(index.items()):
+        recipe = RECIPES.get(name)
+        tasks = ", ".join(t.split("/")[-1].removeprefix("WidowX").removesuffix("-v0") for t in e["env_ids"])
+        rates = ", ".join(f"{r:.2f}" for r in e["success_rate"].values())
+        demos = recipe.episodes if recipe else "?"
+        steps = f"{recipe.steps:,}" if recipe else "?"
+        lines.append(f"| `{name}` | {e['kind']} | {tasks} | {demos} | {steps} | {rates} | "
+                     f"{e['success_band'][0]:.1f}-{e['success_band'][1]:.1f} |")
+    lines += ["", "Use: `steergym eval --policy NAME` (add `--env ID` for the generalist), or",
+              "`steergym.policies.zoo.load_shipped(NAME)` in Python. Each folder is a checkpoint:",
+              "`config.json` + `model.safetensors`.", ""]
+    tmp = out / ".README.md.partial"
+    tmp.write_text("\n".join(lines))
+    os.replace(tmp, out / "README.md")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--only", action="append", choices=sorted(RECIPES), help="make only this policy")
@@ -187,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name}: {rates} [{e['minutes']} min] {status}", flush=True)
     failed = [n for n, e in entries.items() if not e["written"]]
     update_index(out, entries)
+    write_readme(out)
     return 1 if failed else 0
 
 
