@@ -80,14 +80,24 @@ class GenerativePolicy(nn.Module):
     def task_ids(self) -> tuple[str, ...]:
         return self.config.task_ids
 
+    def fork(self, seed: int | None = None) -> "GenerativePolicy":
+        """A view sharing the weights with its own chunk queue and noise generator.
+
+        Use one per env when several envs act through the same policy (e.g. residual wrappers in
+        a vector env), so they do not consume each other's action chunks.
+        """
+        view = copy.copy(self)
+        view._generator = torch.Generator().manual_seed(
+            int(self._generator.initial_seed() if seed is None else seed))
+        view._queue = None
+        return view
+
     def for_task(self, task: str) -> "GenerativePolicy":
         """A view of this policy conditioned on `task` (an id in `task_ids`); shares the weights."""
         if task not in self.task_ids:
             raise ValueError(f"{type(self).__name__}: task {task!r} is not one of its tasks {list(self.task_ids)}")
-        view = copy.copy(self)
+        view = self.fork()
         view.task = task
-        view._generator = torch.Generator().manual_seed(int(self._generator.initial_seed()))
-        view._queue = None
         return view
 
     def reset(self, seed: int | None = None) -> None:
