@@ -178,7 +178,7 @@ def write_readme(out: Path) -> None:
     for name, e in sorted(index.items()):
         recipe = RECIPES.get(name)
         tasks = ", ".join(t.split("/")[-1].removeprefix("WidowX").removesuffix("-v0") for t in e["env_ids"])
-        rates = ", ".join(f"{r:.2f}" for r in e["success_rate"].values())
+        rates = ", ".join(f"{e['success_rate'][t]:.2f}" for t in e["env_ids"])
         demos = recipe.episodes if recipe else "?"
         steps = f"{recipe.steps:,}" if recipe else "?"
         lines.append(f"| `{name}` | {e['kind']} | {tasks} | {demos} | {steps} | {rates} | "

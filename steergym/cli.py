@@ -209,7 +209,7 @@ def cmd_policies(args: argparse.Namespace) -> int:
         return 0
     rows = []
     for entry in table.values():
-        rates = ", ".join(f"{r:.2f}" for r in entry.success_rate.values())
+        rates = ", ".join(f"{entry.success_rate[t]:.2f}" for t in entry.env_ids)
         tasks = entry.env_ids[0].split("/")[-1] if len(entry.env_ids) == 1 else f"{len(entry.env_ids)} tasks"
         rows.append([entry.name, entry.kind, tasks, rates, entry.description])
     _print_table(["name", "kind", "task", "success (100 seeds)", "description"], rows)

@@ -1,0 +1,71 @@
+"""The base policies shipped in steergym/assets/policies: complete, small, loadable, and as good as stated."""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import pytest
+
+from steergym.bench.evaluate import evaluate
+from steergym.policies import DiffusionPolicy, FlowPolicy, load_policy
+from steergym.policies.zoo import load_shipped, resolve_policy, shipped_policies
+from steergym.registry import env_ids
+
+SHIPPED = shipped_policies()
+CHECK_EPISODES = 20  # seeds 0..19, a prefix of the 100 seeds each policy was measured on
+MAX_BYTES = 5 * 2**20
+
+
+def test_every_widowx_task_has_a_diffusion_policy_plus_a_flow_policy_and_a_generalist():
+    single_task = {e.env_ids[0] for e in SHIPPED.values() if e.kind == "diffusion" and len(e.env_ids) == 1}
+    assert single_task == set(env_ids())
+    assert any(e.kind == "flow" for e in SHIPPED.values())
+    assert any(len(e.env_ids) >= 4 for e in SHIPPED.values()), "no task-conditioned generalist"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_policy_is_small_and_loads_against_its_envs(name):
+    entry = SHIPPED[name]
+    size = sum(f.stat().st_size for f in entry.path.iterdir())
+    assert size < MAX_BYTES, f"{name} is {size / 2**20:.1f} MiB"
+    for env_id in entry.env_ids:
+        env = gym.make(env_id)
+        policy = load_policy(entry.path, env)  # validates both spaces against the env
+        env.close()
+        assert isinstance(policy, DiffusionPolicy if entry.kind == "diffusion" else FlowPolicy)
+        assert policy.task_ids == (entry.env_ids if len(entry.env_ids) > 1 else ())
+    low, high = entry.success_band
+    for env_id, rate in entry.success_rate.items():
+        assert low <= rate <= high, f"{name} on {env_id}: recorded {rate} outside its band {entry.success_band}"
+
+
+@pytest.mark.parametrize("name", sorted(SHIPPED))
+def test_shipped_policy_scores_as_recorded_on_the_first_seeds(name):
+    """Re-run the first 20 of the 100 recorded evaluation seeds.
+
+    Evaluation is deterministic (the env and the policy's noise are seeded by the episode seed), so
+    on the machine that made the policy the outcomes repeat exactly; elsewhere float differences can
+    flip a few close calls, hence the tolerance of 3 episodes. The rate must also stay in the band
+    widened by 0.15 (20 episodes cannot pin a rate closer than that).
+    """
+    entry = SHIPPED[name]
+    low, high = entry.success_band
+    for env_id in entry.env_ids:
+        policy, bound_env = resolve_policy(name, env_id)
+        result = evaluate(bound_env, policy, episodes=CHECK_EPISODES, seed=0, progress=False)
+        recorded_failures = [s for s in entry.failed_seeds[env_id] if s < CHECK_EPISODES]
+        recorded = CHECK_EPISODES - len(recorded_failures)
+        assert abs(result.successes - recorded) <= 3, (name, env_id, result.failed_seeds, recorded_failures)
+        assert low - 0.15 <= result.success_rate <= high + 0.15, (name, env_id, result.success_rate)
+
+
+def test_unknown_shipped_name_lists_the_real_ones():
+    with pytest.raises(ValueError, match="widowx-carrot-diffusion"):
+        load_shipped("widowx-carrot-transformer")
+
+
+def test_generalist_needs_a_task():
+    name = next(n for n, e in SHIPPED.items() if len(e.env_ids) > 1)
+    with pytest.raises(ValueError, match="--env"):
+        resolve_policy(name)
+    with pytest.raises(ValueError, match="for_task"):
+        load_shipped(name).act(gym.make(SHIPPED[name].env_ids[0]).reset(seed=0)[0])
