@@ -69,7 +69,7 @@ RECIPES: dict[str, Recipe] = {
                                      "put the spoon on the towel"),
     "widowx-carrot-diffusion": Recipe(("steergym/WidowXPutCarrotOnPlate-v0",), "diffusion", 50, 10_000,
                                       "put the carrot on the plate"),
-    "widowx-stack-diffusion": Recipe(("steergym/WidowXStackGreenOnYellowBlock-v0",), "diffusion", 50, 10_000,
+    "widowx-stack-diffusion": Recipe(("steergym/WidowXStackGreenOnYellowBlock-v0",), "diffusion", 50, 20_000,
                                      "stack the green block on the yellow block"),
     "widowx-eggplant-diffusion": Recipe(("steergym/WidowXPutEggplantInBasket-v0",), "diffusion", 50, 3_000,
                                         "put the eggplant in the basket"),
