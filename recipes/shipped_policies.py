@@ -70,7 +70,7 @@ RECIPES: dict[str, Recipe] = {
     "widowx-carrot-diffusion": Recipe(("steergym/WidowXPutCarrotOnPlate-v0",), "diffusion", 50, 10_000,
                                       "put the carrot on the plate"),
     "widowx-stack-diffusion": Recipe(("steergym/WidowXStackGreenOnYellowBlock-v0",), "diffusion", 50, 20_000,
-                                     "stack the green block on the yellow block"),
+                                     "stack the green block on the yellow block", policy={"num_blocks": 2}),
     "widowx-eggplant-diffusion": Recipe(("steergym/WidowXPutEggplantInBasket-v0",), "diffusion", 50, 3_000,
                                         "put the eggplant in the basket"),
     "widowx-lift-diffusion": Recipe(("steergym/WidowXLiftCube-v0",), "diffusion", 50, 2_000, "lift the red cube"),
@@ -172,8 +172,8 @@ def write_readme(out: Path) -> None:
         "Training is deterministic on one machine (same seeds, one thread); another CPU can differ in the",
         "last float bits and so in a few close episodes.",
         "",
-        "| name | kind | task(s) | demos/task | BC steps | success (100 seeds) | band |",
-        "|---|---|---|---|---|---|---|",
+        "| name | kind | task(s) | residual blocks | demos/task | BC steps | success (100 seeds) | band |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name, e in sorted(index.items()):
         recipe = RECIPES.get(name)
@@ -181,7 +181,8 @@ def write_readme(out: Path) -> None:
         rates = ", ".join(f"{e['success_rate'][t]:.2f}" for t in e["env_ids"])
         demos = recipe.episodes if recipe else "?"
         steps = f"{recipe.steps:,}" if recipe else "?"
-        lines.append(f"| `{name}` | {e['kind']} | {tasks} | {demos} | {steps} | {rates} | "
+        blocks = recipe.policy.get("num_blocks", 1) if recipe else "?"
+        lines.append(f"| `{name}` | {e['kind']} | {tasks} | {blocks} | {demos} | {steps} | {rates} | "
                      f"{e['success_band'][0]:.1f}-{e['success_band'][1]:.1f} |")
     lines += ["", "Use: `steergym eval --policy NAME` (add `--env ID` for the generalist), or",
               "`steergym.policies.zoo.load_shipped(NAME)` in Python. Each folder is a checkpoint:",
