@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from steergym.atomic import atomic_folder
 
 STATE_TENSORS = "state.safetensors"
 STATE_JSON = "state.json"
@@ -63,25 +63,11 @@ def write_state(folder: str | os.PathLike, tensors: dict[str, torch.Tensor], met
     """Atomically write a state folder (replacing the previous one)."""
     from safetensors.torch import save_file
 
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = folder.with_name(f".{folder.name}.tmp-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
-    try:
+    with atomic_folder(folder) as staging:
         save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / STATE_TENSORS),
                   metadata={"format": STATE_FORMAT})
         (staging / STATE_JSON).write_text(json.dumps({"format": STATE_FORMAT, **meta}, indent=1) + "\n")
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(folder, old)
-            os.replace(staging, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, folder)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return folder
+    return Path(folder)
 
 
 def read_state(folder: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:

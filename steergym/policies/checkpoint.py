@@ -15,14 +15,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import uuid
 from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 import numpy as np
 import torch
+
+from steergym.atomic import atomic_folder
 
 FORMAT = "steergym.policy"
 FORMAT_VERSION = 1
@@ -56,10 +56,7 @@ def save_policy(policy, path: str | os.PathLike, metadata: dict[str, Any] | None
     path = Path(path)
     if path.exists() and not (path / CONFIG_FILE).exists():
         raise ValueError(f"refusing to overwrite {path}: it exists and is not a steergym checkpoint folder")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = path.with_name(f".{path.name}.tmp-{uuid.uuid4().hex[:8]}")
-    staging.mkdir()
-    try:
+    with atomic_folder(path) as staging:
         tensors = {k: v.detach().cpu().contiguous().clone() for k, v in policy.state_dict().items()}
         save_file(tensors, str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
         config = {
@@ -74,16 +71,6 @@ def save_policy(policy, path: str | os.PathLike, metadata: dict[str, Any] | None
             "metadata": metadata or {},
         }
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
-        if path.exists():
-            old = path.with_name(f".{path.name}.old-{uuid.uuid4().hex[:8]}")
-            os.replace(path, old)
-            os.replace(staging, path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, path)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
     return path
 
 
