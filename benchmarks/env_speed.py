@@ -53,6 +53,7 @@ from tqdm import tqdm  # noqa: E402
 
 import steergym  # noqa: E402
 from steergym.registry import env_ids  # noqa: E402
+from run_context import cpu_name, git_state, load_average  # noqa: E402  (benchmarks/ is on sys.path)
 
 GOAL_STATE_SPS = 400.0
 GOAL_OVERHEAD = 0.15
@@ -245,32 +246,6 @@ def gl_renderer() -> str:
         return f"unknown ({type(exc).__name__}: {exc})"
 
 
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_state() -> dict[str, Any]:
-    """Commit of the measured tree and whether it had uncommitted library changes."""
-    import subprocess
-
-    root = Path(__file__).resolve().parent.parent
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=True).stdout
-
-    try:
-        commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "steergym")
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": None, "git_dirty_library_files": None}
-    dirty = [line[3:] for line in status.splitlines() if line.strip()]
-    return {"git_commit": commit.strip(), "git_dirty_library_files": dirty}
-
-
 def meta(args: argparse.Namespace) -> dict[str, Any]:
     return {
         **git_state(),
@@ -287,7 +262,7 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": os.cpu_count(),
-        "load_average_start": list(os.getloadavg()) if hasattr(os, "getloadavg") else None,
+        "load_average_start": load_average(),
         "MUJOCO_GL": os.environ.get("MUJOCO_GL"),
         "LP_NUM_THREADS": os.environ.get("LP_NUM_THREADS"),
         "gl_renderer": gl_renderer(),
@@ -370,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         bar.update()
     bar.close()
 
-    result["meta"]["load_average_end"] = list(os.getloadavg()) if hasattr(os, "getloadavg") else None
+    result["meta"]["load_average_end"] = load_average()
     result["goals"] = goals(result["envs"])
     print_report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)

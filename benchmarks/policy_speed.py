@@ -32,7 +32,6 @@ import json
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +46,7 @@ import torch
 
 import steergym
 from steergym.policies import DiffusionPolicy, FlowPolicy, PolicyConfig
+from run_context import cpu_name, git_state, load_average  # benchmarks/ is on sys.path when run as a script
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "policy_speed.json"
 GOAL_LATENCY_MS = 3.0
@@ -251,35 +251,6 @@ SECTIONS: dict[str, tuple[Measure, Report]] = {
 
 
 # --------------------------------------------------------------------------- context
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def git_state() -> dict[str, Any]:
-    """Commit of the measured tree and its uncommitted library files."""
-    root = Path(__file__).resolve().parent.parent
-
-    def git(*cmd: str) -> str:
-        return subprocess.run(["git", *cmd], cwd=root, capture_output=True, text=True, check=True).stdout
-
-    try:
-        commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "steergym")
-    except (OSError, subprocess.CalledProcessError):
-        return {"git_commit": None, "git_dirty_library_files": None}
-    return {"git_commit": commit.strip(),
-            "git_dirty_library_files": [line[3:] for line in status.splitlines() if line.strip()]}
-
-
-def load_average() -> list[float] | None:
-    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
-
-
 def host() -> dict[str, Any]:
     return {
         "cpu": cpu_name(),

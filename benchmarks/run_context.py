@@ -1,0 +1,39 @@
+"""What every benchmark records beside its figures: the CPU, the commit, the load."""
+
+from __future__ import annotations
+
+import os
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def git_state() -> dict[str, Any]:
+    """Commit of the measured tree and its uncommitted library files."""
+
+    def git(*cmd: str) -> str:
+        return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout
+
+    try:
+        commit, status = git("rev-parse", "HEAD"), git("status", "--porcelain", "--", "steergym")
+    except (OSError, subprocess.CalledProcessError):
+        return {"git_commit": None, "git_dirty_library_files": None}
+    return {"git_commit": commit.strip(),
+            "git_dirty_library_files": [line[3:] for line in status.splitlines() if line.strip()]}
+
+
+def load_average() -> list[float] | None:
+    return list(os.getloadavg()) if hasattr(os, "getloadavg") else None
