@@ -361,6 +361,36 @@ def test_residual_wrapper_reseeds_the_base_policy_on_reset(make_env):
     assert not np.allclose(first, base_actions(8))
 
 
+def test_residual_wrappers_sharing_one_loaded_policy_equal_separately_loaded_ones(make_env):
+    """Each wrapper acts through its own `policy.fork()` (shared weights, own chunk queue and noise
+    generator), so interleaved stepping gives what two separately loaded policies give."""
+    from steergym.policies.zoo import load_shipped
+
+    shared = load_shipped("widowx-lift-diffusion")
+    pairs = {
+        "shared": [ResidualActionWrapper(make_env(LIFT), shared, 0.1) for _ in range(2)],
+        "separate": [ResidualActionWrapper(make_env(LIFT), load_shipped("widowx-lift-diffusion"), 0.1)
+                     for _ in range(2)],
+    }
+    a, b = pairs["shared"]
+    assert a.policy is not b.policy and a.policy is not shared
+    assert a.policy.denoiser is shared.denoiser and b.policy.denoiser is shared.denoiser  # one set of weights
+    corrections = np.random.default_rng(0).uniform(-1, 1, (7, 2, D)).astype(np.float32)
+    results = {}
+    for label, envs in pairs.items():
+        for env, seed in zip(envs, (1, 2)):
+            env.reset(seed=seed)
+        # interleaved, with the chunk boundaries (every 4 steps) of the two envs out of phase
+        results[label] = [envs[0].step(corrections[0, 0])]
+        results[label] += [env.step(c[j]) for c in corrections[1:] for j, env in enumerate(envs)]
+        envs[1].reset(seed=3)  # a reset of one env leaves the other's chunk in progress alone
+        results[label] += [env.step(corrections[0, j]) for j, env in enumerate(envs)]
+    for x, y in zip(results["shared"], results["separate"]):
+        same_step(x, y)
+    base = np.stack([step[4]["base_action"] for step in results["shared"]])
+    assert not np.allclose(base[1::2][:6], base[2::2][:6])  # the two envs' base actions differ
+
+
 # ------------------------------------------------------------------------------ ProposalWrapper
 def test_proposal_wrapper_spaces_seeding_and_step(make_env):
     base = make_env(LIFT)

@@ -18,9 +18,12 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         env: an env with a 1-D Box action space (d,).
         policy: any Policy (`act`, `reset`, spaces equal to the env's); a generative policy's
             open-loop chunk queue is fine. It is reset at every env reset *with the reset's seed*,
-            so a seeded episode is reproducible. The wrapper owns the policy's episode state: give
-            each env its own policy object (e.g. `copy.deepcopy(policy)` in a vector env's factory);
-            two envs sharing one would interleave their chunk queues.
+            so a seeded episode is reproducible. The wrapper acts through `policy.fork()` when the
+            policy has one (`GenerativePolicy.fork`: shared weights, its own chunk queue and noise
+            generator), so several wrappers, e.g. the sub-envs of a vector env, can share one
+            loaded policy; `self.policy` is that fork. A policy without `fork` keeps its episode
+            state in the object itself: give each env its own (e.g. `copy.deepcopy(policy)` in the
+            vector env's factory), or two envs would interleave their chunk queues.
         scale: the correction's weight, in the env's action units per unit of correction (> 0).
 
     Action space: Box(-1, 1, (d,), float32), the correction (clipped to [-1, 1]; a wrong shape or a
@@ -41,7 +44,9 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         check_policy_spaces(who, policy, env.observation_space, space)
         gym.utils.RecordConstructorArgs.__init__(self, policy=policy, scale=scale, _disable_deepcopy=True)
         super().__init__(env)
-        self.policy = bind_task(who, policy, env)
+        policy = bind_task(who, policy, env)
+        fork = getattr(policy, "fork", None)
+        self.policy = fork() if callable(fork) else policy  # own episode state, shared weights
         self.action_space = gym.spaces.Box(-1.0, 1.0, space.shape, np.float32)
         self._last_obs: Any = None
 
