@@ -7,9 +7,15 @@
 | `ResidualActionWrapper`    | a correction c in [-1, 1]^d | clip(`policy.act(obs)` + scale * c)         |
 | `ProposalWrapper`          | an index k in [0, K)        | the k-th of K proposed chunks (V-GPS as RL) |
 
-`NoiseActionVectorWrapper` (and `make_noise_vector_env`) steer a gymnasium vector env with one
-batched policy call per step. `ValueGuidedPolicy` (V-GPS re-ranking with a critic) is a policy,
-not an env wrapper; it lives in `steergym.policies.value_guided` and is re-exported here.
+Vector envs, one batched policy call per vector step:
+
+| vector wrapper (builder)                             | steers                                      |
+|------------------------------------------------------|---------------------------------------------|
+| `NoiseActionVectorWrapper` (`make_noise_vector_env`) | a gymnasium vector env (sync / async)       |
+| `NoiseActionVecEnvWrapper` (`make_noise_vec_env`)    | an SB3 VecEnv (DummyVecEnv / SubprocVecEnv) |
+
+`ValueGuidedPolicy` (V-GPS re-ranking with a critic) is a policy, not an env wrapper; it lives in
+`steergym.policies.value_guided` and is re-exported here.
 
     env = NoiseActionWrapper(gymnasium.make("steergym/WidowXLiftCube-v0"), policy)
     stable_baselines3.SAC("MlpPolicy", env).learn(10_000)
@@ -20,13 +26,16 @@ from steergym.wrappers.chunk import ActionChunkWrapper
 from steergym.wrappers.noise import NoiseActionVectorWrapper, NoiseActionWrapper, make_noise_vector_env
 from steergym.wrappers.proposal import ProposalWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
+from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper, make_noise_vec_env
 
 __all__ = [
     "ActionChunkWrapper",
+    "NoiseActionVecEnvWrapper",
     "NoiseActionVectorWrapper",
     "NoiseActionWrapper",
     "ProposalWrapper",
     "ResidualActionWrapper",
     "ValueGuidedPolicy",
+    "make_noise_vec_env",
     "make_noise_vector_env",
 ]
