@@ -2,16 +2,40 @@
 
 Importing `steergym` registers these ids; `gymnasium.make("steergym.registry:steergym/<Name>-v0")`
 works without a prior import too (gymnasium imports the module before the id lookup).
+
+Two families of rows:
+  * "widowx": the tasks themselves, `steergym/<Task>-v0` (`env_ids()` lists these).
+  * "steered": a task with a shipped base policy inside a steering wrapper, one pair per shipped
+    single-task policy (`env_ids("steered")`; built by `steergym.wrappers.steered_envs`):
+        steergym/<Task>-DSRL-v0       NoiseActionWrapper(make(<Task>-v0), policy, noise_bound=1.5)
+        steergym/<Task>-Residual-v0   ResidualActionWrapper(make(<Task>-v0), policy, scale=0.1)
+    Naming: each task's *default* policy (its diffusion policy; else the first by name) gets the
+    plain ids above; every other shipped policy of the task adds its kind, capitalised, before the
+    method: `steergym/WidowXLiftCube-Flow-DSRL-v0` steers `widowx-lift-flow`. (Should a task ever
+    ship two non-default policies of one kind, the later one by name is named by its policy name
+    in CamelCase instead, e.g. `-WidowxLiftFlowV2-`.) The multi-task generalist is not registered
+    (steer it with `make_dsrl_env(task, "widowx-generalist-diffusion")`).
+    The rows are read from the shipped-policy index (a JSON file); no checkpoint is loaded until
+    `gymnasium.make` builds the env, so importing steergym stays cheap.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
 
 NAMESPACE = "steergym"
+STEERED = "steered"
+DSRL_NOISE_BOUND = 1.5  # DSRL's default noise box half-width
+RESIDUAL_SCALE = 0.1  # correction weight of the registered residual tasks
+
+# The shipped-policy index (`steergym.policies.zoo` reads the same file; importing zoo would import
+# torch, which registration must not).
+_POLICY_INDEX = Path(__file__).resolve().parent / "assets" / "policies" / "index.json"
 
 
 @dataclass(frozen=True)
@@ -20,24 +44,30 @@ class EnvEntry:
 
     Attributes:
         id: full gymnasium id, "steergym/<Name>-v<N>".
-        entry_point: "module:Class" of the environment.
-        max_episode_steps: TimeLimit horizon in control steps (5 Hz: 60 steps = 12 s).
+        entry_point: "module:Class" (or "module:function") building the environment.
+        max_episode_steps: TimeLimit horizon in control steps (5 Hz: 60 steps = 12 s); None for a
+            steered row, whose base env's own TimeLimit ends the episode (an outer one would count
+            agent steps, i.e. chunks for DSRL).
         kwargs: default constructor options (overridable in `gymnasium.make`).
-        family: grouping shown by `steergym list`.
+        family: grouping shown by `steergym list` ("widowx" or "steered").
+        base_id: for a steered row, the task it steers.
+        policy: for a steered row, the shipped base policy's name.
     """
 
     id: str
     entry_point: str
-    max_episode_steps: int
+    max_episode_steps: int | None
     kwargs: dict[str, Any] = field(default_factory=dict)
     family: str = "widowx"
+    base_id: str | None = None
+    policy: str | None = None
 
 
 def _widowx(name: str, cls: str, steps: int) -> EnvEntry:
     return EnvEntry(f"{NAMESPACE}/{name}-v0", f"steergym.envs.tasks:{cls}", steps)
 
 
-ENVS: tuple[EnvEntry, ...] = (
+TASKS: tuple[EnvEntry, ...] = (
     # The four SIMPLER WidowX (BridgeData) tasks, horizons as in SIMPLER.
     _widowx("WidowXPutSpoonOnTowel", "PutSpoonOnTowel", 60),
     _widowx("WidowXPutCarrotOnPlate", "PutCarrotOnPlate", 60),
@@ -49,9 +79,55 @@ ENVS: tuple[EnvEntry, ...] = (
 )
 
 
-def env_ids(family: str | None = None) -> list[str]:
-    """Registered ids, optionally of one family ("widowx", ...)."""
-    return [e.id for e in ENVS if family is None or e.family == family]
+def steered_entries(index_file: str | Path = _POLICY_INDEX,
+                    tasks: tuple[EnvEntry, ...] = TASKS) -> tuple[EnvEntry, ...]:
+    """The "steered" rows for the single-task policies of a shipped-policy index (naming: above).
+
+    Rows follow the order of `tasks`, then default policy first; policies of unknown tasks and
+    multi-task policies are skipped; a missing index gives no rows.
+    """
+    path = Path(index_file)
+    if not path.exists():
+        return ()
+    policies = json.loads(path.read_text()).get("policies", {})
+    by_task: dict[str, list[tuple[str, str]]] = {}
+    for name, e in policies.items():
+        if len(e.get("env_ids", ())) == 1:
+            by_task.setdefault(e["env_ids"][0], []).append((name, str(e.get("kind", ""))))
+    rows: list[EnvEntry] = []
+    for task in tasks:
+        shipped = sorted(by_task.get(task.id, ()), key=lambda nk: (nk[1] != "diffusion", nk[0]))
+        base = task.id.split("/", 1)[1].rsplit("-v", 1)[0]
+        variants: set[str] = set()
+        for i, (name, kind) in enumerate(shipped):
+            variant = "" if i == 0 else kind.capitalize()
+            if i and (not variant.isalnum() or variant in variants):
+                variant = "".join(part.capitalize() for part in name.replace("_", "-").split("-") if part)
+            variants.add(variant)
+            stem = f"{NAMESPACE}/{base}{'-' + variant if variant else ''}"
+            common = dict(max_episode_steps=None, family=STEERED, base_id=task.id, policy=name)
+            rows.append(EnvEntry(
+                f"{stem}-DSRL-v0", "steergym.wrappers.steered_envs:make_dsrl_env",
+                kwargs={"base_id": task.id, "policy": name, "noise_bound": DSRL_NOISE_BOUND}, **common))
+            rows.append(EnvEntry(
+                f"{stem}-Residual-v0", "steergym.wrappers.steered_envs:make_residual_env",
+                kwargs={"base_id": task.id, "policy": name, "scale": RESIDUAL_SCALE}, **common))
+    return tuple(rows)
+
+
+ENVS: tuple[EnvEntry, ...] = TASKS + steered_entries()
+
+
+def env_ids(family: str | None = None, *, include_steered: bool = False) -> list[str]:
+    """Registered ids.
+
+    `env_ids()` lists the tasks themselves (every family but "steered"), which is what code that
+    iterates "all tasks" wants; `env_ids("steered")` the steered tasks; `env_ids(family)` one
+    family; `include_steered=True` (without a family) every id in the table.
+    """
+    if family is not None:
+        return [e.id for e in ENVS if e.family == family]
+    return [e.id for e in ENVS if include_steered or e.family != STEERED]
 
 
 def entry(env_id: str) -> EnvEntry:
@@ -59,7 +135,7 @@ def entry(env_id: str) -> EnvEntry:
     for e in ENVS:
         if e.id == env_id:
             return e
-    raise KeyError(f"unknown steergym env id {env_id!r}; known ids: {env_ids()}")
+    raise KeyError(f"unknown steergym env id {env_id!r}; known ids: {env_ids(include_steered=True)}")
 
 
 def register_all() -> None:

@@ -14,10 +14,15 @@ Vector envs, one batched policy call per vector step:
 | `NoiseActionVectorWrapper` (`make_noise_vector_env`) | a gymnasium vector env (sync / async)       |
 | `NoiseActionVecEnvWrapper` (`make_noise_vec_env`)    | an SB3 VecEnv (DummyVecEnv / SubprocVecEnv) |
 
+Registered steered tasks (`steergym/<Task>-DSRL-v0`, `steergym/<Task>-Residual-v0`, one pair per
+shipped single-task policy; see `steergym.wrappers.steered_envs`) are built by `make_dsrl_env` and
+`make_residual_env`, which take a task id and a shipped policy name or checkpoint folder.
+
 `ValueGuidedPolicy` (V-GPS re-ranking with a critic) is a policy, not an env wrapper; it lives in
 `steergym.policies.value_guided` and is re-exported here.
 
     env = NoiseActionWrapper(gymnasium.make("steergym/WidowXLiftCube-v0"), policy)
+    env = gymnasium.make("steergym/WidowXLiftCube-DSRL-v0")   # the same with the shipped policy
     stable_baselines3.SAC("MlpPolicy", env).learn(10_000)
 """
 
@@ -27,6 +32,7 @@ from steergym.wrappers.noise import NoiseActionVectorWrapper, NoiseActionWrapper
 from steergym.wrappers.proposal import ProposalWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
 from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper, make_noise_vec_env
+from steergym.wrappers.steered_envs import make_dsrl_env, make_residual_env
 
 __all__ = [
     "ActionChunkWrapper",
@@ -36,6 +42,8 @@ __all__ = [
     "ProposalWrapper",
     "ResidualActionWrapper",
     "ValueGuidedPolicy",
+    "make_dsrl_env",
     "make_noise_vec_env",
     "make_noise_vector_env",
+    "make_residual_env",
 ]
