@@ -11,7 +11,12 @@ from stable_baselines3.common.vec_env import DummyVecEnv, SubprocVecEnv
 from test_wrappers import CounterEnv, StubPolicy, small_policy
 
 from steergym.policies.zoo import load_shipped
-from steergym.wrappers import ActionChunkWrapper, NoiseActionVecEnvWrapper, NoiseActionWrapper, make_noise_vec_env
+from steergym.wrappers import (
+    ActionChunkWrapper,
+    NoiseActionVecEnvWrapper,
+    NoiseActionWrapper,
+    make_noise_vec_env,
+)
 
 LIFT = "steergym/WidowXLiftCube-v0"
 CARROT = "steergym/WidowXPutCarrotOnPlate-v0"
@@ -108,7 +113,8 @@ def test_dict_observations_reach_the_policy_as_a_dict_of_batches():
     env.close()
     kwargs = {"obs_mode": "pixels_state", "image_size": (32, 32)}
     vec = make_noise_vec_env(LIFT, 2, policy, seed=0, env_kwargs=kwargs)
-    ref = reference_vec_env([lambda: NoiseActionWrapper(Monitor(gym.make(LIFT, **kwargs)), policy)] * 2, seed=0)
+    ref = reference_vec_env(
+        [lambda: NoiseActionWrapper(Monitor(gym.make(LIFT, **kwargs)), policy)] * 2, seed=0)
     try:
         obs = vec.reset()
         assert set(obs) == {"pixels", "state"} and obs["pixels"].shape == (2, 32, 32, 3)
@@ -150,8 +156,10 @@ def test_sac_runs_200_steps_on_it():
 
 def test_a_task_conditioned_policy_is_bound_to_the_sub_envs_task():
     generalist = load_shipped("widowx-generalist-diffusion")
+    chunked = DummyVecEnv([lambda: ActionChunkWrapper(gym.make(CARROT), 4)])
+    # bound by make_noise_vec_env from its env id, by the wrapper from the sub-envs' spec
     for vec in (make_noise_vec_env(CARROT, 1, generalist, seed=0),
-                NoiseActionVecEnvWrapper(DummyVecEnv([lambda: ActionChunkWrapper(gym.make(CARROT), 4)]), generalist)):
+                NoiseActionVecEnvWrapper(chunked, generalist)):
         try:
             assert vec.policy.task == CARROT
             vec.reset()
@@ -163,7 +171,8 @@ def test_a_task_conditioned_policy_is_bound_to_the_sub_envs_task():
 def test_bad_configurations_raise_clear_errors():
     policy = load_shipped("widowx-lift-diffusion")  # horizon 4
     wrong = DummyVecEnv([lambda: ActionChunkWrapper(gym.make(LIFT), 3)])
-    with pytest.raises(ValueError, match=r"NoiseActionVecEnvWrapper: .*horizon.*\(28,\).*ActionChunkWrapper\(env, 4\)"):
+    message = r"NoiseActionVecEnvWrapper: .*horizon.*\(28,\).*ActionChunkWrapper\(env, 4\)"
+    with pytest.raises(ValueError, match=message):
         NoiseActionVecEnvWrapper(wrong, policy)
     raw = DummyVecEnv([lambda: gym.make(LIFT)])
     with pytest.raises(ValueError, match=r"ActionChunkWrapper\(env, 4\)"):
