@@ -6,6 +6,9 @@
     steergym policies [--json]
     steergym train bc --dataset NAME [--dataset NAME ...] --policy diffusion|flow --out DIR
                       [--steps N] [--resume] [--eval-every N] ...
+    steergym train dsrl|residual --policy NAME|DIR --out DIR [--env ID] [--env-steps N] [--minutes M] ...
+    steergym train sac --env ID --out DIR [--env-steps N] ...
+    steergym demo [--policy NAME] [--minutes M] [--episodes N] [--out DIR]
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
                      [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
@@ -259,6 +262,48 @@ def _add_train(sub) -> None:
                     help="torch CPU threads (default: torch's); 1 avoids oversubscription next to other jobs")
     bc.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
     bc.add_argument("--quiet", action="store_true", help="no progress bar")
+    for method, text in (
+        ("dsrl", "DSRL: SAC in the latent-noise space of a frozen diffusion/flow policy"),
+        ("residual", "residual SAC: bounded corrections to a frozen policy's actions"),
+        ("sac", "SAC from scratch on the task (the baseline; no base policy)"),
+    ):
+        _add_steering_trainer(trainers, method, text)
+
+
+def _add_steering_trainer(trainers, method: str, text: str) -> None:
+    from steergym.algorithms.steering import SteeringConfig
+
+    defaults = SteeringConfig()
+    p = trainers.add_parser(
+        method, help=text,
+        description=f"{text}. Stable-Baselines3 SAC; the budget counts primitive env steps (one DSRL "
+        "step is a chunk of H). The run folder gets run.json, eval.csv, progress.csv, TensorBoard "
+        "events, checkpoints/latest and policy/ (a steered policy: steergym eval --policy RUN/policy).",
+    )
+    p.add_argument("--env", metavar="ID", help="task id (default: the base policy's own task)")
+    if method != "sac":
+        p.add_argument("--policy", default="widowx-carrot-diffusion", metavar="NAME|DIR",
+                       help="base policy: a shipped name (steergym policies) or a checkpoint folder "
+                       "(default: widowx-carrot-diffusion)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    p.add_argument("--env-steps", type=_positive_int, default=50_000, help="budget in env steps (default: 50000)")
+    p.add_argument("--minutes", type=float, default=None, help="also stop after this many minutes")
+    p.add_argument("--eval-every", type=_positive_int, default=5_000, metavar="N", help="env steps between evaluations")
+    p.add_argument("--eval-episodes", type=_positive_int, default=20, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    if method == "dsrl":
+        p.add_argument("--noise-bound", type=float, default=defaults.noise_bound, help="b: noise in [-b, b]")
+    if method == "residual":
+        p.add_argument("--scale", type=float, default=defaults.residual_scale, help="correction scale")
+    p.add_argument("--gradient-steps", type=_positive_int, default=defaults.gradient_steps, help="updates per agent step (UTD)")
+    p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    p.add_argument("--lr", type=float, default=defaults.learning_rate)
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=list(defaults.hidden), metavar="W",
+                   help="hidden layer widths of actor and critics")
+    p.add_argument("--num-envs", type=_positive_int, default=defaults.num_envs, help="parallel training envs")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--obs-mode", default=None, help="observation mode of the task (default: state)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -268,6 +313,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.trainer != "bc":
+        return _train_steering(args)
     config = BCConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
                       eval_every=args.eval_every, eval_episodes=args.eval_episodes, save_every=args.save_every)
     policy_config = {"horizon": args.horizon, "hidden_dim": args.hidden_dim, "num_blocks": args.num_blocks,
@@ -281,6 +328,68 @@ def cmd_train(args: argparse.Namespace) -> int:
     for row in trainer.evaluations[-1:]:
         print(f"last evaluation (step {row['step']}): mean success {row['mean_success']:.2f}")
     print(f"policy: {Path(args.out) / 'policy'}  (steergym eval --policy {Path(args.out) / 'policy'})")
+    return 0
+
+
+def _train_steering(args: argparse.Namespace) -> int:
+    from steergym.algorithms.steering import SteeringConfig, train_steering
+    from steergym.policies.zoo import resolve_policy
+
+    overrides = {"gradient_steps": args.gradient_steps, "batch_size": args.batch_size,
+                 "learning_rate": args.lr, "hidden": tuple(args.hidden), "num_envs": args.num_envs}
+    if args.trainer == "dsrl":
+        overrides["noise_bound"] = args.noise_bound
+    if args.trainer == "residual":
+        overrides["residual_scale"] = args.scale
+    config = SteeringConfig(**overrides)
+    policy, env_id = None, args.env
+    if args.trainer != "sac":
+        policy, env_id = resolve_policy(args.policy, args.env, seed=args.seed)
+        policy.name = args.policy
+    elif env_id is None:
+        raise ValueError("--env is required for sac (there is no base policy to take the task from)")
+    env_kwargs = {"obs_mode": args.obs_mode} if args.obs_mode else {}
+    result = train_steering(env_id, args.trainer, policy, config, env_steps=args.env_steps,
+                            time_budget_s=None if args.minutes is None else 60.0 * args.minutes,
+                            eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
+                            out=args.out, progress=not args.quiet, env_kwargs=env_kwargs)
+    first, last = result.curve[0], result.curve[-1]
+    print(f"{args.out}: {args.trainer} on {env_id}, {result.env_steps:,d} env steps in {result.wall_s:.0f} s")
+    print(f"eval success ({args.eval_episodes} episodes): {first['success_rate']:.2f} at start -> "
+          f"{last['success_rate']:.2f} at the end")
+    policy_dir = Path(args.out) / "policy"
+    print(f"policy: {policy_dir}  (steergym eval --policy {policy_dir})")
+    return 0
+
+
+# ------------------------------------------------------------------------------ demo
+def _add_demo(sub) -> None:
+    from steergym.bench.demo import DEFAULT_POLICY
+
+    p = sub.add_parser(
+        "demo", help="steer a shipped diffusion policy with DSRL on the CPU (before/after, video, plot)",
+        description="Evaluate a shipped base policy, train DSRL (SB3 SAC in its noise space) for a few "
+        "minutes, evaluate the steered policy on the same seeds, and write results.json, "
+        "learning_curve.png and side_by_side.mp4 to --out. About --minutes + 1.5 minutes in all.",
+    )
+    p.add_argument("--policy", default=DEFAULT_POLICY, metavar="NAME|DIR",
+                   help=f"shipped diffusion/flow policy or checkpoint folder (default: {DEFAULT_POLICY})")
+    p.add_argument("--minutes", type=float, default=6.0, help="DSRL training budget in minutes (default: 6)")
+    p.add_argument("--episodes", type=_positive_int, default=50, help="evaluation episodes (default: 50)")
+    p.add_argument("--out", default="steergym-demo", metavar="DIR", help="output folder (default: steergym-demo)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--video-episodes", type=_positive_int, default=3, metavar="K")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from steergym.bench.demo import run_demo
+
+    if not args.minutes > 0:
+        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
+    run_demo(args.policy, minutes=args.minutes, episodes=args.episodes, out=args.out, seed=args.seed,
+             video_episodes=args.video_episodes, progress=not args.quiet, threads=args.threads)
     return 0
 
 
@@ -388,6 +497,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace
     "collect": (_add_collect, cmd_collect),
     "train": (_add_train, cmd_train),
     "policies": (_add_policies, cmd_policies),
+    "demo": (_add_demo, cmd_demo),
 }
 
 

@@ -87,17 +87,24 @@ def load_shipped(name: str, env=None, seed: int = 0):
 
 
 def resolve_policy(name_or_path: str, env_id: str | None = None, seed: int = 0) -> tuple[Any, str]:
-    """(policy ready for `env_id`, env_id) from a shipped name or a checkpoint folder.
+    """(policy ready for `env_id`, env_id) from a shipped name, a checkpoint folder, or a steered-policy
+    folder (`steergym train dsrl|residual|sac` writes RUN/policy).
 
     Without `env_id`, a single-task policy's own task is used; a generalist needs one. A
     task-conditioned policy is bound to `env_id` with `for_task`.
     """
     from steergym.policies.checkpoint import load_policy
+    from steergym.policies.steered import is_steered_folder, load_steered
 
     table = shipped_policies()
     if name_or_path in table:
         policy = load_shipped(name_or_path, seed=seed)
         trained_on = list(table[name_or_path].env_ids)
+    elif is_steered_folder(name_or_path):
+        policy = load_steered(name_or_path, seed=seed)
+        if env_id is not None and policy.env_id and env_id != policy.env_id:
+            raise ValueError(f"steered policy {name_or_path!r} was trained on {policy.env_id}, not {env_id}")
+        return policy, env_id or policy.env_id
     elif Path(name_or_path).is_dir():
         policy = load_policy(name_or_path, seed=seed)
         trained_on = list(policy.task_ids) or [e for e in [policy.metadata.get("env_id")] if e]

@@ -1,0 +1,205 @@
+"""`SteeredPolicy`: a frozen base policy steered by a learned actor, as one Policy.
+
+What `steergym train dsrl|residual|sac` produces and `steergym eval --policy RUN/policy` runs:
+
+| method   | the actor outputs                 | the robot executes                                  |
+|----------|-----------------------------------|-----------------------------------------------------|
+| dsrl     | noise w (H*d,) in [-b, b]          | the chunk `base.sample(obs, w)`, open loop (H steps) |
+| residual | correction c (d,) in [-1, 1]       | clip(`base.act(obs)` + scale * c)                    |
+| sac      | the action (d,)                    | the action (no base policy)                          |
+
+The actor is a Stable-Baselines3 `SACPolicy` actor, evaluated deterministically (the tanh of the
+Gaussian's mean). A saved folder holds `steered.json` (method, spaces, network shape, SHA-256 of
+the weights), `actor.safetensors`, and `base/`, a copy of the base policy's checkpoint, so the
+folder is self-contained. Nothing is unpickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from steergym.atomic import atomic_folder
+from steergym.policies.base import check_action, reset_policy
+
+STEERED_FORMAT = "steergym.steered-policy"
+STEERED_VERSION = 1
+STEERED_CONFIG = "steered.json"
+ACTOR_FILE = "actor.safetensors"
+BASE_FOLDER = "base"
+METHODS = ("dsrl", "residual", "sac")
+ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+def actor_action_space(method: str, env_action_space: gym.spaces.Box, base: Any,
+                       noise_bound: float) -> gym.spaces.Box:
+    """The learner's action space for `method` (what the SB3 actor outputs)."""
+    if method == "dsrl":
+        horizon, dim = (int(n) for n in base.noise_shape)
+        return gym.spaces.Box(-noise_bound, noise_bound, (horizon * dim,), np.float32)
+    if method == "residual":
+        return gym.spaces.Box(-1.0, 1.0, env_action_space.shape, np.float32)
+    if method == "sac":
+        return env_action_space
+    raise ValueError(f"unknown steering method {method!r}; valid methods: {', '.join(METHODS)}")
+
+
+def build_actor(observation_space: gym.Space, action_space: gym.spaces.Box, hidden: tuple[int, ...],
+                activation: str) -> Any:
+    """A fresh SB3 `SACPolicy` (actor and critics) of the given shape, in eval mode on the CPU."""
+    from stable_baselines3.sac.policies import MultiInputPolicy, SACPolicy
+
+    if activation not in ACTIVATIONS:
+        raise ValueError(f"activation must be one of {sorted(ACTIVATIONS)}, got {activation!r}")
+    cls = MultiInputPolicy if isinstance(observation_space, gym.spaces.Dict) else SACPolicy
+    policy = cls(observation_space, action_space, lambda _: 0.0, net_arch=list(hidden),
+                 activation_fn=ACTIVATIONS[activation])
+    policy.set_training_mode(False)
+    return policy
+
+
+class SteeredPolicy:
+    """A base policy steered by an SB3 SAC actor (see the module table).
+
+    Args:
+        method: "dsrl", "residual" or "sac".
+        base: the frozen base policy (generative for dsrl; any Policy for residual; None for sac).
+        sb3_policy: an SB3 `SACPolicy` whose actor maps the env's observation to the learner's
+            action (noise, correction or action); only its actor is used.
+        observation_space, action_space: the env's.
+        noise_bound: DSRL's b. residual_scale: the residual's scale.
+        env_id: the task it was trained on (for `steergym eval` and the saved config).
+        hidden, activation: the actor's network shape (saved so `load_steered` can rebuild it).
+    """
+
+    def __init__(self, method: str, base: Any, sb3_policy: Any, observation_space: gym.Space,
+                 action_space: gym.spaces.Box, noise_bound: float = 1.5, residual_scale: float = 0.1,
+                 env_id: str | None = None, hidden: tuple[int, ...] = (256, 256), activation: str = "tanh") -> None:
+        if method not in METHODS:
+            raise ValueError(f"unknown steering method {method!r}; valid methods: {', '.join(METHODS)}")
+        if method != "sac" and base is None:
+            raise ValueError(f"SteeredPolicy: method {method!r} needs a base policy")
+        self.method, self.base, self.sb3_policy = method, base, sb3_policy
+        self.observation_space, self.action_space = observation_space, action_space
+        self.noise_bound, self.residual_scale = float(noise_bound), float(residual_scale)
+        self.env_id, self.hidden, self.activation = env_id, tuple(int(h) for h in hidden), activation
+        self.name = f"{method}-steered" + (f" {getattr(base, 'name', '')}".rstrip() if base is not None else "")
+        self._queue: list[np.ndarray] = []
+
+    # -------------------------------------------------------------------- acting
+    def actor_output(self, obs: Any) -> np.ndarray:
+        """The actor's deterministic output for one observation (noise, correction or action)."""
+        with torch.no_grad():
+            out, _ = self.sb3_policy.predict(obs, deterministic=True)
+        return np.asarray(out, dtype=np.float32)
+
+    def act(self, obs: Any) -> np.ndarray:
+        """One primitive action (d,) for one observation."""
+        who = f"SteeredPolicy({self.method})"
+        if self.method == "dsrl":
+            if not self._queue:
+                noise = self.actor_output(obs).reshape(self.base.noise_shape)
+                chunk = np.asarray(self.base.sample(obs, noise), dtype=np.float32)
+                self._queue = list(chunk)
+            return check_action(self._queue.pop(0), self.action_space, False, who)
+        if self.method == "residual":
+            base = check_action(self.base.act(obs), self.action_space, False, who)
+            action = base + self.residual_scale * self.actor_output(obs)
+            return np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
+        return check_action(self.actor_output(obs), self.action_space, False, who)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start an episode: empty the chunk queue, reset the base policy with `seed`."""
+        self._queue = []
+        if self.base is not None:
+            reset_policy(self.base, seed)
+
+    # -------------------------------------------------------------------- saving
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the folder `path` atomically (replacing an earlier steered policy there)."""
+        from minari.serialization import serialize_space
+        from safetensors.torch import save_file
+
+        from steergym.policies.checkpoint import save_policy, sha256_file
+
+        path = Path(path)
+        if path.exists() and not (path / STEERED_CONFIG).exists():
+            raise ValueError(f"refusing to overwrite {path}: it exists and is not a steered-policy folder")
+        with atomic_folder(path) as staging:
+            actor = {k: v.detach().cpu().contiguous().clone() for k, v in self.sb3_policy.actor.state_dict().items()}
+            save_file(actor, str(staging / ACTOR_FILE), metadata={"format": STEERED_FORMAT})
+            if self.base is not None:
+                save_policy(self.base, staging / BASE_FOLDER, metadata={"role": "frozen base policy"})
+            config = {
+                "format": STEERED_FORMAT,
+                "format_version": STEERED_VERSION,
+                "method": self.method,
+                "env_id": self.env_id,
+                "noise_bound": self.noise_bound,
+                "residual_scale": self.residual_scale,
+                "hidden": list(self.hidden),
+                "activation": self.activation,
+                "observation_space": json.loads(serialize_space(self.observation_space)),
+                "action_space": json.loads(serialize_space(self.action_space)),
+                "actor_sha256": sha256_file(staging / ACTOR_FILE),
+            }
+            (staging / STEERED_CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+        return path
+
+
+def is_steered_folder(path: str | os.PathLike) -> bool:
+    return (Path(path) / STEERED_CONFIG).is_file()
+
+
+def load_steered(path: str | os.PathLike, seed: int = 0) -> SteeredPolicy:
+    """Load a folder written by `SteeredPolicy.save`; ValueError naming the file when it is not one."""
+    from minari.serialization import deserialize_space
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from steergym.policies.checkpoint import load_policy, sha256_file
+
+    path = Path(path)
+    config_file = path / STEERED_CONFIG
+    if not config_file.is_file():
+        raise ValueError(f"{path}: not a steered-policy folder (no {STEERED_CONFIG})")
+    try:
+        config = json.loads(config_file.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{config_file}: unreadable or not JSON ({exc})") from exc
+    if config.get("format") != STEERED_FORMAT or config.get("format_version") != STEERED_VERSION:
+        raise ValueError(f"{config_file}: format {config.get('format')!r} version {config.get('format_version')!r}, "
+                         f"expected {STEERED_FORMAT!r} version {STEERED_VERSION}")
+    method = config.get("method")
+    if method not in METHODS:
+        raise ValueError(f"{config_file}: unknown method {method!r}; valid methods: {', '.join(METHODS)}")
+    actor_file = path / ACTOR_FILE
+    if not actor_file.is_file():
+        raise ValueError(f"{actor_file}: missing")
+    if sha256_file(actor_file) != config.get("actor_sha256"):
+        raise ValueError(f"{actor_file}: SHA-256 does not match {STEERED_CONFIG} (corrupt or modified)")
+    observation_space = deserialize_space(json.dumps(config["observation_space"]))
+    action_space = deserialize_space(json.dumps(config["action_space"]))
+    base = load_policy(path / BASE_FOLDER, seed=seed) if method != "sac" else None
+    if base is not None and getattr(base, "task_ids", ()) and config.get("env_id"):
+        base = base.for_task(config["env_id"])
+    space = actor_action_space(method, action_space, base, float(config["noise_bound"]))
+    sb3_policy = build_actor(observation_space, space, tuple(config["hidden"]), config["activation"])
+    try:
+        tensors = load_file(str(actor_file))
+    except (SafetensorError, OSError) as exc:
+        raise ValueError(f"{actor_file}: not a readable safetensors file ({exc})") from exc
+    try:
+        sb3_policy.actor.load_state_dict(tensors)
+    except RuntimeError as exc:
+        raise ValueError(f"{actor_file}: weights do not fit the network in {STEERED_CONFIG} ({exc})") from exc
+    return SteeredPolicy(method, base, sb3_policy, observation_space, action_space,
+                         noise_bound=config["noise_bound"], residual_scale=config["residual_scale"],
+                         env_id=config.get("env_id"), hidden=tuple(config["hidden"]),
+                         activation=config["activation"])

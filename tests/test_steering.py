@@ -1,0 +1,153 @@
+"""The steering trainers (DSRL / residual / SAC through SB3), steered-policy checkpoints, and the demo."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from steergym.algorithms.steering import SteeringConfig, make_steering_env, train_steering
+from steergym.bench.evaluate import evaluate
+from steergym.cli import main
+from steergym.policies.steered import load_steered
+from steergym.policies.zoo import load_shipped
+
+LIFT = "steergym/WidowXLiftCube-v0"
+TINY = dict(hidden=(16, 16), batch_size=16, learning_starts=20)
+
+
+@pytest.fixture(scope="module")
+def lift_policy():
+    return load_shipped("widowx-lift-diffusion")
+
+
+def _run(tmp_path, policy, method="dsrl", seed=0, steps=160, name="run"):
+    return train_steering(LIFT, method, policy if method != "sac" else None, SteeringConfig(**TINY),
+                          env_steps=steps, eval_every=80, eval_episodes=2, seed=seed, out=tmp_path / name,
+                          progress=False)
+
+
+def test_dsrl_run_counts_env_steps_logs_and_saves_a_loadable_policy(tmp_path, lift_policy):
+    result = _run(tmp_path, lift_policy)
+    steps = [row["env_steps"] for row in result.curve]
+    assert steps[0] == 0 and steps == sorted(steps) and steps[-1] == result.env_steps
+    assert result.env_steps >= 160 and result.env_steps < 160 + 4  # stops within one chunk of the budget
+    # one agent step is a chunk of H = 4 env steps (fewer only when an episode ends mid-chunk)
+    assert result.agent_steps * 4 >= result.env_steps > (result.agent_steps - 1) * 1
+    run = tmp_path / "run"
+    for name in ("run.json", "eval.csv", "progress.csv", "checkpoints/latest/steered.json", "policy/actor.safetensors",
+                 "policy/base/model.safetensors"):
+        assert (run / name).exists(), name
+    assert json.loads((run / "run.json").read_text())["method"] == "dsrl"
+    loaded = load_steered(run / "policy")
+    # the saved policy acting on the raw task scores what the trainer's last evaluation measured
+    assert evaluate(LIFT, loaded, episodes=2, seed=0, progress=False).success_rate == result.curve[-1]["success_rate"]
+
+
+def test_steered_policy_round_trip_gives_identical_actions(tmp_path, lift_policy):
+    result = _run(tmp_path, lift_policy)
+    loaded = load_steered(tmp_path / "run" / "policy")
+    env = make_steering_env(LIFT, "sac")
+    obs, _ = env.reset(seed=3)
+    for policy in (result.policy, loaded):
+        policy.reset(seed=3)
+    for _ in range(6):  # crosses a chunk boundary
+        a, b = result.policy.act(obs), loaded.act(obs)
+        np.testing.assert_array_equal(a, b)
+        obs, *_ = env.step(a)
+
+
+def test_same_seed_same_run_and_another_seed_differs(tmp_path, lift_policy):
+    first = _run(tmp_path, lift_policy, seed=1, name="a")
+    again = _run(tmp_path, lift_policy, seed=1, name="b")
+    other = _run(tmp_path, lift_policy, seed=2, name="c")
+    state = lambda r: r.model.policy.actor.state_dict()  # noqa: E731
+    for key, value in state(first).items():
+        torch.testing.assert_close(value, state(again)[key], rtol=0, atol=0)
+    without_time = lambda r: [{k: v for k, v in row.items() if k != "wall_s"} for row in r.curve]  # noqa: E731
+    assert without_time(first) == without_time(again)
+    assert any(not torch.equal(v, state(other)[k]) for k, v in state(first).items())
+
+
+@pytest.mark.parametrize("method", ["residual", "sac"])
+def test_residual_and_sac_runs_write_policies_that_act_in_the_env_bounds(tmp_path, lift_policy, method):
+    result = _run(tmp_path, lift_policy, method=method)
+    assert result.env_steps == 160 and result.agent_steps == 160  # one env step per agent step
+    loaded = load_steered(tmp_path / "run" / "policy")
+    assert loaded.method == method and (loaded.base is None) == (method == "sac")
+    env = make_steering_env(LIFT, "sac")
+    obs, _ = env.reset(seed=0)
+    loaded.reset(seed=0)
+    action = loaded.act(obs)
+    assert env.action_space.contains(action)
+
+
+def test_tampered_or_foreign_steered_folders_are_refused(tmp_path, lift_policy):
+    _run(tmp_path, lift_policy)
+    folder = tmp_path / "run" / "policy"
+    actor = folder / "actor.safetensors"
+    data = bytearray(actor.read_bytes())
+    data[-1] ^= 0xFF
+    actor.write_bytes(bytes(data))
+    with pytest.raises(ValueError, match="SHA-256"):
+        load_steered(folder)
+    (folder / "steered.json").write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="format"):
+        load_steered(folder)
+    with pytest.raises(ValueError, match="not a steered-policy folder"):
+        load_steered(tmp_path)
+
+
+def test_bad_steering_arguments_raise_clear_errors(lift_policy):
+    with pytest.raises(ValueError, match="unknown steering method 'ppo'"):
+        train_steering(LIFT, "ppo", lift_policy, env_steps=10)
+    with pytest.raises(ValueError, match="pass policy="):
+        train_steering(LIFT, "dsrl", None, env_steps=10)
+    with pytest.raises(ValueError, match="takes no base policy"):
+        train_steering(LIFT, "sac", lift_policy, env_steps=10)
+    with pytest.raises(ValueError, match="give a budget"):
+        train_steering(LIFT, "dsrl", lift_policy, env_steps=None)
+    with pytest.raises(ValueError, match="noise_bound"):
+        SteeringConfig(noise_bound=0)
+    with pytest.raises(ValueError, match="hidden"):
+        SteeringConfig(hidden=())
+    with pytest.raises(ValueError, match="unknown SteeringConfig fields"):
+        SteeringConfig.from_dict({"utd": 20})
+    with pytest.raises(ValueError, match="unknown env id"):
+        train_steering("steergym/Nope-v0", "dsrl", lift_policy, env_steps=10)
+
+
+def test_cli_train_dsrl_then_eval_the_steered_policy(tmp_path, capsys):
+    out = tmp_path / "dsrl"
+    code = main(["train", "dsrl", "--policy", "widowx-lift-diffusion", "--out", str(out), "--env-steps", "120",
+                 "--eval-every", "60", "--eval-episodes", "2", "--hidden", "16", "16", "--batch-size", "16",
+                 "--quiet"])
+    assert code == 0
+    assert "eval success" in capsys.readouterr().out
+    assert main(["eval", "--policy", str(out / "policy"), "--episodes", "2", "--quiet"]) == 0
+    assert "steergym/WidowXLiftCube-v0" in capsys.readouterr().out
+    assert main(["train", "sac", "--out", str(tmp_path / "sac"), "--env-steps", "10"]) == 2
+    assert "--env is required" in capsys.readouterr().err
+
+
+def test_demo_writes_table_video_plot_and_results(tmp_path, capsys):
+    out = tmp_path / "demo"
+    code = main(["demo", "--policy", "widowx-lift-diffusion", "--minutes", "0.05", "--episodes", "2",
+                 "--video-episodes", "1", "--out", str(out), "--quiet"])
+    assert code == 0
+    text = capsys.readouterr().out
+    assert "base policy" in text and "DSRL, after training" in text
+    results = json.loads((out / "results.json").read_text())
+    assert results["env_id"] == LIFT and results["base"]["episodes"] == 2
+    assert results["dsrl"]["env_steps"] > 0 and results["dsrl"]["curve"][0]["env_steps"] == 0
+    import imageio.v3 as iio
+
+    frames = iio.imread(out / "side_by_side.mp4")
+    env = make_steering_env(LIFT, "sac", render_mode="rgb_array")
+    env.reset(seed=0)
+    height, width, _ = env.render().shape
+    assert frames.ndim == 4 and frames.shape[1:3] == (height, 2 * width)  # base | DSRL side by side
+    assert (out / "learning_curve.png").stat().st_size > 10_000
+    assert load_steered(out / "run" / "policy").method == "dsrl"
