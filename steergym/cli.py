@@ -48,16 +48,20 @@ def cmd_list(args: argparse.Namespace) -> int:
     """Every registered id with its instruction, horizon and the spaces of its default obs mode."""
     from steergym.bench.evaluate import make_env
     from steergym.registry import ENVS
+    from steergym.registry import entry as registry_entry
 
     rows = []
     for entry in ENVS:
         env = make_env(entry.id)
+        # a steered env (family "steered") ends when its base task's time limit does
+        horizon = entry.max_episode_steps or registry_entry(entry.base_id).max_episode_steps
         try:
             rows.append(
                 {
                     "id": entry.id,
+                    "family": entry.family,
                     "instruction": getattr(env.unwrapped, "instruction", ""),
-                    "horizon": entry.max_episode_steps,
+                    "horizon": horizon,
                     "obs_shape": _shape(env.observation_space),
                     "action_shape": _shape(env.action_space),
                 }

@@ -38,15 +38,18 @@ def test_list_shows_every_registered_id(capsys):
     assert code == 0
     for entry in ENVS:
         line = next(line for line in out.splitlines() if line.startswith(entry.id + " "))
-        assert str(entry.max_episode_steps) in line
-        assert "(7,)" in line
+        base = entry if entry.base_id is None else next(e for e in ENVS if e.id == entry.base_id)
+        assert str(base.max_episode_steps) in line  # a steered env lists its base task's horizon
+        # DSRL acts in the noise of a chunk of 4 actions: 4 x 7
+        assert ("(28,)" if entry.id.endswith("-DSRL-v0") else "(7,)") in line
 
 
 def test_list_json(capsys):
     code, out, _ = run(capsys, "list", "--json")
     assert code == 0
     rows = json.loads(out)
-    assert [r["id"] for r in rows] == env_ids()
+    assert [r["id"] for r in rows] == env_ids(include_steered=True)
+    assert {r["family"] for r in rows} == {"widowx", "steered"}
     lift = rows[env_ids().index(LIFT)]
     assert lift["instruction"] == "lift the red cube"
     assert lift["horizon"] == 40 and lift["action_shape"] == [7] and len(lift["obs_shape"]) == 1

@@ -1,0 +1,234 @@
+"""DSRL vs residual SAC vs SAC from scratch vs the base policy, at equal env-step budgets.
+
+For each task (a shipped single-task diffusion policy's task), method and seed, `train_steering`
+runs Stable-Baselines3 SAC for `--env-steps` primitive env steps and evaluates the deterministic
+steered policy every `--eval-every` env steps on reset seeds 0..`--eval-episodes`-1. The base
+policy (its usual Gaussian noise) is evaluated on the same seeds. Also measured: the wrappers'
+overhead per env step against the bare env (`--sections overhead`).
+
+Usage (from the repository root; each run uses one torch thread, `--jobs` runs in parallel):
+
+    python benchmarks/steering.py                                    # 2 tasks x 3 seeds, 100k steps
+    python benchmarks/steering.py --env-steps 20000 --seeds 0 --jobs 2
+    python benchmarks/steering.py --sections overhead
+
+Results: benchmarks/results/steering.json (rewritten atomically after every finished run, so an
+interrupted benchmark keeps what it finished, and `--resume` skips those runs) and
+benchmarks/results/steering_<task>.png (success curves, mean and min-max band over seeds).
+Goal (DSRL paper's claim on our tasks): DSRL reaches >= 0.9 success within 100k env steps and
+beats residual SAC and SAC from scratch at the same budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from run_context import REPO, cpu_name, git_state, load_average  # benchmarks/ is on sys.path as a script
+
+DEFAULT_POLICIES = ("widowx-carrot-diffusion", "widowx-lift-diffusion")
+METHODS = ("dsrl", "residual", "sac")
+RESULTS = REPO / "benchmarks" / "results"
+
+
+def run_one(policy_name: str, method: str, seed: int, env_steps: int, eval_every: int, eval_episodes: int,
+            config: dict[str, Any]) -> dict[str, Any]:
+    """One training run in this process (one torch thread); returns its curve."""
+    import torch
+
+    torch.set_num_threads(1)
+    os.environ.setdefault("MUJOCO_GL", "egl")
+    from steergym.algorithms.steering import SteeringConfig, train_steering
+    from steergym.policies.zoo import load_shipped, shipped_policies
+
+    env_id = shipped_policies()[policy_name].env_ids[0]
+    policy = load_shipped(policy_name) if method != "sac" else None
+    result = train_steering(env_id, method, policy, SteeringConfig.from_dict(config), env_steps=env_steps,
+                            eval_every=eval_every, eval_episodes=eval_episodes, seed=seed, progress=False)
+    return {"policy": policy_name, "env_id": env_id, "method": method, "seed": seed,
+            "env_steps": result.env_steps, "agent_steps": result.agent_steps, "wall_s": round(result.wall_s, 1),
+            "final_success": result.curve[-1]["success_rate"],
+            "best_success": max(row["success_rate"] for row in result.curve), "curve": result.curve}
+
+
+def base_success(policy_name: str, episodes: int) -> dict[str, Any]:
+    import torch
+
+    torch.set_num_threads(1)
+    from steergym.bench.evaluate import evaluate
+    from steergym.policies.zoo import load_shipped, shipped_policies
+
+    entry = shipped_policies()[policy_name]
+    env_id = entry.env_ids[0]
+    result = evaluate(env_id, load_shipped(policy_name), episodes=episodes, seed=0, progress=False)
+    return {"env_id": env_id, "success_rate": result.success_rate, "episodes": episodes,
+            "ci": [result.ci_low, result.ci_high], "recorded_100_seeds": entry.success_rate[env_id]}
+
+
+def wrapper_overhead(steps: int) -> dict[str, Any]:
+    """ms per primitive env step: bare env, ActionChunkWrapper, NoiseActionWrapper, ResidualActionWrapper."""
+    import gymnasium as gym
+    import numpy as np
+    import torch
+
+    torch.set_num_threads(1)
+    import steergym  # noqa: F401
+    from steergym.policies.zoo import load_shipped
+    from steergym.wrappers import ActionChunkWrapper, NoiseActionWrapper, ResidualActionWrapper
+
+    env_id = "steergym/WidowXPutCarrotOnPlate-v0"
+    policy = load_shipped("widowx-carrot-diffusion")
+    makers = {
+        "bare": lambda: gym.make(env_id),
+        "ActionChunkWrapper(H=4)": lambda: ActionChunkWrapper(gym.make(env_id), 4),
+        "NoiseActionWrapper (DSRL, decode included)": lambda: NoiseActionWrapper(gym.make(env_id), policy),
+        "ResidualActionWrapper (base act included)": lambda: ResidualActionWrapper(gym.make(env_id), policy.fork(0)),
+    }
+    out: dict[str, Any] = {"env_id": env_id, "steps": steps}
+    for name, make in makers.items():
+        env = make()
+        env.action_space.seed(0)
+        rng = np.random.default_rng(0)
+        env.reset(seed=0)
+        done_steps, start = 0, time.perf_counter()
+        while done_steps < steps:
+            action = env.action_space.sample() if name != "bare" else rng.uniform(-1, 1, env.action_space.shape)
+            action = np.clip(action, env.action_space.low, env.action_space.high)
+            _, _, terminated, truncated, info = env.step(action)
+            done_steps += int(info.get("steps", 1))
+            if terminated or truncated:
+                env.reset()
+        out[name] = {"ms_per_env_step": 1000 * (time.perf_counter() - start) / done_steps}
+        env.close()
+    bare = out["bare"]["ms_per_env_step"]
+    for name in makers:
+        if name != "bare":
+            out[name]["overhead_ms_per_env_step"] = out[name]["ms_per_env_step"] - bare
+    return out
+
+
+def plot(results: dict[str, Any]) -> list[str]:
+    sys.path.insert(0, str(REPO))
+    from steergym.bench.plots import success_curve_plot
+
+    paths = []
+    for policy_name, base in results["base"].items():
+        curves = {method: [r["curve"] for r in results["runs"] if r["policy"] == policy_name and r["method"] == method]
+                  for method in METHODS}
+        curves = {k: v for k, v in curves.items() if v}
+        if not curves:
+            continue
+        task = base["env_id"].split("/")[-1].removesuffix("-v0")
+        path = RESULTS / f"steering_{task}.png"
+        success_curve_plot({("SAC from scratch" if k == "sac" else k): v for k, v in curves.items()}, path,
+                           title=f"{task}: deterministic success over {results['settings']['eval_episodes']} seeds",
+                           reference_lines={f"base {policy_name}": base["success_rate"]})
+        paths.append(str(path.relative_to(REPO)))
+    return paths
+
+
+def summarise(results: dict[str, Any]) -> dict[str, Any]:
+    summary: dict[str, Any] = {}
+    goal = results["settings"]["goal_success"]
+    for policy_name, base in results["base"].items():
+        rows = {}
+        for method in METHODS:
+            runs = [r for r in results["runs"] if r["policy"] == policy_name and r["method"] == method]
+            if runs:
+                finals = [r["final_success"] for r in runs]
+                rows[method] = {"seeds": len(runs), "final_mean": sum(finals) / len(finals),
+                                "final_per_seed": finals, "best_mean": sum(r["best_success"] for r in runs) / len(runs)}
+        dsrl = rows.get("dsrl", {}).get("final_mean")
+        others = [rows[m]["final_mean"] for m in ("residual", "sac") if m in rows]
+        summary[policy_name] = {
+            "base": base["success_rate"], **rows,
+            "goal_dsrl_at_least": goal,
+            "goal_met": bool(dsrl is not None and dsrl >= goal and all(dsrl > o for o in others)),
+        }
+    return summary
+
+
+def write(results: dict[str, Any], path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.partial")
+    tmp.write_text(json.dumps(results, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES), help="shipped single-task policies")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--env-steps", type=int, default=100_000)
+    parser.add_argument("--eval-every", type=int, default=10_000)
+    parser.add_argument("--eval-episodes", type=int, default=30)
+    parser.add_argument("--base-episodes", type=int, default=100)
+    parser.add_argument("--config", default="{}", help="SteeringConfig overrides as JSON, e.g. '{\"gradient_steps\": 2}'")
+    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
+    parser.add_argument("--sections", nargs="+", default=["runs", "overhead"], choices=["runs", "overhead"])
+    parser.add_argument("--overhead-steps", type=int, default=2000)
+    parser.add_argument("--out", default=str(RESULTS / "steering.json"))
+    parser.add_argument("--resume", action="store_true", help="keep finished runs of --out with the same settings")
+    args = parser.parse_args(argv)
+    out = Path(args.out)
+    config = json.loads(args.config)
+    settings = {"env_steps": args.env_steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
+                "config": config, "goal_success": 0.9}
+    results: dict[str, Any] = {}
+    if out.exists():
+        results = json.loads(out.read_text())
+    if not (args.resume and results.get("settings") == settings):
+        results = {"overhead": results.get("overhead")} if "runs" in args.sections else results
+        results.update(settings=settings, base={}, runs=[])
+    results["meta"] = {
+        **git_state(), "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "command": "python benchmarks/" + " ".join([Path(__file__).name, *sys.argv[1:]]),
+        "cpu": cpu_name(), "cpu_count": os.cpu_count(), "python": platform.python_version(),
+        "load_average_start": load_average(), "jobs": args.jobs,
+    }
+    from steergym.algorithms.steering import SteeringConfig
+
+    SteeringConfig.from_dict(config)  # fail before spawning anything
+    if "overhead" in args.sections:
+        results["overhead"] = wrapper_overhead(args.overhead_steps)
+        print(json.dumps(results["overhead"], indent=1))
+        write(results, out)
+    if "runs" in args.sections:
+        done = {(r["policy"], r["method"], r["seed"]) for r in results["runs"]}
+        todo = [(p, m, s) for p in args.policies for s in args.seeds for m in args.methods if (p, m, s) not in done]
+        start = time.perf_counter()
+        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
+            base_jobs = {pool.submit(base_success, p, args.base_episodes): p for p in args.policies
+                         if p not in results["base"]}
+            runs = {pool.submit(run_one, p, m, s, args.env_steps, args.eval_every, args.eval_episodes, config):
+                    (p, m, s) for p, m, s in todo}
+            for future in as_completed(list(base_jobs) + list(runs)):
+                if future in base_jobs:
+                    results["base"][base_jobs[future]] = future.result()
+                else:
+                    row = future.result()
+                    results["runs"].append(row)
+                    print(f"{row['policy']:<26} {row['method']:<9} seed {row['seed']}: final "
+                          f"{row['final_success']:.2f} (best {row['best_success']:.2f}) after {row['env_steps']:,d} "
+                          f"env steps, {row['wall_s']:.0f} s  [{time.perf_counter() - start:.0f} s]", flush=True)
+                results["summary"] = summarise(results)
+                write(results, out)
+        results["plots"] = plot(results)
+        results["summary"] = summarise(results)
+    results["meta"]["load_average_end"] = load_average()
+    write(results, out)
+    print(json.dumps(results.get("summary", {}), indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
