@@ -115,6 +115,8 @@ def test_bad_steering_arguments_raise_clear_errors(lift_policy):
         SteeringConfig(hidden=())
     with pytest.raises(ValueError, match="unknown SteeringConfig fields"):
         SteeringConfig.from_dict({"utd": 20})
+    with pytest.raises(ValueError, match="obs_stats must be two arrays of shape"):
+        train_steering(LIFT, "sac", None, env_steps=10, obs_stats=(np.zeros(3), np.ones(3)))
     with pytest.raises(ValueError, match="unknown env id"):
         train_steering("steergym/Nope-v0", "dsrl", lift_policy, env_steps=10)
 
@@ -151,3 +153,22 @@ def test_demo_writes_table_video_plot_and_results(tmp_path, capsys):
     assert frames.ndim == 4 and frames.shape[1:3] == (height, 2 * width)  # base | DSRL side by side
     assert (out / "learning_curve.png").stat().st_size > 10_000
     assert load_steered(out / "run" / "policy").method == "dsrl"
+
+
+def test_learner_reward_is_the_task_reward_minus_the_offset_per_env_step(lift_policy):
+    env = make_steering_env(LIFT, "dsrl", lift_policy, SteeringConfig(reward_offset=1.0))
+    env.reset(seed=0)
+    _, reward, _, _, info = env.step(np.zeros(env.action_space.shape))
+    # sparse task reward: 1 on the success step, else 0; each of the k executed steps costs 1
+    assert reward == sum(info["chunk_successes"]) - info["steps"] and info["steps"] == 4
+    plain = make_steering_env(LIFT, "dsrl", lift_policy, SteeringConfig(reward_offset=0.0))
+    plain.reset(seed=0)
+    assert plain.step(np.zeros(plain.action_space.shape))[1] == reward + 4
+
+
+def test_dsrl_with_several_envs_decodes_them_together(tmp_path, lift_policy):
+    config = SteeringConfig(**TINY, num_envs=3)
+    result = train_steering(LIFT, "dsrl", lift_policy, config, env_steps=120, eval_every=60, eval_episodes=1,
+                            out=tmp_path / "run", progress=False)
+    assert result.env_steps >= 120 and result.agent_steps % 3 == 0  # SB3 counts every sub-env's step
+    assert load_steered(tmp_path / "run" / "policy").method == "dsrl"

@@ -36,7 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from steergym.policies.steered import ACTIVATIONS, METHODS, SteeredPolicy
+from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
 from steergym.wrappers.chunk import bind_task
 
 TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (as the shipped table)
@@ -65,8 +65,17 @@ class SteeringConfig:
     #   20x faster per env step; at UTD 1 a start of 1.0 buries a 0/1 success reward under the entropy
     #   bonus for >10k steps (measured on carrot: no gain in 28k env steps)
     num_envs: int = 1  # parallel training envs (DummyVecEnv; DSRL decodes all noise in one call)
+    reward_offset: float = 1.0  # the learner gets r - offset per env step: DSRL's robomimic setting
+    #   (sparse 0/1 success shifted to {-1, 0}, a chunk sums H of them), so every step costs and
+    #   faster success scores higher; 0 gives the task's reward unchanged. Evaluation counts successes
+    normalize_observations: bool = True  # DSRL feeds DPPO-normalised observations; we use the base
+    #   policy's own (BC data) mean/std, fixed. Raw WidowX states vary by 1-5 cm: without it the
+    #   tanh critics barely tell states apart
 
     def __post_init__(self) -> None:
+        if isinstance(self.reward_offset, bool) or not isinstance(self.reward_offset, (int, float)) \
+                or not math.isfinite(self.reward_offset):
+            raise ValueError(f"SteeringConfig.reward_offset must be a finite number, got {self.reward_offset!r}")
         for name in ("noise_bound", "residual_scale", "learning_rate", "gamma", "tau", "init_entropy_coef"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
@@ -123,11 +132,25 @@ def make_steering_env(env_id: str, method: str, policy: Any = None, config: Stee
     config = config or SteeringConfig()
     check_method(method, policy)
     env = make_env(env_id, **env_kwargs)
+    if config.reward_offset:
+        env = RewardOffset(env, config.reward_offset)
     if method == "dsrl":
         return NoiseActionWrapper(env, policy, config.noise_bound)
     if method == "residual":
         return ResidualActionWrapper(env, policy, config.residual_scale)
     return env
+
+
+class RewardOffset(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
+    """reward - offset at every env step (a module-level class, so SubprocVecEnv can pickle it)."""
+
+    def __init__(self, env: gym.Env, offset: float) -> None:
+        gym.utils.RecordConstructorArgs.__init__(self, offset=offset)
+        super().__init__(env)
+        self.offset = float(offset)
+
+    def reward(self, reward: float) -> float:
+        return float(reward) - self.offset
 
 
 def check_method(method: str, policy: Any) -> None:
@@ -154,6 +177,7 @@ def train_steering(
     progress: bool = True,
     env_kwargs: dict[str, Any] | None = None,
     on_eval: Any = None,
+    obs_stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> SteeringResult:
     """Train SAC on `method`'s wrapped `env_id` until `env_steps` primitive steps or `time_budget_s`.
 
@@ -169,6 +193,9 @@ def train_steering(
         seed: seeds SB3 (networks, sampling) and the training envs' resets (TRAIN_SEED_OFFSET + seed).
         out: run folder (logs and checkpoints); None keeps everything in memory.
         on_eval: optional callable(row) after every evaluation (the demo prints with it).
+        obs_stats: (mean, std) of the observations for the learner's input normalisation; default
+            the base policy's normaliser (method "sac" has none: pass one to compare methods on
+            equal inputs, as benchmarks/steering.py does). Box observations only.
 
     Returns: a `SteeringResult`; `result.curve` rows have env_steps, agent_steps, wall_s,
     success_rate, mean_return and train_success (success of the last 50 training episodes; None before
@@ -176,7 +203,7 @@ def train_steering(
     """
     from stable_baselines3 import SAC
     from stable_baselines3.common.logger import configure
-    from stable_baselines3.common.vec_env import DummyVecEnv
+    from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     config = config or SteeringConfig()
     check_method(method, policy)
@@ -196,12 +223,32 @@ def train_steering(
         return thunk
 
     if method == "dsrl" and config.num_envs > 1:
-        from steergym.wrappers.sb3 import make_noise_vec_env
+        from steergym.wrappers import ActionChunkWrapper
+        from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper
 
-        venv = make_noise_vec_env(env_id, config.num_envs, policy, config.noise_bound, env_kwargs=env_kwargs)
+        def make_chunked(index: int):  # sub-envs execute chunks; the wrapper decodes all noise in one call
+            def thunk():
+                return ActionChunkWrapper(make_steering_env(env_id, "sac", None, config, **env_kwargs),
+                                          int(policy.noise_shape[0]))
+            return thunk
+
+        venv = NoiseActionVecEnvWrapper(DummyVecEnv([make_chunked(i) for i in range(config.num_envs)]), policy,
+                                        config.noise_bound)
     else:
         venv = DummyVecEnv([make_one(i) for i in range(config.num_envs)])
     eval_env = make_steering_env(env_id, method, _fork(policy, seed), config, **env_kwargs)
+    stats = None
+    if config.normalize_observations and isinstance(venv.observation_space, gym.spaces.Box):
+        stats = obs_stats if obs_stats is not None else observation_stats(policy)
+    if stats is not None:
+        # fixed statistics: SB3 stores raw observations and normalises when it samples a batch
+        venv = VecNormalize(venv, training=False, norm_obs=True, norm_reward=False, clip_obs=CLIP_OBS,
+                            epsilon=NORM_EPS)
+        mean, std = (np.asarray(x, dtype=np.float64) for x in stats)
+        if mean.shape != venv.observation_space.shape or std.shape != mean.shape:
+            raise ValueError(f"obs_stats must be two arrays of shape {venv.observation_space.shape}, "
+                             f"got {mean.shape} and {std.shape}")
+        venv.obs_rms.mean, venv.obs_rms.var = mean.copy(), std.copy() ** 2
 
     run_dir = Path(out) if out is not None else None
     model = SAC(
@@ -236,7 +283,7 @@ def train_steering(
     base = _fork(bind_task("train_steering", policy, env_id), seed) if policy is not None else None
     steered = SteeredPolicy(method, base, model.policy, eval_env.unwrapped.observation_space,
                             eval_env.unwrapped.action_space, config.noise_bound, config.residual_scale,
-                            env_id, config.hidden, config.activation)
+                            env_id, config.hidden, config.activation, obs_stats=stats)
     callback = _SteeringCallback(model, eval_env, steered, env_steps, time_budget_s, int(eval_every),
                                  int(eval_episodes), int(eval_seed), run_dir, progress, on_eval)
     try:
@@ -253,15 +300,23 @@ def train_steering(
                           str(run_dir) if run_dir is not None else None)
 
 
-def evaluate_steered(env: gym.Env, model: Any, episodes: int, seed: int) -> dict[str, float]:
-    """Deterministic episodes of `model` on the wrapped `env`, reset seeds seed + i."""
+def observation_stats(policy: Any) -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) of the base policy's observation normaliser (a Box-observation policy), else None."""
+    normalizers = getattr(policy, "obs_normalizers", None)
+    if normalizers is None or "obs" not in normalizers:
+        return None
+    return normalizers["obs"].loc.detach().cpu().numpy().copy(), normalizers["obs"].scale.detach().cpu().numpy().copy()
+
+
+def evaluate_steered(env: gym.Env, predict: Any, episodes: int, seed: int) -> dict[str, float]:
+    """Deterministic episodes on the wrapped `env`, reset seeds seed + i; `predict(obs)` gives the
+    learner's action (e.g. `SteeredPolicy.actor_output`)."""
     successes, returns = [], []
     for i in range(episodes):
         obs, info = env.reset(seed=seed + i)
         success, ret, done = bool(info.get("is_success", False)), 0.0, False
         while not done:
-            action, _ = model.predict(obs, deterministic=True)
-            obs, reward, terminated, truncated, info = env.step(action)
+            obs, reward, terminated, truncated, info = env.step(predict(obs))
             ret += float(reward)
             success = success or bool(info.get("is_success", False))
             done = terminated or truncated
@@ -330,7 +385,8 @@ class _SteeringCallback:
             def evaluate(self) -> None:
                 if self.curve and self.curve[-1]["env_steps"] == self.env_steps:
                     return
-                scores = evaluate_steered(self.eval_env, self.model, self.eval_episodes, self.eval_seed)
+                scores = evaluate_steered(self.eval_env, self.steered.actor_output, self.eval_episodes,
+                                          self.eval_seed)
                 recent = self.train_successes[-50:]
                 row = {
                     "env_steps": self.env_steps,

@@ -34,6 +34,8 @@ STEERED_CONFIG = "steered.json"
 ACTOR_FILE = "actor.safetensors"
 BASE_FOLDER = "base"
 METHODS = ("dsrl", "residual", "sac")
+CLIP_OBS, NORM_EPS = 10.0, 1e-8  # the learner's input: clip((obs - mean) / sqrt(std^2 + eps), +-10), as SB3 VecNormalize
+STATS_PREFIX = "learner_obs."
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
 
 
@@ -76,11 +78,13 @@ class SteeredPolicy:
         noise_bound: DSRL's b. residual_scale: the residual's scale.
         env_id: the task it was trained on (for `steergym eval` and the saved config).
         hidden, activation: the actor's network shape (saved so `load_steered` can rebuild it).
+        obs_stats: (mean, std) the actor's input was normalised with in training, or None.
     """
 
     def __init__(self, method: str, base: Any, sb3_policy: Any, observation_space: gym.Space,
                  action_space: gym.spaces.Box, noise_bound: float = 1.5, residual_scale: float = 0.1,
-                 env_id: str | None = None, hidden: tuple[int, ...] = (256, 256), activation: str = "tanh") -> None:
+                 env_id: str | None = None, hidden: tuple[int, ...] = (256, 256), activation: str = "tanh",
+                 obs_stats: tuple[np.ndarray, np.ndarray] | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown steering method {method!r}; valid methods: {', '.join(METHODS)}")
         if method != "sac" and base is None:
@@ -90,11 +94,16 @@ class SteeredPolicy:
         self.noise_bound, self.residual_scale = float(noise_bound), float(residual_scale)
         self.env_id, self.hidden, self.activation = env_id, tuple(int(h) for h in hidden), activation
         self.name = f"{method}-steered" + (f" {getattr(base, 'name', '')}".rstrip() if base is not None else "")
+        self.obs_stats = None if obs_stats is None else tuple(np.asarray(x, dtype=np.float64) for x in obs_stats)
         self._queue: list[np.ndarray] = []
 
     # -------------------------------------------------------------------- acting
     def actor_output(self, obs: Any) -> np.ndarray:
         """The actor's deterministic output for one observation (noise, correction or action)."""
+        if self.obs_stats is not None:
+            mean, std = self.obs_stats
+            obs = np.clip((np.asarray(obs, dtype=np.float64) - mean) / np.sqrt(std**2 + NORM_EPS),
+                          -CLIP_OBS, CLIP_OBS).astype(np.float32)
         with torch.no_grad():
             out, _ = self.sb3_policy.predict(obs, deterministic=True)
         return np.asarray(out, dtype=np.float32)
@@ -133,6 +142,9 @@ class SteeredPolicy:
             raise ValueError(f"refusing to overwrite {path}: it exists and is not a steered-policy folder")
         with atomic_folder(path) as staging:
             actor = {k: v.detach().cpu().contiguous().clone() for k, v in self.sb3_policy.actor.state_dict().items()}
+            if self.obs_stats is not None:
+                actor[STATS_PREFIX + "mean"] = torch.as_tensor(self.obs_stats[0])
+                actor[STATS_PREFIX + "std"] = torch.as_tensor(self.obs_stats[1])
             save_file(actor, str(staging / ACTOR_FILE), metadata={"format": STEERED_FORMAT})
             if self.base is not None:
                 save_policy(self.base, staging / BASE_FOLDER, metadata={"role": "frozen base policy"})
@@ -195,6 +207,9 @@ def load_steered(path: str | os.PathLike, seed: int = 0) -> SteeredPolicy:
         tensors = load_file(str(actor_file))
     except (SafetensorError, OSError) as exc:
         raise ValueError(f"{actor_file}: not a readable safetensors file ({exc})") from exc
+    stats = None
+    if STATS_PREFIX + "mean" in tensors:
+        stats = (tensors.pop(STATS_PREFIX + "mean").numpy(), tensors.pop(STATS_PREFIX + "std", torch.ones(1)).numpy())
     try:
         sb3_policy.actor.load_state_dict(tensors)
     except RuntimeError as exc:
@@ -202,4 +217,4 @@ def load_steered(path: str | os.PathLike, seed: int = 0) -> SteeredPolicy:
     return SteeredPolicy(method, base, sb3_policy, observation_space, action_space,
                          noise_bound=config["noise_bound"], residual_scale=config["residual_scale"],
                          env_id=config.get("env_id"), hidden=tuple(config["hidden"]),
-                         activation=config["activation"])
+                         activation=config["activation"], obs_stats=stats)
