@@ -1,8 +1,9 @@
 """DSRL vs residual SAC vs SAC from scratch vs the base policy, at equal env-step budgets.
 
 For each task (a shipped single-task diffusion policy's task), method and seed, `train_steering`
-runs Stable-Baselines3 SAC for `--env-steps` primitive env steps and evaluates the deterministic
-steered policy every `--eval-every` env steps on reset seeds 0..`--eval-episodes`-1. The base
+runs Stable-Baselines3 SAC for `--env-steps` primitive env steps and evaluates the steered policy
+(DSRL: the noise policy sampled with per-episode seeds, as DSRL evaluates; residual and SAC: the
+mean action) every `--eval-every` env steps on reset seeds 0..`--eval-episodes`-1. The base
 policy (its usual Gaussian noise) is evaluated on the same seeds. Also measured: the wrappers'
 overhead per env step against the bare env (`--sections overhead`).
 
@@ -129,7 +130,7 @@ def plot(results: dict[str, Any]) -> list[str]:
         task = base["env_id"].split("/")[-1].removesuffix("-v0")
         path = RESULTS / f"steering_{task}.png"
         success_curve_plot({("SAC from scratch" if k == "sac" else k): v for k, v in curves.items()}, path,
-                           title=f"{task}: deterministic success over {results['settings']['eval_episodes']} seeds",
+                           title=f"{task}: success over {results['settings']['eval_episodes']} seeds",
                            reference_lines={f"base {policy_name}": base["success_rate"]})
         paths.append(str(path.relative_to(REPO)))
     return paths

@@ -172,3 +172,22 @@ def test_dsrl_with_several_envs_decodes_them_together(tmp_path, lift_policy):
                             out=tmp_path / "run", progress=False)
     assert result.env_steps >= 120 and result.agent_steps % 3 == 0  # SB3 counts every sub-env's step
     assert load_steered(tmp_path / "run" / "policy").method == "dsrl"
+
+
+def test_dsrl_noise_policy_is_sampled_reproducibly_per_episode_seed(tmp_path, lift_policy):
+    steered = _run(tmp_path, lift_policy).policy
+    assert steered.deterministic is False  # DSRL evaluates its noise policy by sampling
+    obs, _ = make_steering_env(LIFT, "sac").reset(seed=0)
+    draws = []
+    for seed in (5, 5, 6):
+        steered.reset(seed=seed)
+        draws.append(steered.actor_output(obs))
+    np.testing.assert_array_equal(draws[0], draws[1])
+    assert not np.array_equal(draws[0], draws[2])
+    assert np.all(np.abs(draws[0]) <= 1.5)  # within the noise bound
+    steered.deterministic = True
+    steered.reset(seed=5)
+    mean_a = steered.actor_output(obs)
+    steered.reset(seed=6)
+    np.testing.assert_array_equal(mean_a, steered.actor_output(obs))
+    assert load_steered(tmp_path / "run" / "policy", deterministic=True).deterministic is True

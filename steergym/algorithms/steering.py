@@ -7,8 +7,8 @@
 The learner is plain SB3 SAC on a wrapped env (`NoiseActionWrapper` for DSRL,
 `ResidualActionWrapper` for residual, the bare env for "sac"), so anything SB3 can do applies; this
 module only adds what a run needs around it: a budget in *primitive env steps* (one DSRL step is a
-chunk of H env steps, so methods are compared at equal robot time), periodic deterministic
-evaluation on fixed seeds, CSV and TensorBoard logs, a tqdm bar, and `SteeredPolicy` checkpoints.
+chunk of H env steps, so methods are compared at equal robot time), periodic evaluation on
+fixed seeds (seeded samples of the noise policy for DSRL, the mean action otherwise), CSV and TensorBoard logs, a tqdm bar, and `SteeredPolicy` checkpoints.
 
 Run folder:
     run.json            config, env id, base policy, budget, seed
@@ -178,6 +178,7 @@ def train_steering(
     env_kwargs: dict[str, Any] | None = None,
     on_eval: Any = None,
     obs_stats: tuple[np.ndarray, np.ndarray] | None = None,
+    deterministic: bool | None = None,
 ) -> SteeringResult:
     """Train SAC on `method`'s wrapped `env_id` until `env_steps` primitive steps or `time_budget_s`.
 
@@ -196,6 +197,8 @@ def train_steering(
         obs_stats: (mean, std) of the observations for the learner's input normalisation; default
             the base policy's normaliser (method "sac" has none: pass one to compare methods on
             equal inputs, as benchmarks/steering.py does). Box observations only.
+        deterministic: evaluate (and save) the actor's mean (True) or seeded samples (False);
+            None: stochastic for dsrl (as the DSRL code evaluates), deterministic otherwise.
 
     Returns: a `SteeringResult`; `result.curve` rows have env_steps, agent_steps, wall_s,
     success_rate, mean_return and train_success (success of the last 50 training episodes; None before
@@ -283,7 +286,8 @@ def train_steering(
     base = _fork(bind_task("train_steering", policy, env_id), seed) if policy is not None else None
     steered = SteeredPolicy(method, base, model.policy, eval_env.unwrapped.observation_space,
                             eval_env.unwrapped.action_space, config.noise_bound, config.residual_scale,
-                            env_id, config.hidden, config.activation, obs_stats=stats)
+                            env_id, config.hidden, config.activation, obs_stats=stats,
+                            deterministic=deterministic)
     callback = _SteeringCallback(model, eval_env, steered, env_steps, time_budget_s, int(eval_every),
                                  int(eval_episodes), int(eval_seed), run_dir, progress, on_eval)
     try:
@@ -308,12 +312,14 @@ def observation_stats(policy: Any) -> tuple[np.ndarray, np.ndarray] | None:
     return normalizers["obs"].loc.detach().cpu().numpy().copy(), normalizers["obs"].scale.detach().cpu().numpy().copy()
 
 
-def evaluate_steered(env: gym.Env, predict: Any, episodes: int, seed: int) -> dict[str, float]:
-    """Deterministic episodes on the wrapped `env`, reset seeds seed + i; `predict(obs)` gives the
-    learner's action (e.g. `SteeredPolicy.actor_output`)."""
+def evaluate_steered(env: gym.Env, steered: SteeredPolicy, episodes: int, seed: int) -> dict[str, float]:
+    """Episodes of the learner's actor on the wrapped `env`, reset seeds seed + i (the actor's sampling
+    reseeded with the same seed: a stochastic evaluation is reproducible too)."""
     successes, returns = [], []
+    predict = steered.actor_output
     for i in range(episodes):
         obs, info = env.reset(seed=seed + i)
+        steered.reset(seed=seed + i)
         success, ret, done = bool(info.get("is_success", False)), 0.0, False
         while not done:
             obs, reward, terminated, truncated, info = env.step(predict(obs))
@@ -385,8 +391,7 @@ class _SteeringCallback:
             def evaluate(self) -> None:
                 if self.curve and self.curve[-1]["env_steps"] == self.env_steps:
                     return
-                scores = evaluate_steered(self.eval_env, self.steered.actor_output, self.eval_episodes,
-                                          self.eval_seed)
+                scores = evaluate_steered(self.eval_env, self.steered, self.eval_episodes, self.eval_seed)
                 recent = self.train_successes[-50:]
                 row = {
                     "env_steps": self.env_steps,

@@ -2,7 +2,8 @@
 
 1. Evaluate the shipped base policy (its usual Gaussian noise) on seeds 0..N-1.
 2. Train DSRL (Stable-Baselines3 SAC in the policy's latent-noise space) for a time budget,
-   evaluating the steered policy on the way (the first point is the untrained actor: noise ~ 0).
+   evaluating the steered policy on the way (the first point is the untrained noise policy).
+   The noise policy is sampled, seeded per episode, as the DSRL code evaluates it.
 3. Evaluate the steered policy on the same seeds as the base policy.
 4. Print the table and write, under `out`: results.json, learning_curve.png, side_by_side.mp4
    (base left, steered right, same reset seeds), and the run folder (logs, policy/).
@@ -79,8 +80,11 @@ def run_demo(
     eval_every = 2_000
 
     def report(row: dict[str, float]) -> None:
-        log(f"      {row['env_steps']:>7,d} env steps  {row['wall_s']:6.0f} s  "
-            f"eval success {row['success_rate']:.2f}")
+        from tqdm.auto import tqdm
+
+        line = (f"      {row['env_steps']:>7,d} env steps  {row['wall_s']:6.0f} s  "
+                f"eval success {row['success_rate']:.2f} (20 episodes)")
+        (tqdm.write if progress and log is print else log)(line)  # tqdm.write keeps the bar intact
 
     run = train_steering(env_id, "dsrl", base, config, env_steps=None, time_budget_s=budget_s,
                          eval_every=eval_every, eval_episodes=20, eval_seed=0, seed=seed, out=out / "run",
@@ -96,7 +100,7 @@ def run_demo(
     rows = [[episode_frames(env_id, base, s), episode_frames(env_id, steered, s)] for s in range(video_episodes)]
     video = side_by_side(rows, ["base", "DSRL"], fps, out / "side_by_side.mp4")
     plot = success_curve_plot(
-        {"DSRL (deterministic, 20 episodes per point)": [run.curve]}, out / "learning_curve.png",
+        {"DSRL (noise policy sampled, 20 episodes per point)": [run.curve]}, out / "learning_curve.png",
         title=f"DSRL on {env_id.split('/')[-1]} ({policy})",
         reference_lines={"base policy": before.success_rate},
     )
@@ -122,8 +126,8 @@ def run_demo(
     os.replace(tmp, out / "results.json")
     log("")
     log(table)
-    log(f"(the untrained actor, noise ~ 0, scored {untrained:.2f} on the first 20 seeds: "
-        "part of the gain is choosing the noise's mode, the rest is learned)")
+    log(f"(the untrained noise policy scored {untrained:.2f} on the first 20 seeds; the noise policy is "
+        "sampled with a per-episode seed, as DSRL evaluates it)")
     log(f"DSRL: {run.env_steps:,d} env steps in {run.wall_s:.0f} s")
     log(f"video {video}\nplot  {plot}\nsteered policy {out / 'run' / 'policy'} "
         f"(steergym eval --policy {out / 'run' / 'policy'})")

@@ -8,8 +8,10 @@ What `steergym train dsrl|residual|sac` produces and `steergym eval --policy RUN
 | residual | correction c (d,) in [-1, 1]       | clip(`base.act(obs)` + scale * c)                    |
 | sac      | the action (d,)                    | the action (no base policy)                          |
 
-The actor is a Stable-Baselines3 `SACPolicy` actor, evaluated deterministically (the tanh of the
-Gaussian's mean). A saved folder holds `steered.json` (method, spaces, network shape, SHA-256 of
+The actor is a Stable-Baselines3 `SACPolicy` actor. `deterministic=False` samples its tanh-Gaussian
+from the policy's own generator, reseeded by `reset(seed)` so an episode depends only on its seed
+(DSRL evaluates its noise policy this way); `deterministic=True` uses the tanh of the mean (the
+SAC convention). `default_deterministic(method)`: stochastic for dsrl, deterministic otherwise. A saved folder holds `steered.json` (method, spaces, network shape, SHA-256 of
 the weights), `actor.safetensors`, and `base/`, a copy of the base policy's checkpoint, so the
 folder is self-contained. Nothing is unpickled.
 """
@@ -37,6 +39,12 @@ METHODS = ("dsrl", "residual", "sac")
 CLIP_OBS, NORM_EPS = 10.0, 1e-8  # the learner's input: clip((obs - mean) / sqrt(std^2 + eps), +-10), as SB3 VecNormalize
 STATS_PREFIX = "learner_obs."
 ACTIVATIONS = {"tanh": torch.nn.Tanh, "relu": torch.nn.ReLU}
+
+
+def default_deterministic(method: str) -> bool:
+    """How a method's actor is evaluated by default: DSRL samples its noise policy (as the DSRL
+    code evaluates), residual and SAC use the mean action (SB3's convention)."""
+    return method != "dsrl"
 
 
 def actor_action_space(method: str, env_action_space: gym.spaces.Box, base: Any,
@@ -79,12 +87,13 @@ class SteeredPolicy:
         env_id: the task it was trained on (for `steergym eval` and the saved config).
         hidden, activation: the actor's network shape (saved so `load_steered` can rebuild it).
         obs_stats: (mean, std) the actor's input was normalised with in training, or None.
+        deterministic: mean action (True) or a seeded sample (False); None: `default_deterministic`.
     """
 
     def __init__(self, method: str, base: Any, sb3_policy: Any, observation_space: gym.Space,
                  action_space: gym.spaces.Box, noise_bound: float = 1.5, residual_scale: float = 0.1,
                  env_id: str | None = None, hidden: tuple[int, ...] = (256, 256), activation: str = "tanh",
-                 obs_stats: tuple[np.ndarray, np.ndarray] | None = None) -> None:
+                 obs_stats: tuple[np.ndarray, np.ndarray] | None = None, deterministic: bool | None = None) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown steering method {method!r}; valid methods: {', '.join(METHODS)}")
         if method != "sac" and base is None:
@@ -95,18 +104,29 @@ class SteeredPolicy:
         self.env_id, self.hidden, self.activation = env_id, tuple(int(h) for h in hidden), activation
         self.name = f"{method}-steered" + (f" {getattr(base, 'name', '')}".rstrip() if base is not None else "")
         self.obs_stats = None if obs_stats is None else tuple(np.asarray(x, dtype=np.float64) for x in obs_stats)
+        self.deterministic = default_deterministic(method) if deterministic is None else bool(deterministic)
+        self._generator = torch.Generator().manual_seed(0)
         self._queue: list[np.ndarray] = []
 
     # -------------------------------------------------------------------- acting
     def actor_output(self, obs: Any) -> np.ndarray:
-        """The actor's deterministic output for one observation (noise, correction or action)."""
+        """The actor's output for one observation (noise, correction or action), in its space's units:
+        the mean's tanh when `deterministic`, else a tanh-Gaussian sample from the own generator."""
         if self.obs_stats is not None:
             mean, std = self.obs_stats
             obs = np.clip((np.asarray(obs, dtype=np.float64) - mean) / np.sqrt(std**2 + NORM_EPS),
                           -CLIP_OBS, CLIP_OBS).astype(np.float32)
+        policy = self.sb3_policy
+        obs_t, _ = policy.obs_to_tensor(obs)
         with torch.no_grad():
-            out, _ = self.sb3_policy.predict(obs, deterministic=True)
-        return np.asarray(out, dtype=np.float32)
+            if self.deterministic:
+                squashed = policy.actor(obs_t, deterministic=True)
+            else:
+                mean_t, log_std, _ = policy.actor.get_action_dist_params(obs_t)
+                noise = torch.randn(mean_t.shape, generator=self._generator)
+                squashed = torch.tanh(mean_t + log_std.exp() * noise)
+        squashed = squashed.cpu().numpy().reshape(policy.action_space.shape)
+        return np.asarray(policy.unscale_action(squashed), dtype=np.float32)
 
     def act(self, obs: Any) -> np.ndarray:
         """One primitive action (d,) for one observation."""
@@ -124,8 +144,10 @@ class SteeredPolicy:
         return check_action(self.actor_output(obs), self.action_space, False, who)
 
     def reset(self, seed: int | None = None) -> None:
-        """Start an episode: empty the chunk queue, reset the base policy with `seed`."""
+        """Start an episode: empty the chunk queue, reseed the actor's sampling and the base policy."""
         self._queue = []
+        if seed is not None:
+            self._generator.manual_seed(int(seed))
         if self.base is not None:
             reset_policy(self.base, seed)
 
@@ -160,6 +182,7 @@ class SteeredPolicy:
                 "observation_space": json.loads(serialize_space(self.observation_space)),
                 "action_space": json.loads(serialize_space(self.action_space)),
                 "actor_sha256": sha256_file(staging / ACTOR_FILE),
+                "deterministic": self.deterministic,
             }
             (staging / STEERED_CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
         return path
@@ -169,8 +192,10 @@ def is_steered_folder(path: str | os.PathLike) -> bool:
     return (Path(path) / STEERED_CONFIG).is_file()
 
 
-def load_steered(path: str | os.PathLike, seed: int = 0) -> SteeredPolicy:
-    """Load a folder written by `SteeredPolicy.save`; ValueError naming the file when it is not one."""
+def load_steered(path: str | os.PathLike, seed: int = 0, deterministic: bool | None = None) -> SteeredPolicy:
+    """Load a folder written by `SteeredPolicy.save`; ValueError naming the file when it is not one.
+
+    `deterministic` as in `SteeredPolicy` (None: the saved choice)."""
     from minari.serialization import deserialize_space
     from safetensors import SafetensorError
     from safetensors.torch import load_file
@@ -217,4 +242,5 @@ def load_steered(path: str | os.PathLike, seed: int = 0) -> SteeredPolicy:
     return SteeredPolicy(method, base, sb3_policy, observation_space, action_space,
                          noise_bound=config["noise_bound"], residual_scale=config["residual_scale"],
                          env_id=config.get("env_id"), hidden=tuple(config["hidden"]),
-                         activation=config["activation"], obs_stats=stats)
+                         activation=config["activation"], obs_stats=stats,
+                         deterministic=config.get("deterministic") if deterministic is None else deterministic)
