@@ -109,16 +109,8 @@ class NoiseActionVectorWrapper(VectorWrapper):
         super().__init__(env)
         who = "NoiseActionVectorWrapper"
         self.noise_bound = check_positive(who, "noise_bound", noise_bound)
-        horizon, dim = check_generative(who, policy)
-        single = env.single_action_space
-        if not (isinstance(single, gym.spaces.Box) and single.shape == (horizon * dim,)):
-            raise ValueError(
-                f"{who}: the sub-envs must execute action chunks of the policy's horizon: expected a "
-                f"single action space of shape ({horizon * dim},) (ActionChunkWrapper(env, {horizon}) "
-                f"around each sub-env; make_noise_vector_env builds one), got {single}"
-            )
-        chunk_space = gym.spaces.Box(single.low[:dim], single.high[:dim], (dim,), single.dtype)
-        check_policy_spaces(who, policy, env.single_observation_space, chunk_space)
+        horizon, dim = check_chunked_sub_envs(who, policy, env.single_observation_space, env.single_action_space,
+                                              "make_noise_vector_env")
         self.policy = bind_task(who, policy, env)
         self.noise_shape = (horizon, dim)
         bound = self.noise_bound
@@ -170,6 +162,22 @@ def make_noise_vector_env(
         wrappers=[functools.partial(ActionChunkWrapper, horizon=horizon)], **env_kwargs,
     )
     return NoiseActionVectorWrapper(vec, policy, noise_bound)
+
+
+def check_chunked_sub_envs(who: str, policy: Any, observation_space: gym.Space, action_space: gym.Space,
+                           builder: str) -> tuple[int, int]:
+    """The policy's (H, d) after checking that each sub-env executes chunks of H actions (action
+    space (H*d,)) and that the policy's spaces fit the sub-envs'; ValueError naming `who` otherwise."""
+    horizon, dim = check_generative(who, policy)
+    if not (isinstance(action_space, gym.spaces.Box) and action_space.shape == (horizon * dim,)):
+        raise ValueError(
+            f"{who}: the sub-envs must execute action chunks of the policy's horizon: expected a "
+            f"sub-env action space of shape ({horizon * dim},) (ActionChunkWrapper(env, {horizon}) "
+            f"around each sub-env; {builder} builds one), got {action_space}"
+        )
+    chunk_space = gym.spaces.Box(action_space.low[:dim], action_space.high[:dim], (dim,), action_space.dtype)
+    check_policy_spaces(who, policy, observation_space, chunk_space)
+    return horizon, dim
 
 
 def clip_noise(who: str, action: Any, noise_shape: tuple[int, int], bound: float,

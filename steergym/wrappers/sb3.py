@@ -20,10 +20,9 @@ from steergym.wrappers.chunk import (
     ActionChunkWrapper,
     bind_task,
     check_generative,
-    check_policy_spaces,
     check_positive,
 )
-from steergym.wrappers.noise import clip_noise
+from steergym.wrappers.noise import check_chunked_sub_envs, clip_noise
 
 
 class NoiseActionVecEnvWrapper(VecEnvWrapper):
@@ -59,16 +58,8 @@ class NoiseActionVecEnvWrapper(VecEnvWrapper):
     def __init__(self, venv: VecEnv, policy: Any, noise_bound: float = 1.5) -> None:
         who = "NoiseActionVecEnvWrapper"
         bound = check_positive(who, "noise_bound", noise_bound)
-        horizon, dim = check_generative(who, policy)
-        single = venv.action_space
-        if not (isinstance(single, gym.spaces.Box) and single.shape == (horizon * dim,)):
-            raise ValueError(
-                f"{who}: the sub-envs must execute action chunks of the policy's horizon: expected an "
-                f"action space of shape ({horizon * dim},) (ActionChunkWrapper(env, {horizon}) around "
-                f"each sub-env; make_noise_vec_env builds one), got {single}"
-            )
-        chunk_space = gym.spaces.Box(single.low[:dim], single.high[:dim], (dim,), single.dtype)
-        check_policy_spaces(who, policy, venv.observation_space, chunk_space)
+        horizon, dim = check_chunked_sub_envs(who, policy, venv.observation_space, venv.action_space,
+                                              "make_noise_vec_env")
         policy = bind_task(who, policy, _env_id(venv) if _needs_task(policy) else "")
         super().__init__(venv, action_space=gym.spaces.Box(-bound, bound, (horizon * dim,), np.float32))
         self.policy = policy
