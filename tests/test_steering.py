@@ -113,7 +113,7 @@ def test_bad_steering_arguments_raise_clear_errors(lift_policy):
         SteeringConfig(noise_bound=0)
     with pytest.raises(ValueError, match="hidden"):
         SteeringConfig(hidden=())
-    with pytest.raises(ValueError, match="unknown SteeringConfig fields"):
+    with pytest.raises(ValueError, match=r"SteeringConfig: unknown fields \['utd'\]"):
         SteeringConfig.from_dict({"utd": 20})
     with pytest.raises(ValueError, match="obs_stats must be two arrays of shape"):
         train_steering(LIFT, "sac", None, env_steps=10, obs_stats=(np.zeros(3), np.ones(3)))

@@ -19,7 +19,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from tqdm.auto import tqdm
 
 from steergym.algorithms import state as trainer_state
 from steergym.data.chunks import ChunkData, load_chunk_data
+from steergym.policies.config import config_from_dict
 from steergym.policies.generative import GenerativePolicy
 
 RUN_FILE = "run.json"
@@ -72,11 +73,7 @@ class BCConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "BCConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"BCConfig: unknown fields {sorted(unknown)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 def learning_rate(step: int, config: BCConfig) -> float:

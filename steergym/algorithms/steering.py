@@ -28,7 +28,7 @@ import json
 import math
 import os
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +36,7 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from steergym.policies.config import config_from_dict
 from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
 from steergym.wrappers.chunk import bind_task
 
@@ -101,11 +102,7 @@ class SteeringConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "SteeringConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ValueError(f"unknown SteeringConfig fields {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
 
 
 @dataclass
@@ -126,19 +123,24 @@ class SteeringResult:
 def make_steering_env(env_id: str, method: str, policy: Any = None, config: SteeringConfig | None = None,
                       **env_kwargs: Any) -> gym.Env:
     """The env a learner sees for `method`: noise (dsrl), residual correction, or the bare task (sac)."""
-    from steergym.bench.evaluate import make_env
     from steergym.wrappers import NoiseActionWrapper, ResidualActionWrapper
 
     config = config or SteeringConfig()
     check_method(method, policy)
-    env = make_env(env_id, **env_kwargs)
-    if config.reward_offset:
-        env = RewardOffset(env, config.reward_offset)
+    env = make_task_env(env_id, config, **env_kwargs)
     if method == "dsrl":
         return NoiseActionWrapper(env, policy, config.noise_bound)
     if method == "residual":
         return ResidualActionWrapper(env, policy, config.residual_scale)
     return env
+
+
+def make_task_env(env_id: str, config: SteeringConfig, **env_kwargs: Any) -> gym.Env:
+    """The task as the learner's reward sees it: `make_env`, then `RewardOffset` when configured."""
+    from steergym.bench.evaluate import make_env
+
+    env = make_env(env_id, **env_kwargs)
+    return RewardOffset(env, config.reward_offset) if config.reward_offset else env
 
 
 class RewardOffset(gym.RewardWrapper, gym.utils.RecordConstructorArgs):
@@ -231,8 +233,7 @@ def train_steering(
 
         def make_chunked(index: int):  # sub-envs execute chunks; the wrapper decodes all noise in one call
             def thunk():
-                return ActionChunkWrapper(make_steering_env(env_id, "sac", None, config, **env_kwargs),
-                                          int(policy.noise_shape[0]))
+                return ActionChunkWrapper(make_task_env(env_id, config, **env_kwargs), int(policy.noise_shape[0]))
             return thunk
 
         venv = NoiseActionVecEnvWrapper(DummyVecEnv([make_chunked(i) for i in range(config.num_envs)]), policy,

@@ -83,8 +83,13 @@ class PolicyConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "PolicyConfig":
-        known = {f.name for f in fields(cls)}
-        unknown = set(data) - known
-        if unknown:
-            raise ValueError(f"PolicyConfig: unknown fields {sorted(unknown)}; known: {sorted(known)}")
-        return cls(**data)
+        return config_from_dict(cls, data)
+
+
+def config_from_dict(cls: type, data: dict[str, Any]) -> Any:
+    """`cls(**data)` for a config dataclass; ValueError naming the unknown and the known fields."""
+    known = {f.name for f in fields(cls)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ValueError(f"{cls.__name__}: unknown fields {unknown}; known: {sorted(known)}")
+    return cls(**data)
