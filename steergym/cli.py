@@ -52,8 +52,15 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     rows = []
     for entry in ENVS:
-        env = make_env(entry.id)
-        # a steered env (family "steered") ends when its base task's time limit does
+        if entry.family == "real" and entry.base_id is None:
+            # the generic robot client takes whatever task its server serves: nothing to show offline
+            rows.append({"id": entry.id, "family": entry.family, "instruction": "(the served task's)",
+                         "horizon": None, "obs_shape": None, "action_shape": [7]})
+            continue
+        # a robot client's spaces are its simulated task's (the server must serve that task), so
+        # listing never connects to a robot
+        env = make_env(entry.base_id if entry.family == "real" else entry.id)
+        # a steered or real env ends when its base task's time limit does
         horizon = entry.max_episode_steps or registry_entry(entry.base_id).max_episode_steps
         try:
             rows.append(
@@ -72,7 +79,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = [
-        [r["id"], r["instruction"], str(r["horizon"]), *map(_shape_text, (r["obs_shape"], r["action_shape"]))]
+        [r["id"], r["instruction"], str(r["horizon"] or "(served)"), *map(_shape_text, (r["obs_shape"], r["action_shape"]))]
         for r in rows
     ]
     _print_table(["id", "instruction", "horizon", "obs", "action"], table)
@@ -86,7 +93,9 @@ def _shape(space) -> Any:
     return {key: _shape(sub) for key, sub in getattr(space, "spaces", {}).items()}
 
 
-def _shape_text(shape: list[int] | dict) -> str:
+def _shape_text(shape: list[int] | dict | None) -> str:
+    if shape is None:
+        return "(served)"
     if isinstance(shape, dict):
         return "{" + ", ".join(f"{k}: {_shape_text(v)}" for k, v in shape.items()) + "}"
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"

@@ -3,8 +3,13 @@
 Importing `steergym` registers these ids; `gymnasium.make("steergym.registry:steergym/<Name>-v0")`
 works without a prior import too (gymnasium imports the module before the id lookup).
 
-Two families of rows:
-  * "widowx": the tasks themselves, `steergym/<Task>-v0` (`env_ids()` lists these).
+Families of rows:
+  * "widowx": the simulated tasks themselves, `steergym/<Task>-v0` (`env_ids()` lists these).
+  * "real": clients of a robot server (`steergym serve`, `steergym.envs.real`), one per task,
+        `steergym/WidowXReal<Task>-v0` (the robot must serve that task: same instruction, same
+        spaces, same horizon), and `steergym/WidowXReal-v0`, which takes whatever task the server
+        serves. `gymnasium.make` connects to the server (host/port/token options); no TimeLimit is
+        registered: the client truncates at the served task's horizon.
   * "steered": a task with a shipped base policy inside a steering wrapper, one pair per shipped
     single-task policy (`env_ids("steered")`; built by `steergym.wrappers.steered_envs`):
         steergym/<Task>-DSRL-v0       NoiseActionWrapper(make(<Task>-v0), policy, noise_bound=1.5)
@@ -115,19 +120,32 @@ def steered_entries(index_file: str | Path = _POLICY_INDEX,
     return tuple(rows)
 
 
-ENVS: tuple[EnvEntry, ...] = TASKS + steered_entries()
+REAL = "real"
+
+
+def real_entries(tasks: tuple[EnvEntry, ...] = TASKS) -> tuple[EnvEntry, ...]:
+    """The robot-client rows: the generic `steergym/WidowXReal-v0`, then one per task."""
+    rows = [EnvEntry(f"{NAMESPACE}/WidowXReal-v0", "steergym.envs.real:RealWidowXEnv", None, family=REAL)]
+    for task in tasks:
+        name = task.id.split("/", 1)[1].removeprefix("WidowX")
+        rows.append(EnvEntry(f"{NAMESPACE}/WidowXReal{name}", "steergym.envs.real:RealWidowXEnv", None,
+                             kwargs={"task": task.id}, family=REAL, base_id=task.id))
+    return tuple(rows)
+
+
+ENVS: tuple[EnvEntry, ...] = TASKS + real_entries() + steered_entries()
 
 
 def env_ids(family: str | None = None, *, include_steered: bool = False) -> list[str]:
     """Registered ids.
 
-    `env_ids()` lists the tasks themselves (every family but "steered"), which is what code that
-    iterates "all tasks" wants; `env_ids("steered")` the steered tasks; `env_ids(family)` one
-    family; `include_steered=True` (without a family) every id in the table.
+    `env_ids()` lists the simulated WidowX tasks themselves (family "widowx"), which is what code
+    that iterates "all tasks" wants; `env_ids(family)` one family ("steered", "real", ...);
+    `include_steered=True` (without a family) every id in the table, whatever its family.
     """
     if family is not None:
         return [e.id for e in ENVS if e.family == family]
-    return [e.id for e in ENVS if include_steered or e.family != STEERED]
+    return [e.id for e in ENVS if include_steered or e.family == "widowx"]
 
 
 def entry(env_id: str) -> EnvEntry:

@@ -38,6 +38,9 @@ def test_list_shows_every_registered_id(capsys):
     assert code == 0
     for entry in ENVS:
         line = next(line for line in out.splitlines() if line.startswith(entry.id + " "))
+        if entry.id == "steergym/WidowXReal-v0":
+            assert "served task" in line  # listing never connects to a robot
+            continue
         base = entry if entry.base_id is None else next(e for e in ENVS if e.id == entry.base_id)
         assert str(base.max_episode_steps) in line  # a steered env lists its base task's horizon
         # DSRL acts in the noise of a chunk of 4 actions: 4 x 7
@@ -49,7 +52,11 @@ def test_list_json(capsys):
     assert code == 0
     rows = json.loads(out)
     assert [r["id"] for r in rows] == env_ids(include_steered=True)
-    assert {r["family"] for r in rows} == {"widowx", "steered"}
+    assert {"widowx", "steered", "real"} <= {r["family"] for r in rows}
+    real_carrot = next(r for r in rows if r["id"] == "steergym/WidowXRealPutCarrotOnPlate-v0")
+    sim_carrot = next(r for r in rows if r["id"] == "steergym/WidowXPutCarrotOnPlate-v0")
+    assert {k: v for k, v in real_carrot.items() if k not in ("id", "family")} == \
+        {k: v for k, v in sim_carrot.items() if k not in ("id", "family")}
     lift = rows[env_ids().index(LIFT)]
     assert lift["instruction"] == "lift the red cube"
     assert lift["horizon"] == 40 and lift["action_shape"] == [7] and len(lift["obs_shape"]) == 1
