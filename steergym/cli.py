@@ -12,6 +12,8 @@
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
                      [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
+    steergym serve [--backend sim|interbotix] [--task ID] [--port P] [--token-file F] ...
+    steergym robot status|estop|clear-estop|export ...
 
 A user mistake (unknown id, bad option, unwritable path) prints one line on stderr and exits 2.
 To add a subcommand: write `cmd_<name>(args) -> int` and its `_add_<name>` parser, list both in
@@ -56,6 +58,17 @@ def cmd_list(args: argparse.Namespace) -> int:
             # the generic robot client takes whatever task its server serves: nothing to show offline
             rows.append({"id": entry.id, "family": entry.family, "instruction": "(the served task's)",
                          "horizon": None, "obs_shape": None, "action_shape": [7]})
+            continue
+        if entry.family in ("robosuite", "dmc"):
+            # the adapters' spaces are known without importing (or installing) robosuite/dm_control,
+            # and building those envs would make listing slow; dm_control's own limit ends its tasks
+            from steergym.envs import dmc, robosuite_tasks
+
+            info = (robosuite_tasks.describe(entry.kwargs["task"]) if entry.family == "robosuite"
+                    else dmc.describe(entry.kwargs["domain"], entry.kwargs["task"]))
+            rows.append({"id": entry.id, "family": entry.family, "instruction": info["instruction"],
+                         "horizon": entry.max_episode_steps or dmc.HORIZON, "obs_shape": info["obs_shape"],
+                         "action_shape": info["action_shape"]})
             continue
         # a robot client's spaces are its simulated task's (the server must serve that task), so
         # listing never connects to a robot
@@ -503,6 +516,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ dispatch
+from steergym.robot import cli as robot_cli  # noqa: E402 - serve / robot live beside the robot link
+
 SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
     "list": (_add_list, cmd_list),
     "eval": (_add_eval, cmd_eval),
@@ -511,6 +526,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace
     "train": (_add_train, cmd_train),
     "policies": (_add_policies, cmd_policies),
     "demo": (_add_demo, cmd_demo),
+    "serve": (robot_cli.add_serve, robot_cli.cmd_serve),
+    "robot": (robot_cli.add_robot, robot_cli.cmd_robot),
 }
 
 
