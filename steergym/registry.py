@@ -10,6 +10,12 @@ Families of rows:
         spaces, same horizon), and `steergym/WidowXReal-v0`, which takes whatever task the server
         serves. `gymnasium.make` connects to the server (host/port/token options); no TimeLimit is
         registered: the client truncates at the served task's horizon.
+  * "robosuite": robosuite 1.5 tasks (Panda, OSC_POSE, robomimic low-dim observations, 20 Hz),
+        `steergym/Robosuite-<Task>-v0` for Lift, PickPlaceCan and NutAssemblySquare, with DPPO's
+        horizons (300 / 300 / 400); built by `steergym.envs.robosuite_tasks`.
+  * "dmc": dm_control suite tasks with flat float32 observations, `steergym/DMC-<domain>-<task>-v0`;
+        dm_control's own 1000-step limit truncates (no TimeLimit); built by `steergym.envs.dmc`.
+    Both need the `suites` extra (robosuite, dm_control, shimmy), imported only by `gymnasium.make`.
   * "steered": a task with a shipped base policy inside a steering wrapper, one pair per shipped
     single-task policy (`env_ids("steered")`; built by `steergym.wrappers.steered_envs`):
         steergym/<Task>-DSRL-v0       NoiseActionWrapper(make(<Task>-v0), policy, noise_bound=1.5)
@@ -54,7 +60,7 @@ class EnvEntry:
             steered row, whose base env's own TimeLimit ends the episode (an outer one would count
             agent steps, i.e. chunks for DSRL).
         kwargs: default constructor options (overridable in `gymnasium.make`).
-        family: grouping shown by `steergym list` ("widowx" or "steered").
+        family: grouping shown by `steergym list` ("widowx", "real", "robosuite", "dmc", "steered").
         base_id: for a steered row, the task it steers.
         policy: for a steered row, the shipped base policy's name.
     """
@@ -133,7 +139,37 @@ def real_entries(tasks: tuple[EnvEntry, ...] = TASKS) -> tuple[EnvEntry, ...]:
     return tuple(rows)
 
 
-ENVS: tuple[EnvEntry, ...] = TASKS + real_entries() + steered_entries()
+ROBOSUITE = "robosuite"
+# robosuite env name -> horizon in 20 Hz control steps (DPPO's max_episode_steps)
+ROBOSUITE_TASKS: tuple[tuple[str, int], ...] = (("Lift", 300), ("PickPlaceCan", 300), ("NutAssemblySquare", 400))
+
+
+def robosuite_entries() -> tuple[EnvEntry, ...]:
+    """The robosuite rows, `steergym/Robosuite-<Task>-v0`."""
+    return tuple(
+        EnvEntry(f"{NAMESPACE}/Robosuite-{name}-v0", "steergym.envs.robosuite_tasks:RobosuiteEnv", steps,
+                 kwargs={"task": name}, family=ROBOSUITE)
+        for name, steps in ROBOSUITE_TASKS
+    )
+
+
+DMC = "dmc"
+DMC_TASKS: tuple[tuple[str, str], ...] = (
+    ("cartpole", "swingup"), ("cheetah", "run"), ("walker", "walk"), ("reacher", "easy"),
+    ("ball_in_cup", "catch"), ("finger", "spin"),
+)
+
+
+def dmc_entries() -> tuple[EnvEntry, ...]:
+    """The dm_control rows, `steergym/DMC-<domain>-<task>-v0` (episode end: dm_control's limit)."""
+    return tuple(
+        EnvEntry(f"{NAMESPACE}/DMC-{domain}-{task}-v0", "steergym.envs.dmc:DMCEnv", None,
+                 kwargs={"domain": domain, "task": task}, family=DMC)
+        for domain, task in DMC_TASKS
+    )
+
+
+ENVS: tuple[EnvEntry, ...] = TASKS + real_entries() + robosuite_entries() + dmc_entries() + steered_entries()
 
 
 def env_ids(family: str | None = None, *, include_steered: bool = False) -> list[str]:

@@ -10,6 +10,7 @@ import imageio.v3 as iio
 import pytest
 
 from steergym.cli import main
+from steergym.envs.dmc import TASKS as DMC_TASKS
 from steergym.registry import ENVS, env_ids
 
 LIFT = "steergym/WidowXLiftCube-v0"
@@ -41,6 +42,10 @@ def test_list_shows_every_registered_id(capsys):
         if entry.id == "steergym/WidowXReal-v0":
             assert "served task" in line  # listing never connects to a robot
             continue
+        if entry.family == "dmc":  # dm_control's own 1000-step limit; the task's action size
+            action_dim = DMC_TASKS[(entry.kwargs["domain"], entry.kwargs["task"])][1]
+            assert " 1000 " in line and f"({action_dim},)" in line
+            continue
         base = entry if entry.base_id is None else next(e for e in ENVS if e.id == entry.base_id)
         assert str(base.max_episode_steps) in line  # a steered env lists its base task's horizon
         # DSRL acts in the noise of a chunk of 4 actions: 4 x 7
@@ -52,7 +57,13 @@ def test_list_json(capsys):
     assert code == 0
     rows = json.loads(out)
     assert [r["id"] for r in rows] == env_ids(include_steered=True)
-    assert {"widowx", "steered", "real"} <= {r["family"] for r in rows}
+    assert {"widowx", "steered", "real", "robosuite", "dmc"} <= {r["family"] for r in rows}
+    # the adapters' rows come from static tables (no robosuite/dm_control import); test_robosuite.py
+    # and test_dmc.py check those tables against the built envs
+    can = next(r for r in rows if r["id"] == "steergym/Robosuite-PickPlaceCan-v0")
+    assert (can["horizon"], can["obs_shape"], can["action_shape"]) == (300, [23], [7])
+    walker = next(r for r in rows if r["id"] == "steergym/DMC-walker-walk-v0")
+    assert (walker["horizon"], walker["obs_shape"], walker["action_shape"]) == (1000, [24], [6])
     real_carrot = next(r for r in rows if r["id"] == "steergym/WidowXRealPutCarrotOnPlate-v0")
     sim_carrot = next(r for r in rows if r["id"] == "steergym/WidowXPutCarrotOnPlate-v0")
     assert {k: v for k, v in real_carrot.items() if k not in ("id", "family")} == \
