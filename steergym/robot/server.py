@@ -256,7 +256,7 @@ class RobotServer:
         info = plain_info(info)
         # info holds what the same seed and actions reproduce (gymnasium's checker demands it);
         # timings go in the reply beside it and in the episode log
-        info.update(safety=filtered.limited, action_executed=filtered.action.astype(np.float32), fault=fault)
+        info.update(safety=filtered.limited, action_executed=filtered.action, fault=fault)
         self.episode.step(action_requested=action, action_executed=filtered.action, safety=filtered.limited, obs=obs,
                           reward=float(reward), terminated=bool(terminated), truncated=bool(truncated),
                           is_success=bool(info.get("is_success", False)), fault=fault,

@@ -1,0 +1,254 @@
+"""The robot link end to end: `steergym serve --backend sim` in a subprocess, clients over loopback."""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import socket
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import zmq
+
+from steergym.policies.scripted import make_expert
+from steergym.robot import protocol
+from steergym.robot.client import RobotClient, RobotConnectionError, RobotServerError
+from steergym.robot.episode_log import log_files, read_episode_log
+
+LIFT, REAL_LIFT = "steergym/WidowXLiftCube-v0", "steergym/WidowXRealLiftCube-v0"
+START_TIMEOUT_S = 90  # import + model build on a loaded 2-core CI machine
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """`steergym serve` in a subprocess; `.start()` returns once it printed its ready line."""
+
+    def __init__(self, folder: Path, port: int | None = None, *extra: str) -> None:
+        self.folder, self.port, self.extra = folder, port or free_port(), extra
+        self.token_file, self.log_dir = folder / "token", folder / "logs"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> Server:
+        cmd = [sys.executable, "-m", "steergym.cli", "serve", "--task", LIFT, "--port", str(self.port),
+               "--token-file", str(self.token_file), "--log-dir", str(self.log_dir), "--max-rate-hz", "0",
+               "--client-timeout", "0.5", *self.extra]
+        stderr = open(self.folder / f"server-{self.port}.log", "ab")  # noqa: SIM115 - lives with the process
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"})
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
+            if ready:
+                line = self.proc.stdout.readline().decode()
+                if "ready on" in line:
+                    return self
+            if self.proc.poll() is not None:
+                break
+        raise RuntimeError(f"server did not start: {(self.folder / f'server-{self.port}.log').read_text()[-2000:]}")
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def make(self, env_id: str = REAL_LIFT, **kwargs) -> gym.Env:
+        kwargs = {"port": self.port, "token_file": str(self.token_file), "control_period_s": 0.0, **kwargs}
+        return gym.make(env_id, **kwargs)
+
+    def rss_kib(self) -> int:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+        raise RuntimeError("no VmRSS")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    s = Server(tmp_path_factory.mktemp("robot")).start()
+    yield s
+    s.stop()
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    servers: list[Server] = []
+
+    def _start(port: int | None = None, *extra: str) -> Server:
+        servers.append(Server(tmp_path, port, *extra).start())
+        return servers[-1]
+
+    yield _start
+    for s in servers:
+        s.stop()
+
+
+def test_env_checkers_pass_over_the_network(server):
+    from gymnasium.utils.env_checker import check_env
+    from stable_baselines3.common.env_checker import check_env as sb3_check_env
+
+    env = server.make()
+    assert env.unwrapped.instruction == "lift the red cube" and env.unwrapped.backend == "sim"
+    assert env.observation_space == gym.make(LIFT).observation_space
+    check_env(env.unwrapped)
+    env = server.make()  # the checker's render-mode envs pre-empted the first one
+    sb3_check_env(env.unwrapped)
+    env.close()
+
+
+def test_scripted_expert_over_the_network_succeeds_like_in_process(server):
+    """The expert reads privileged sim state, so it runs on a local twin; every action it takes goes
+    to the server too, and the remote episode must be the local one, step for step."""
+    remote, local = server.make(), gym.make(LIFT)
+    obs, _ = remote.reset(seed=11)
+    local_obs, _ = local.reset(seed=11)
+    expert = make_expert(local)
+    assert np.array_equal(obs, local_obs)
+    for steps in range(1, 41):
+        action = expert.act(local_obs)
+        obs, reward, terminated, truncated, info = remote.step(action)
+        local_obs, local_reward, local_terminated, _, local_info = local.step(action)
+        assert np.array_equal(obs, local_obs) and reward == local_reward
+        assert info["overrun_s"] == 0.0 and not info["deadline_missed"]
+        if terminated or truncated:
+            break
+    assert terminated and local_terminated and info["is_success"] and local_info["is_success"]
+    assert steps < 40 and remote.unwrapped.last_timing["round_trip_s"] < 0.5
+    remote.close()
+
+
+def test_wrong_token_is_refused(server):
+    with pytest.raises(RobotServerError, match="wrong token") as info:
+        server.make(token="not-the-token")
+    assert info.value.code == "auth"
+    with pytest.raises(RobotServerError, match="serves 'steergym/WidowXLiftCube-v0'"):
+        server.make("steergym/WidowXRealPushCube-v0")
+
+
+def test_malformed_and_oversized_messages_get_errors_and_the_server_keeps_serving(server):
+    context = zmq.Context()
+    sock = context.socket(zmq.DEALER)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.connect(f"tcp://127.0.0.1:{server.port}")
+    cases = [(b"garbage \xc1", "malformed"), (b"\x00" * (protocol.MAX_REQUEST_BYTES + 1), "too_large"),
+             (protocol.encode({"type": "teleport", "id": 4}), "unknown_type"),
+             (protocol.encode({"type": "step", "id": 5, "session": "x"}), "malformed")]
+    try:
+        for payload, code in cases:
+            sock.send(payload)
+            assert sock.poll(5000), f"no reply to a {code} message"
+            reply = protocol.decode(sock.recv(), max_bytes=protocol.MAX_REPLY_BYTES)
+            assert not reply["ok"] and reply["error"]["code"] == code, reply
+    finally:
+        sock.close(0)
+        context.term()
+    env = server.make()
+    env.reset(seed=0)
+    assert env.step(np.zeros(7, np.float32))[4]["safety"] == []
+    env.close()
+
+
+def test_server_killed_mid_episode_then_restarted(own_server):
+    first = own_server(None, "--workspace-high", "0.33", "0.25", "0.18")
+    env = first.make(timeout_s=0.5)
+    env.reset(seed=0)
+    env.step(np.zeros(7, np.float32))
+    first.kill()
+    start = time.monotonic()
+    with pytest.raises(RobotConnectionError, match="did not answer|link .* is down"):
+        env.step(np.zeros(7, np.float32))
+    assert time.monotonic() - start < 0.5 + 1.0
+    own_server(first.port, "--workspace-high", "0.33", "0.25", "0.18")  # same port, same token file
+    env.reset(seed=0)  # reconnects
+    # out-of-workspace actions are clipped by the (new) server
+    limited = set()
+    for _ in range(8):
+        obs, *_, info = env.step(np.array([1, 0, 0, 0, 0, 0, 1], np.float32))
+        limited |= set(info["safety"])
+    assert "workspace" in limited and obs[0] < 0.335  # tcp_x stays inside the server's 0.33 m box
+    env.close()
+
+
+CLIENT_SCRIPT = textwrap.dedent("""
+    import sys, time, numpy as np, gymnasium as gym, steergym
+    env = gym.make("steergym/WidowXRealLiftCube-v0", port=int(sys.argv[1]), token_file=sys.argv[2],
+                   control_period_s=0.0)
+    env.reset(seed=0)
+    for _ in range(5):
+        env.step(np.array([1, 0, -1, 0, 0, 0, -1], np.float32))
+    print("stepped 5", flush=True)
+    time.sleep(600)
+""")
+
+
+def test_client_killed_the_server_stops_the_arm_and_its_log_is_complete(own_server):
+    s = own_server()
+    client_proc = subprocess.Popen([sys.executable, "-c", CLIENT_SCRIPT, str(s.port), str(s.token_file)],
+                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    try:
+        ready, _, _ = select.select([client_proc.stdout], [], [], START_TIMEOUT_S)
+        assert ready and client_proc.stdout.readline().strip() == b"stepped 5"
+        monitor = RobotClient(port=s.port, token=s.token_file.read_text().strip(), timeout_s=2.0)
+        assert monitor.status()["state"] == "running"
+        client_proc.kill()
+        deadline = time.monotonic() + 10
+        while (status := monitor.status())["state"] != "idle" and time.monotonic() < deadline:
+            time.sleep(0.1)
+        monitor.close(bye=False)
+    finally:
+        client_proc.kill()
+        client_proc.wait(10)
+    assert status["state"] == "idle" and status["at_safe_pose"] and status["counters"]["client_losses"] == 1
+    log = read_episode_log(log_files(s.log_dir)[-1])
+    assert log["complete"] and log["end"]["reason"] == "client_lost" and len(log["steps"]) == 5
+
+
+def test_soak_2000_steps_no_leak_no_drift(server):
+    remote, local = server.make(), gym.make(LIFT)
+    rng = np.random.default_rng(0)
+    fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
+    steps, seed, marks = 0, 0, {}
+    while steps < 2000:
+        obs, _ = remote.reset(seed=seed)
+        local_obs, _ = local.reset(seed=seed)
+        assert np.array_equal(obs, local_obs)
+        done = False
+        while not done and steps < 2000:
+            action = rng.uniform(-1, 1, 7).astype(np.float32)
+            obs, reward, terminated, truncated, info = remote.step(action)
+            local_obs, local_reward, *_ = local.step(info["action_executed"])  # what the server executed
+            assert np.array_equal(obs, local_obs) and reward == local_reward, f"drift at step {steps}"
+            done = terminated or truncated
+            steps += 1
+            if steps in (200, 2000):
+                marks[steps] = (server.rss_kib(), fds(), threading.active_count())
+        seed += 1
+    remote.close()
+    (rss0, fd0, th0), (rss1, fd1, th1) = marks[200], marks[2000]
+    assert fd1 == fd0 and th1 == th0, (marks, "client sockets or threads leak")
+    assert rss1 - rss0 < 20_000, (marks, "server memory grows")  # KiB
+    status = RobotClient(port=server.port, token=server.token_file.read_text().strip())
+    try:
+        counters = status.status()["counters"]
+    finally:
+        status.close(bye=False)
+    assert counters["steps"] >= 2000 and counters["faults"] == 0
