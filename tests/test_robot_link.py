@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import os
+import pickle
 import select
 import signal
 import socket
@@ -110,8 +112,13 @@ def test_env_checkers_pass_over_the_network(server):
     assert env.unwrapped.instruction == "lift the red cube" and env.unwrapped.backend == "sim"
     assert env.observation_space == gym.make(LIFT).observation_space
     check_env(env.unwrapped)
-    env = server.make()  # the checker's render-mode envs pre-empted the first one
+    env = server.make(render_mode="rgb_array")  # the checker's render-mode envs pre-empted the first one
     sb3_check_env(env.unwrapped)
+    env.reset(seed=0)
+    frame = env.render()  # the robot's scene camera
+    assert frame.shape == (256, 256, 3) and frame.dtype == np.uint8 and frame.std() > 0
+    with pytest.raises(TypeError, match="cannot be pickled"):
+        pickle.dumps(env.unwrapped)
     env.close()
 
 
@@ -252,3 +259,27 @@ def test_soak_2000_steps_no_leak_no_drift(server):
     finally:
         status.close(bye=False)
     assert counters["steps"] >= 2000 and counters["faults"] == 0
+
+
+def test_operator_commands(server, tmp_path, capsys):
+    from steergym.cli import main
+
+    link = ["--port", str(server.port), "--token-file", str(server.token_file)]
+    assert main(["robot", "status", *link]) == 0
+    status = json.loads(capsys.readouterr().out)
+    assert status["task"] == LIFT and status["backend"] == "sim" and len(status["tcp_pos"]) == 3
+    env = server.make()
+    env.reset(seed=0)
+    assert main(["robot", "estop", *link]) == 0 and json.loads(capsys.readouterr().out)["state"] == "estopped"
+    with pytest.raises(RobotServerError, match="e-stopped") as info:
+        env.step(np.zeros(7, np.float32))
+    assert info.value.code == "estopped"
+    assert main(["robot", "clear-estop", *link]) == 0
+    env.reset(seed=0)
+    env.step(np.zeros(7, np.float32))
+    env.close()
+    assert main(["robot", "status", "--port", str(free_port()), "--token-file", str(server.token_file)]) == 1
+    assert "did not answer" in capsys.readouterr().err
+    out_root = tmp_path / "datasets"
+    assert main(["robot", "export", str(server.log_dir), "--dataset-id", "test/robot-v0", "--root", str(out_root)]) == 0
+    assert "logged episodes" in capsys.readouterr().out and (out_root / "test/robot-v0").is_dir()
