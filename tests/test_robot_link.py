@@ -283,3 +283,17 @@ def test_operator_commands(server, tmp_path, capsys):
     out_root = tmp_path / "datasets"
     assert main(["robot", "export", str(server.log_dir), "--dataset-id", "test/robot-v0", "--root", str(out_root)]) == 0
     assert "logged episodes" in capsys.readouterr().out and (out_root / "test/robot-v0").is_dir()
+
+
+def test_control_period_keeps_the_rhythm_and_reports_overruns(server):
+    env = server.make(control_period_s=0.05)
+    env.reset(seed=0)
+    first = time.monotonic()
+    env.step(np.zeros(7, np.float32))
+    *_, info = env.step(np.zeros(7, np.float32))  # called at once: waits for its deadline
+    assert time.monotonic() - first >= 0.05 and info["overrun_s"] == 0.0 and not info["deadline_missed"]
+    time.sleep(0.12)  # a slow policy: this step is ~0.07 s late
+    *_, info = env.step(np.zeros(7, np.float32))
+    assert info["deadline_missed"] and 0.05 < info["overrun_s"] < 0.5
+    assert env.unwrapped.last_timing["overrun_s"] == info["overrun_s"]
+    env.close()
