@@ -227,6 +227,8 @@ def test_client_killed_the_server_stops_the_arm_and_its_log_is_complete(own_serv
     assert status["state"] == "idle" and status["at_safe_pose"] and status["counters"]["client_losses"] == 1
     log = read_episode_log(log_files(s.log_dir)[-1])
     assert log["complete"] and log["end"]["reason"] == "client_lost" and len(log["steps"]) == 5
+    s.stop()  # SIGTERM: a clean shutdown
+    assert s.proc.returncode == 0 and b"steergym serve: stopped" in s.proc.stdout.read()
 
 
 def test_soak_2000_steps_no_leak_no_drift(server):
