@@ -19,6 +19,16 @@ Usage (from the repository root):
     MUJOCO_GL=egl python benchmarks/env_speed.py                       # ~2 min
     MUJOCO_GL=egl python benchmarks/env_speed.py --expert-episodes 100 --out benchmarks/results/env_speed.json
 
+`--section adapters` measures the robosuite and dm_control adapters instead (the "robosuite" and
+"dmc" registry families): for each adapter id, the step time of the env `gymnasium.make` returns
+(its wrappers included) and, in the same rollout, the time spent inside the underlying robosuite /
+dm_control env's own `step` (the adapter's overhead is the difference, as a fraction of the latter);
+beside them, robosuite's own env (`robosuite.make` with the adapter's arguments), dm_control's own
+env (`suite.load`) and Shimmy's `DmControlCompatibilityV0` replaying the same actions, repeats
+interleaved:
+
+    MUJOCO_GL=egl python benchmarks/env_speed.py --section adapters     # -> results/env_speed_adapters.json
+
 The table is printed and everything is written as JSON (default benchmarks/results/env_speed.json).
 Numbers depend on the machine and its load: the JSON records the CPU, the GL renderer (pixels run
 on the GPU with an EGL driver, or on the CPU with Mesa llvmpipe) and the load average.
@@ -58,7 +68,9 @@ from run_context import cpu_name, git_state, load_average  # noqa: E402  (benchm
 GOAL_STATE_SPS = 400.0
 GOAL_OVERHEAD = 0.15
 GOAL_PIXELS_SPS = 250.0
+GOAL_ADAPTER_OVERHEAD = 0.05
 DEFAULT_OUT = Path(__file__).resolve().parent / "results" / "env_speed.json"
+DEFAULT_ADAPTERS_OUT = Path(__file__).resolve().parent / "results" / "env_speed_adapters.json"
 
 
 # --------------------------------------------------------------------------- measurements
@@ -229,6 +241,161 @@ def expert_success(env_id: str, episodes: int) -> dict[str, Any]:
     }
 
 
+# --------------------------------------------------------------------------- adapters
+def _actions(space: gym.spaces.Box, steps: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.uniform(space.low, space.high, size=(steps, *space.shape)).astype(np.float32)
+
+
+def adapter_rollout(env: gym.Env, actions: np.ndarray, seed: int) -> dict[str, float]:
+    """The adapter's `step` (as `gymnasium.make` wraps it) and, inside it, the underlying env's own
+    `step`, timed over the same steps (resets excluded); overhead = outer / inner - 1."""
+    inner_env = env.unwrapped._env
+    inner_step = inner_env.step
+    clock = time.perf_counter
+    inner = [0.0]
+
+    def timed_step(action):
+        t0 = clock()
+        out = inner_step(action)
+        inner[0] += clock() - t0
+        return out
+
+    inner_env.step = timed_step  # instance attribute: shadows the method for this env only
+    try:
+        env.reset(seed=seed + 10_000)
+        for a in actions[:WARMUP_STEPS]:
+            env.step(a)
+        env.reset(seed=seed)
+        inner[0], outer = 0.0, 0.0
+        for a in actions:
+            t0 = clock()
+            _, _, terminated, truncated, _ = env.step(a)
+            outer += clock() - t0
+            if terminated or truncated:
+                env.reset()
+    finally:
+        del inner_env.step
+    n = len(actions)
+    return {"ms_per_step": 1e3 * outer / n, "inner_ms_per_step": 1e3 * inner[0] / n,
+            "overhead": outer / inner[0] - 1.0}
+
+
+def robosuite_own_rollout(env: Any, actions: np.ndarray, horizon: int) -> dict[str, float]:
+    """robosuite's own env stepping the same actions (reset every `horizon` steps, untimed)."""
+    clock = time.perf_counter
+    env.reset()
+    for a in actions[:WARMUP_STEPS]:
+        env.step(a)
+    env.reset()
+    total = 0.0
+    for i, a in enumerate(actions):
+        t0 = clock()
+        env.step(a)
+        total += clock() - t0
+        if (i + 1) % horizon == 0:
+            env.reset()
+    return {"ms_per_step": 1e3 * total / len(actions)}
+
+
+def dm_env_rollout(env: Any, actions: np.ndarray, gymnasium_api: bool) -> dict[str, float]:
+    """dm_control's own env (`gymnasium_api=False`) or Shimmy's wrapper of one, same actions."""
+    clock = time.perf_counter
+    reset = (lambda: env.reset(seed=0)) if gymnasium_api else env.reset
+    reset()
+    for a in actions[:WARMUP_STEPS]:
+        env.step(a)
+    reset()
+    total = 0.0
+    for a in actions:
+        t0 = clock()
+        out = env.step(a)
+        total += clock() - t0
+        if (out[2] or out[3]) if gymnasium_api else out.last():
+            reset()
+    return {"ms_per_step": 1e3 * total / len(actions)}
+
+
+def adapter_section(args: argparse.Namespace) -> dict[str, Any]:
+    """Every robosuite / dm_control adapter id beside the env it adapts (see the module docstring)."""
+    from steergym.registry import entry
+
+    ids = args.ids or env_ids("robosuite") + env_ids("dmc")
+    known = env_ids("robosuite") + env_ids("dmc")
+    unknown = [i for i in ids if i not in known]
+    if unknown:
+        raise SystemExit(f"unknown adapter id(s) {unknown}; adapter ids: {known}")
+    rows: dict[str, Any] = {}
+    for k, env_id in enumerate(tqdm(ids, desc="adapters", unit="env")):
+        row = entry(env_id)
+        env = gym.make(env_id)
+        actions = _actions(env.action_space, args.steps, seed=k)
+        if row.family == "robosuite":
+            import robosuite
+
+            from steergym.envs.robosuite_tasks import import_robosuite, make_kwargs
+
+            import_robosuite("env_speed")
+            own = robosuite.make(**make_kwargs(robosuite, row.kwargs["task"]))
+            others = {"robosuite_own": lambda: robosuite_own_rollout(own, actions, row.max_episode_steps)}
+            versions = {"robosuite": robosuite.__version__}
+        else:
+            import dm_control
+            import shimmy
+            from dm_control import suite
+            from shimmy.dm_control_compatibility import DmControlCompatibilityV0
+
+            domain, task = row.kwargs["domain"], row.kwargs["task"]
+            own = suite.load(domain, task, task_kwargs={"random": 0})
+            wrapped = DmControlCompatibilityV0(suite.load(domain, task, task_kwargs={"random": 0}))
+            others = {"dm_control_own": lambda: dm_env_rollout(own, actions, gymnasium_api=False),
+                      "shimmy": lambda: dm_env_rollout(wrapped, actions, gymnasium_api=True)}
+            versions = {"dm_control": getattr(dm_control, "__version__", "?"), "shimmy": shimmy.__version__}
+        runs: list[dict[str, float]] = []
+        for r in range(args.repeats):  # interleaved, so load changes hit all of them alike
+            run = {f"adapter_{key}": v for key, v in adapter_rollout(env, actions, seed=100 * k + r).items()}
+            for name, fn in others.items():
+                run[f"{name}_ms_per_step"] = fn()["ms_per_step"]
+            runs.append(run)
+        result = {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+        own_key = "robosuite_own_ms_per_step" if row.family == "robosuite" else "dm_control_own_ms_per_step"
+        result.update(
+            family=row.family,
+            # the adapter's time outside the underlying env's step, as a fraction of that step
+            # (median of per-repeat fractions, each from one rollout)
+            overhead_fraction=result.pop("adapter_overhead"),
+            # the adapter's step vs the underlying env measured on its own (separate rollouts)
+            vs_own_env_fraction=result["adapter_ms_per_step"] / result[own_key] - 1.0,
+            versions=versions,
+            runs=runs,
+        )
+        if row.family == "dmc":
+            result["shimmy_vs_own_env_fraction"] = result["shimmy_ms_per_step"] / result[own_key] - 1.0
+        rows[env_id] = result
+        env.close()
+        if hasattr(own, "close"):
+            own.close()
+    return rows
+
+
+def print_adapter_report(result: dict[str, Any]) -> None:
+    m = result["meta"]
+    print(f"\nCPU: {m['cpu']} | load avg at start {m['load_average_start']}, end {m['load_average_end']}")
+    print(f"{m['steps']} steps x {m['repeats']} repeats (median); ms per step, resets excluded\n")
+    header = (f"{'adapter id':42s} {'adapter':>8s} {'inside':>8s} {'overhead':>9s} {'own env':>8s} "
+              f"{'vs own':>7s} {'shimmy':>8s}")
+    print(header)
+    print("-" * len(header))
+    for env_id, r in result["adapters"].items():
+        own = r.get("robosuite_own_ms_per_step", r.get("dm_control_own_ms_per_step"))
+        shimmy = f"{r['shimmy_ms_per_step']:8.4f}" if "shimmy_ms_per_step" in r else f"{'':8s}"
+        print(f"{env_id:42s} {r['adapter_ms_per_step']:8.4f} {r['adapter_inner_ms_per_step']:8.4f} "
+              f"{r['overhead_fraction']:8.1%} {own:8.4f} {r['vs_own_env_fraction']:6.1%} {shimmy}")
+    goal = result["goals"][f"adapter overhead <= {GOAL_ADAPTER_OVERHEAD:.0%}"]
+    status = "PASS" if goal["pass"] else f"FAIL ({', '.join(goal['failing'])})"
+    print(f"\ngoal adapter overhead <= {GOAL_ADAPTER_OVERHEAD:.0%}: {status}")
+
+
 # --------------------------------------------------------------------------- context
 def gl_renderer() -> str:
     """The OpenGL renderer MuJoCo's offscreen context uses (GPU driver or llvmpipe)."""
@@ -272,7 +439,9 @@ def meta(args: argparse.Namespace) -> dict[str, Any]:
 # --------------------------------------------------------------------------- main
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON file to write (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"JSON file to write (default: {DEFAULT_OUT} or, for --section adapters, "
+                   f"{DEFAULT_ADAPTERS_OUT.name} beside it)")
     p.add_argument("--steps", type=int, default=500, help="control steps per repeat (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=3, help="repeats, median reported (default: %(default)s)")
     p.add_argument("--image-size", type=int, default=128, help="pixels-mode image side (default %(default)s)")
@@ -281,7 +450,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="scripted-expert episodes per task for the success rate; 0 skips "
                    "(default: 0, full figure: 100)")
     p.add_argument("--skip-baselines", action="store_true", help="skip Pusher-v5 and robosuite Lift")
+    p.add_argument("--section", choices=("tasks", "adapters"), default="tasks",
+                   help="tasks: the WidowX tasks (default); adapters: the robosuite / dm_control adapter "
+                   "ids beside the envs they adapt (default --out: %s)" % DEFAULT_ADAPTERS_OUT.name)
     args = p.parse_args(argv)
+    if args.out is None:
+        args.out = DEFAULT_ADAPTERS_OUT if args.section == "adapters" else DEFAULT_OUT
     if args.steps < 1 or args.repeats < 1 or args.expert_episodes < 0:
         p.error("--steps and --repeats must be >= 1 and --expert-episodes >= 0")
     return args
@@ -289,6 +463,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    if args.section == "adapters":
+        return main_adapters(args)
     ids = args.ids or env_ids()
     unknown = [i for i in ids if i not in env_ids()]
     if unknown:
@@ -348,6 +524,18 @@ def main(argv: list[str] | None = None) -> int:
     result["meta"]["load_average_end"] = load_average()
     result["goals"] = goals(result["envs"])
     print_report(result)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    print(f"\nwrote {args.out}")
+    return 0
+
+
+def main_adapters(args: argparse.Namespace) -> int:
+    result: dict[str, Any] = {"meta": meta(args), "adapters": adapter_section(args)}
+    result["meta"]["load_average_end"] = load_average()
+    failing = [i for i, r in result["adapters"].items() if r["overhead_fraction"] > GOAL_ADAPTER_OVERHEAD]
+    result["goals"] = {f"adapter overhead <= {GOAL_ADAPTER_OVERHEAD:.0%}": {"pass": not failing, "failing": failing}}
+    print_adapter_report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {args.out}")

@@ -110,6 +110,18 @@ def test_bad_actions_raise_value_errors_naming_env_and_value(action, words):
     env.close()
 
 
+def test_out_of_range_actions_act_as_the_bound():
+    env = gym.make("steergym/DMC-cheetah-run-v0")
+    obs = []
+    for scale in (1.0, 7.5):
+        env.reset(seed=2)
+        for _ in range(5):
+            last = env.step(np.array([scale, -scale, scale, -scale, scale, -scale], np.float32))[0]
+        obs.append(last)
+    np.testing.assert_array_equal(*obs)
+    env.close()
+
+
 def test_bad_options_name_the_env():
     with pytest.raises(ValueError, match="'nope'"):
         DMCEnv("cartpole", "nope")

@@ -50,8 +50,7 @@ class RobosuiteTask:
 
     env_name: str
     object_names: tuple[str, ...]  # labels of the "object-state" entries, in robosuite's order
-    horizon: int  # DPPO's max_episode_steps
-    instruction: str
+    instruction: str  # (horizons: the registry's ROBOSUITE_TASKS)
 
     @property
     def obs_dim(self) -> int:
@@ -64,15 +63,15 @@ def _pose_names(obj: str, rel: str) -> tuple[str, ...]:
 
 
 TASKS: dict[str, RobosuiteTask] = {
-    "Lift": RobosuiteTask("Lift", _pose_names("cube", "gripper_to_cube"), 300, "lift the cube"),
+    "Lift": RobosuiteTask("Lift", _pose_names("cube", "gripper_to_cube"), "lift the cube"),
     "PickPlaceCan": RobosuiteTask(
         "PickPlaceCan",
         (*_pose_names("can", "can_to_eef")[:10], *(f"can_to_eef_q{k}" for k in "xyzw")),
-        300, "put the can in its bin"),
+        "put the can in its bin"),
     "NutAssemblySquare": RobosuiteTask(
         "NutAssemblySquare",
         (*_pose_names("nut", "nut_to_eef")[:10], *(f"nut_to_eef_q{k}" for k in "xyzw")),
-        400, "fit the square nut onto the square peg"),
+        "fit the square nut onto the square peg"),
 }
 
 
@@ -149,26 +148,8 @@ class RobosuiteEnv(gym.Env):
 
         robosuite = import_robosuite(who)
         offscreen = bool(self.cameras) or render_mode == "rgb_array"
-        self._env = robosuite.make(
-            self.task.env_name,
-            robots="Panda",
-            controller_configs=osc_pose_config(robosuite),
-            has_renderer=False,
-            has_offscreen_renderer=offscreen,
-            use_camera_obs=bool(self.cameras),
-            camera_names=list(self.cameras) or "agentview",
-            camera_heights=self.camera_size[0],
-            camera_widths=self.camera_size[1],
-            use_object_obs=True,
-            reward_shaping=False,
-            control_freq=CONTROL_FREQ,
-            ignore_done=True,  # the registered TimeLimit truncates
-            hard_reset=False,
-            horizon=10**9,
-            # The model itself is drawn from this seed once (Lift's cube size varies within 2 mm),
-            # so every instance simulates the same scene; episodes are seeded in reset().
-            seed=0,
-        )
+        self._env = robosuite.make(**make_kwargs(robosuite, self.task.env_name, offscreen, self.cameras,
+                                                 self.camera_size))
         known_cameras = tuple(self._env.sim.model.camera_names)
         for cam in (*self.cameras, render_camera):
             if cam not in known_cameras:
@@ -253,6 +234,32 @@ class RobosuiteEnv(gym.Env):
         if not np.all(np.isfinite(arr)):
             raise ValueError(f"{self.name}: action must be finite, got {arr.tolist()}")
         return np.clip(arr, -1.0, 1.0)
+
+
+def make_kwargs(robosuite, env_name: str, offscreen: bool = False, cameras: tuple[str, ...] = (),
+                camera_size: tuple[int, int] = (84, 84)) -> dict[str, Any]:
+    """The `robosuite.make` arguments of a task (benchmarks/env_speed.py builds robosuite's own env
+    from the same ones): robomimic's settings, no on-screen renderer, soft resets."""
+    return dict(
+        env_name=env_name,
+        robots="Panda",
+        controller_configs=osc_pose_config(robosuite),
+        has_renderer=False,
+        has_offscreen_renderer=offscreen,
+        use_camera_obs=bool(cameras),
+        camera_names=list(cameras) or "agentview",
+        camera_heights=camera_size[0],
+        camera_widths=camera_size[1],
+        use_object_obs=True,
+        reward_shaping=False,
+        control_freq=CONTROL_FREQ,
+        ignore_done=True,  # the registered TimeLimit truncates
+        hard_reset=False,
+        horizon=10**9,
+        # The model itself is drawn from this seed once (Lift's cube size varies within 2 mm), so
+        # every instance simulates the same scene; episodes are seeded in RobosuiteEnv.reset().
+        seed=0,
+    )
 
 
 def valid_options() -> set[str]:
