@@ -19,9 +19,6 @@ import argparse
 import json
 import os
 import platform
-import select
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,28 +38,6 @@ SETTINGS = {
 }
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _start_server(folder: Path, obs_mode: str, image_size: tuple[int, int]) -> tuple[subprocess.Popen, int]:
-    port = _free_port()
-    cmd = [sys.executable, "-m", "steergym.cli", "serve", "--task", TASK, "--obs-mode", obs_mode,
-           "--image-size", *map(str, image_size), "--port", str(port), "--token-file", str(folder / "token"),
-           "--log-dir", str(folder / "logs"), "--max-rate-hz", "0"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(folder / "server.log", "ab"))  # noqa: SIM115
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        if select.select([proc.stdout], [], [], 0.5)[0] and b"ready on" in proc.stdout.readline():
-            return proc, port
-        if proc.poll() is not None:
-            break
-    proc.kill()
-    raise RuntimeError(f"server did not start: {(folder / 'server.log').read_text()[-2000:]}")
-
-
 def _stats_ms(seconds: list[float]) -> dict[str, float]:
     ms = np.asarray(seconds) * 1e3
     return {"median_ms": round(float(np.median(ms)), 3), "p99_ms": round(float(np.percentile(ms, 99)), 3),
@@ -70,17 +45,15 @@ def _stats_ms(seconds: list[float]) -> dict[str, float]:
 
 
 def measure(setting: str, steps: int, heartbeats: int) -> dict[str, Any]:
-    import gymnasium as gym
-
-    import steergym  # noqa: F401  (registers the ids)
     from steergym.robot.client import RobotClient
+    from steergym.robot.launch import ServerProcess
 
     cfg = SETTINGS[setting]
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp)
-        proc, port = _start_server(folder, cfg["obs_mode"], cfg["image_size"])
+        server = ServerProcess(TASK, tmp, args=("--obs-mode", cfg["obs_mode"], "--image-size",
+                                                *map(str, cfg["image_size"]), "--max-rate-hz", "0")).start()
         try:
-            env = gym.make(REAL_TASK, port=port, token_file=str(folder / "token"), control_period_s=0.0)
+            env = server.make_env(REAL_TASK, control_period_s=0.0)
             rng = np.random.default_rng(0)
             round_trip, execute, obs_bytes = [], [], 0
             seed, done = 0, True
@@ -103,7 +76,7 @@ def measure(setting: str, steps: int, heartbeats: int) -> dict[str, Any]:
                 done = terminated or truncated
             wall = time.perf_counter() - start
             env.close()
-            client = RobotClient(port=port, token=(folder / "token").read_text().strip())
+            client = RobotClient(port=server.port, token=server.token)
             client.connect()
             beats = []
             for _ in range(heartbeats):
@@ -112,8 +85,7 @@ def measure(setting: str, steps: int, heartbeats: int) -> dict[str, Any]:
                 beats.append(time.perf_counter() - t0)
             client.close()
         finally:
-            proc.terminate()
-            proc.wait(30)
+            server.stop()
     link = np.asarray(round_trip) - np.asarray(execute)
     result = {
         "obs_mode": cfg["obs_mode"], "image_size": list(cfg["image_size"]) if cfg["obs_mode"] != "state" else None,

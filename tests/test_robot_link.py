@@ -6,8 +6,6 @@ import json
 import os
 import pickle
 import select
-import signal
-import socket
 import subprocess
 import sys
 import textwrap
@@ -24,58 +22,20 @@ from steergym.policies.scripted import make_expert
 from steergym.robot import protocol
 from steergym.robot.client import RobotClient, RobotConnectionError, RobotServerError
 from steergym.robot.episode_log import log_files, read_episode_log
+from steergym.robot.launch import ServerProcess, free_port
 
 LIFT, REAL_LIFT = "steergym/WidowXLiftCube-v0", "steergym/WidowXRealLiftCube-v0"
-START_TIMEOUT_S = 90  # import + model build on a loaded 2-core CI machine
+START_TIMEOUT_S = 90  # a client process: import + connect on a loaded 2-core CI machine
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-class Server:
-    """`steergym serve` in a subprocess; `.start()` returns once it printed its ready line."""
+class Server(ServerProcess):
+    """The LiftCube twin with a short client timeout and no rate limit, plus test conveniences."""
 
     def __init__(self, folder: Path, port: int | None = None, *extra: str) -> None:
-        self.folder, self.port, self.extra = folder, port or free_port(), extra
-        self.token_file, self.log_dir = folder / "token", folder / "logs"
-        self.proc: subprocess.Popen | None = None
-
-    def start(self) -> Server:
-        cmd = [sys.executable, "-m", "steergym.cli", "serve", "--task", LIFT, "--port", str(self.port),
-               "--token-file", str(self.token_file), "--log-dir", str(self.log_dir), "--max-rate-hz", "0",
-               "--client-timeout", "0.5", *self.extra]
-        stderr = open(self.folder / f"server-{self.port}.log", "ab")  # noqa: SIM115 - lives with the process
-        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, env={**os.environ, "OMP_NUM_THREADS": "1"})
-        deadline = time.monotonic() + START_TIMEOUT_S
-        while time.monotonic() < deadline:
-            ready, _, _ = select.select([self.proc.stdout], [], [], 0.5)
-            if ready:
-                line = self.proc.stdout.readline().decode()
-                if "ready on" in line:
-                    return self
-            if self.proc.poll() is not None:
-                break
-        raise RuntimeError(f"server did not start: {(self.folder / f'server-{self.port}.log').read_text()[-2000:]}")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
-
-    def stop(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        super().__init__(LIFT, folder, port, ("--max-rate-hz", "0", "--client-timeout", "0.5", *extra))
 
     def make(self, env_id: str = REAL_LIFT, **kwargs) -> gym.Env:
-        kwargs = {"port": self.port, "token_file": str(self.token_file), "control_period_s": 0.0, **kwargs}
-        return gym.make(env_id, **kwargs)
+        return self.make_env(env_id, **{"control_period_s": 0.0, **kwargs})
 
     def rss_kib(self) -> int:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

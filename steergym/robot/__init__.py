@@ -7,5 +7,6 @@
     server       `RobotServer` (ZeroMQ ROUTER): sessions, heartbeats, safety, logging
     client       `RobotClient` (ZeroMQ DEALER): requests with timeouts, heartbeat thread
     cli          `steergym serve` and `steergym robot ...`
+    launch       `ServerProcess`: `steergym serve` as a child process (rehearsals, benchmarks, tests)
 The Gymnasium env on the client side is `steergym.envs.real.RealWidowXEnv`.
 """
