@@ -1,5 +1,6 @@
 """Trainers: behaviour cloning of generative policies (Cal-QL/CQL, PTR, DSRL-NA and OGPO come next)."""
 
 from steergym.algorithms.bc import BCConfig, BCTrainer
+from steergym.algorithms.calql import CalQL, CalQLConfig
 
-__all__ = ["BCConfig", "BCTrainer"]
+__all__ = ["BCConfig", "BCTrainer", "CalQL", "CalQLConfig"]
