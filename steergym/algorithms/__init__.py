@@ -1,4 +1,4 @@
-"""Trainers: behaviour cloning of generative policies (Cal-QL/CQL, PTR, DSRL-NA and OGPO come next)."""
+"""Trainers: behaviour cloning of generative policies, Cal-QL/CQL (offline phase; PTR, DSRL-NA and OGPO come next)."""
 
 from steergym.algorithms.bc import BCConfig, BCTrainer
 from steergym.algorithms.calql import CalQL, CalQLConfig

@@ -311,8 +311,8 @@ class CalQL:
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(cfg.alpha_init), device=self.device, requires_grad=cfg.auto_entropy)
         self.log_alpha_prime = torch.tensor(1.0, device=self.device, requires_grad=cfg.cql_lagrange)  # code: init 1.0
-        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr)
-        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr)
+        self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=cfg.actor_lr, foreach=True)
+        self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=cfg.critic_lr, foreach=True)
         self.alpha_optimizer = torch.optim.Adam([self.log_alpha], lr=cfg.alpha_lr)
         self.alpha_prime_optimizer = torch.optim.Adam([self.log_alpha_prime], lr=cfg.critic_lr)  # code: qf_lr
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
