@@ -534,7 +534,8 @@ def main_adapters(args: argparse.Namespace) -> int:
     result: dict[str, Any] = {"meta": meta(args), "adapters": adapter_section(args)}
     result["meta"]["load_average_end"] = load_average()
     failing = [i for i, r in result["adapters"].items() if r["overhead_fraction"] > GOAL_ADAPTER_OVERHEAD]
-    result["goals"] = {f"adapter overhead <= {GOAL_ADAPTER_OVERHEAD:.0%}": {"pass": not failing, "failing": failing}}
+    goal = f"adapter overhead <= {GOAL_ADAPTER_OVERHEAD:.0%}"
+    result["goals"] = {goal: {"pass": not failing, "failing": failing}}
     print_adapter_report(result)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")

@@ -145,7 +145,9 @@ def real_entries(tasks: tuple[EnvEntry, ...] = TASKS) -> tuple[EnvEntry, ...]:
 
 ROBOSUITE = "robosuite"
 # robosuite env name -> horizon in 20 Hz control steps (DPPO's max_episode_steps)
-ROBOSUITE_TASKS: tuple[tuple[str, int], ...] = (("Lift", 300), ("PickPlaceCan", 300), ("NutAssemblySquare", 400))
+ROBOSUITE_TASKS: tuple[tuple[str, int], ...] = (
+    ("Lift", 300), ("PickPlaceCan", 300), ("NutAssemblySquare", 400),
+)
 
 
 def robosuite_entries() -> tuple[EnvEntry, ...]:

@@ -84,7 +84,8 @@ class DMCEnv(gym.Env):
     ) -> None:
         who = f"DMCEnv({domain}-{task})"
         if unknown:
-            raise TypeError(f"{who}: unknown option(s) {sorted(unknown)}; valid options: {sorted(valid_options())}")
+            raise TypeError(f"{who}: unknown option(s) {sorted(unknown)}; "
+                            f"valid options: {sorted(valid_options())}")
         if render_mode not in RENDER_MODES:
             raise ValueError(f"{who}: render_mode={render_mode!r} is not one of {list(RENDER_MODES)}")
         if len(render_size) != 2 or min(int(v) for v in render_size) < 8:
@@ -197,4 +198,5 @@ def valid_options() -> set[str]:
 def describe(domain: str, task: str) -> dict[str, Any]:
     """Spaces of a registered task's default observation without importing dm_control."""
     obs_dim, action_dim = TASKS[(domain, task)]
-    return {"instruction": f"dm_control {domain} {task}", "obs_shape": [obs_dim], "action_shape": [action_dim]}
+    return {"instruction": f"dm_control {domain} {task}", "obs_shape": [obs_dim],
+            "action_shape": [action_dim]}

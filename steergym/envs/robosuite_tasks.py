@@ -102,7 +102,8 @@ def osc_pose_config(robosuite) -> dict[str, Any]:
     config = load_composite_controller_config(controller="BASIC", robot="Panda")
     arm = dict(config["body_parts"]["right"])
     if arm.get("type") != "OSC_POSE":
-        raise RuntimeError(f"robosuite {robosuite.__version__}: BASIC controller is {arm.get('type')}, not OSC_POSE")
+        raise RuntimeError(f"robosuite {robosuite.__version__}: BASIC controller is {arm.get('type')}, "
+                           "not OSC_POSE")
     config["body_parts"] = {"right": arm}  # a Panda has one arm: drop the other parts' configs
     return config
 
@@ -125,7 +126,8 @@ class RobosuiteEnv(gym.Env):
     ) -> None:
         who = f"RobosuiteEnv({task!r})" if isinstance(task, str) else "RobosuiteEnv"
         if unknown:
-            raise TypeError(f"{who}: unknown option(s) {sorted(unknown)}; valid options: {sorted(valid_options())}")
+            raise TypeError(f"{who}: unknown option(s) {sorted(unknown)}; "
+                            f"valid options: {sorted(valid_options())}")
         if task not in TASKS:
             raise ValueError(f"RobosuiteEnv: task={task!r} is not one of {list(TASKS)}")
         if render_mode not in RENDER_MODES:
@@ -162,7 +164,8 @@ class RobosuiteEnv(gym.Env):
         self.action_space = spaces.Box(low.astype(np.float32), high.astype(np.float32), dtype=np.float32)
         state = spaces.Box(-STATE_BOUND, STATE_BOUND, shape=(self.task.obs_dim,), dtype=np.float32)
         if self.cameras:
-            images = {f"{cam}_image": spaces.Box(0, 255, (*self.camera_size, 3), np.uint8) for cam in self.cameras}
+            image = spaces.Box(0, 255, (*self.camera_size, 3), np.uint8)
+            images = {f"{cam}_image": image for cam in self.cameras}
             self.observation_space = spaces.Dict({"state": state, **images})
         else:
             self.observation_space = state

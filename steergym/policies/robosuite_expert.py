@@ -60,13 +60,15 @@ class RobosuiteLiftExpert:
     def act(self, obs: Any) -> np.ndarray:
         obs = np.asarray(obs, dtype=np.float64)
         if obs.shape != (19,):
-            raise ValueError(f"RobosuiteLiftExpert: expects one Lift observation of shape (19,), got {obs.shape}")
+            raise ValueError(f"RobosuiteLiftExpert: expects one Lift observation of shape (19,), "
+                             f"got {obs.shape}")
         eef, cube = obs[0:3], obs[9:12]
         if self._cube_start_z is None:
             self._cube_start_z = float(cube[2])
         to_cube = cube - eef
         flat = float(np.linalg.norm(to_cube[:2]))
-        if self.phase in (GRASP, LIFT) and cube[2] < self._cube_start_z + 0.01 and np.linalg.norm(to_cube) > 0.03:
+        dropped = cube[2] < self._cube_start_z + 0.01 and np.linalg.norm(to_cube) > 0.03
+        if self.phase in (GRASP, LIFT) and dropped:
             self.phase, self._closed_for = APPROACH, 0  # dropped or missed: start over
 
         gripper = OPEN
