@@ -154,6 +154,7 @@ class DMCEnv(gym.Env):
     def close(self) -> None:
         env = getattr(self, "_env", None)
         if env is not None:
+            env.physics.free()  # its GL contexts, before EGL is torn down at exit (as Shimmy's close)
             env.close()
 
     @property
