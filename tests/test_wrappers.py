@@ -594,7 +594,7 @@ def test_bad_configurations_raise_clear_errors(make_env):
         ResidualActionWrapper(lift, policy, scale=-0.1)
     residual = ResidualActionWrapper(lift, policy)
     residual.reset(seed=0)
-    with pytest.raises(ValueError, match="ResidualActionWrapper: the correction contains NaN"):
+    with pytest.raises(ValueError, match="ResidualActionWrapper: the correction must be finite"):
         residual.step(np.full(D, np.inf))
     with pytest.raises(ValueError, match="num_samples"):
         ProposalWrapper(lift, policy, 0)

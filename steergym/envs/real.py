@@ -28,6 +28,7 @@ from typing import Any, ClassVar
 import gymnasium as gym
 import numpy as np
 
+from steergym.checks import finite_array
 from steergym.robot import protocol
 from steergym.robot.client import RobotClient, RobotConnectionError, RobotServerError, resolve_token
 
@@ -99,10 +100,7 @@ class RealWidowXEnv(gym.Env):
         if self._needs_reset:
             raise gym.error.ResetNeeded("RealWidowXEnv: call reset() before step() (and after an episode ends or "
                                         "the link fails)")
-        arr = np.asarray(action, dtype=np.float32)
-        if arr.shape != self.action_space.shape or not np.all(np.isfinite(arr)):
-            raise ValueError(f"RealWidowXEnv: action must be a finite array of shape {self.action_space.shape}, "
-                             f"got {np.asarray(action).tolist()}")
+        arr = finite_array(action, self.action_space.shape, owner="RealWidowXEnv", dtype=np.float32)
         overrun = 0.0
         if self._next_deadline is not None:
             wait = self._next_deadline - time.monotonic()

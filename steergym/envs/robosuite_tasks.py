@@ -37,6 +37,8 @@ import gymnasium as gym
 import numpy as np
 from gymnasium import spaces
 
+from steergym.checks import finite_array
+
 SUITES_HINT = 'pip install -e ".[suites]"'
 CONTROL_FREQ = 20  # Hz, robomimic / DPPO
 STATE_BOUND = 10.0  # |state entries| (metres, unit quaternions, finger positions) stay well inside
@@ -226,17 +228,7 @@ class RobosuiteEnv(gym.Env):
         return obs
 
     def _validate_action(self, action) -> np.ndarray:
-        try:
-            arr = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{self.name}: action must be numeric, got {action!r} "
-                             f"({type(action).__name__})") from exc
-        if arr.shape != self.action_space.shape:
-            raise ValueError(f"{self.name}: action must have shape {self.action_space.shape}, "
-                             f"got shape {arr.shape}: {action!r}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{self.name}: action must be finite, got {arr.tolist()}")
-        return np.clip(arr, -1.0, 1.0)
+        return np.clip(finite_array(action, self.action_space.shape, owner=self.name), -1.0, 1.0)
 
 
 def make_kwargs(robosuite, env_name: str, offscreen: bool = False, cameras: tuple[str, ...] = (),

@@ -33,6 +33,7 @@ import mujoco
 import numpy as np
 from gymnasium import spaces
 
+from steergym.checks import finite_array
 from steergym.envs.controller import ARM_JOINTS, ControlLimits, EndEffectorController
 from steergym.envs.scene import BodyGeometry, body_geometry, build_model
 
@@ -329,16 +330,7 @@ class WidowXEnv(gym.Env):
 
     # ------------------------------------------------------------------ internals
     def _validate_action(self, action) -> np.ndarray:
-        name = type(self).__name__
-        try:
-            arr = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"{name}: action must be numeric, got {action!r} ({type(action).__name__})") from exc
-        if arr.shape != (7,):
-            raise ValueError(f"{name}: action must have shape (7,), got shape {arr.shape}: {action!r}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"{name}: action must be finite, got {arr.tolist()}")
-        return np.clip(arr, -1.0, 1.0)
+        return np.clip(finite_array(action, (7,), owner=type(self).__name__), -1.0, 1.0)
 
     def _physics_error(self, warnings_before: np.ndarray) -> str | None:
         """Why the last step's physics is not to be trusted, or None.

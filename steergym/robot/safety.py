@@ -17,6 +17,7 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from steergym.checks import finite_array
 from steergym.envs.controller import ControlLimits
 
 ACTION_DIM = 7
@@ -107,16 +108,8 @@ class SafetyFilter:
 
     @staticmethod
     def validate(action) -> np.ndarray:
-        """(7,) float64 or ProtocolError-worthy ValueError naming the value."""
-        try:
-            arr = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise ValueError(f"action must be numeric, got {action!r}") from None
-        if arr.shape != (ACTION_DIM,):
-            raise ValueError(f"action must have shape ({ACTION_DIM},), got shape {arr.shape}")
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"action must be finite, got {arr.tolist()}")
-        return arr
+        """(7,) float64, or a ValueError naming the value (the server answers it as "bad_action")."""
+        return finite_array(action, (ACTION_DIM,), owner="robot server")
 
     def filter(self, action, target_pos: np.ndarray, target_rpy: np.ndarray) -> FilteredAction:
         """Limit `action` (7,) given the backend's current target position (3,) m and rpy (3,) rad."""

@@ -7,6 +7,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from steergym.checks import finite_array
 from steergym.policies.base import check_action, reset_policy
 from steergym.wrappers.chunk import bind_task, check_policy_spaces, check_positive
 
@@ -72,16 +73,6 @@ class ResidualActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         return obs, reward, terminated, truncated, info
 
     def _correction(self, action: Any) -> np.ndarray:
-        try:
-            arr = np.asarray(action, dtype=np.float32)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"ResidualActionWrapper: the correction must be numeric, "
-                             f"got {action!r}") from exc
-        if arr.shape != self.action_space.shape:
-            raise ValueError(
-                f"ResidualActionWrapper: the correction must have shape {self.action_space.shape}, "
-                f"got {arr.shape}"
-            )
-        if not np.all(np.isfinite(arr)):
-            raise ValueError(f"ResidualActionWrapper: the correction contains NaN or inf: {arr.tolist()}")
+        arr = finite_array(action, self.action_space.shape, owner="ResidualActionWrapper", what="the correction",
+                           dtype=np.float32)
         return np.clip(arr, -1.0, 1.0)
