@@ -53,6 +53,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from steergym.registry import entry as registry_entry
 
     rows = []
+    listed: dict[str, dict] = {}
     for entry in ENVS:
         if entry.family == "real" and entry.base_id is None:
             # the generic robot client takes whatever task its server serves: nothing to show offline
@@ -70,10 +71,13 @@ def cmd_list(args: argparse.Namespace) -> int:
                          "horizon": entry.max_episode_steps or dmc.HORIZON, "obs_shape": info["obs_shape"],
                          "action_shape": info["action_shape"]})
             continue
-        # a robot client's spaces are its simulated task's (the server must serve that task), so
-        # listing never connects to a robot
-        env = make_env(entry.base_id if entry.family == "real" else entry.id)
-        # a steered or real env ends when its base task's time limit does
+        if entry.family == "real":
+            # a robot client's row is its simulated task's (the server must serve that task; the
+            # tasks come first in ENVS), so listing never connects to a robot or builds a task twice
+            rows.append({**listed[entry.base_id], "id": entry.id, "family": entry.family})
+            continue
+        env = make_env(entry.id)
+        # a steered env ends when its base task's time limit does
         horizon = entry.max_episode_steps or registry_entry(entry.base_id).max_episode_steps
         try:
             rows.append(
@@ -86,6 +90,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                     "action_shape": _shape(env.action_space),
                 }
             )
+            listed[entry.id] = rows[-1]
         finally:
             env.close()
     if args.json:

@@ -133,12 +133,16 @@ def steered_entries(index_file: str | Path = _POLICY_INDEX,
 REAL = "real"
 
 
+def real_id(task_id: str) -> str:
+    """The robot-client id of a simulated task: "steergym/WidowX<Task>-v0" -> "steergym/WidowXReal<Task>-v0"."""
+    return f"{NAMESPACE}/WidowXReal" + task_id.split("/", 1)[1].removeprefix("WidowX")
+
+
 def real_entries(tasks: tuple[EnvEntry, ...] = TASKS) -> tuple[EnvEntry, ...]:
     """The robot-client rows: the generic `steergym/WidowXReal-v0`, then one per task."""
     rows = [EnvEntry(f"{NAMESPACE}/WidowXReal-v0", "steergym.envs.real:RealWidowXEnv", None, family=REAL)]
     for task in tasks:
-        name = task.id.split("/", 1)[1].removeprefix("WidowX")
-        rows.append(EnvEntry(f"{NAMESPACE}/WidowXReal{name}", "steergym.envs.real:RealWidowXEnv", None,
+        rows.append(EnvEntry(real_id(task.id), "steergym.envs.real:RealWidowXEnv", None,
                              kwargs={"task": task.id}, family=REAL, base_id=task.id))
     return tuple(rows)
 

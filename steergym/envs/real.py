@@ -94,7 +94,7 @@ class RealWidowXEnv(gym.Env):
             self._reconnect()  # the server restarted between our last request and this one
             reply = self.client.request("reset", seed=seed)
         self._needs_reset, self._steps, self._next_deadline = False, 0, None
-        return self._obs(reply["obs"]), reply["info"]
+        return reply["obs"], reply["info"]
 
     def step(self, action):
         if self._needs_reset:
@@ -126,7 +126,7 @@ class RealWidowXEnv(gym.Env):
                                                  and self._steps >= self.max_episode_steps)
         if terminated or truncated:
             self._needs_reset = True
-        return self._obs(reply["obs"]), float(reply["reward"]), terminated, truncated, info
+        return reply["obs"], float(reply["reward"]), terminated, truncated, info
 
     def render(self):
         if self.render_mode == "rgb_array":
@@ -154,8 +154,3 @@ class RealWidowXEnv(gym.Env):
     def _reconnect(self) -> None:
         self.client.connect(self.expect)
         self._link_failed = False
-
-    def _obs(self, obs):
-        if isinstance(obs, dict):
-            return {k: np.asarray(v) for k, v in obs.items()}
-        return np.asarray(obs)

@@ -14,7 +14,6 @@ import logging
 import os
 import secrets
 import signal
-import threading
 from pathlib import Path
 
 from steergym.robot.protocol import DEFAULT_PORT
@@ -93,12 +92,11 @@ def cmd_serve(args: argparse.Namespace) -> int:
     backend = make_backend(args.backend, args.task, **options)
     server = RobotServer(backend, token_file.read_text().strip(), host=args.host, port=args.port, limits=limits,
                          log_dir=args.log_dir, fsync=args.fsync, exclusive=args.exclusive)
-    stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: stop.set())
+        signal.signal(sig, lambda *_: server.stop())
     print(f"steergym serve: ready on tcp://{args.host}:{server.port} ({args.task}, backend {args.backend}, "
           f"token {token_file}, logs {args.log_dir})", flush=True)
-    server.serve_forever(stop)
+    server.serve_forever()
     print("steergym serve: stopped; the arm is at its safe pose" if server.at_safe_pose
           else "steergym serve: stopped", flush=True)
     return 0

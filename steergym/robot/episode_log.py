@@ -22,7 +22,6 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 
 from steergym.robot import protocol
@@ -54,7 +53,7 @@ class EpisodeLog:
 
     def step(self, **record: Any) -> None:
         self.steps += 1
-        self._write({"kind": "step", **{k: plain_info(v) if k == "info" else v for k, v in record.items()}})
+        self._write({"kind": "step", **record})
 
     def close(self, reason: str) -> None:
         if self.closed:
@@ -84,7 +83,7 @@ def read_episode_log(path: str | os.PathLike) -> dict[str, Any]:
     not a steergym robot log raises ValueError naming it.
     """
     path = Path(path)
-    unpacker = msgpack.Unpacker(raw=False, ext_hook=protocol._ext_hook, strict_map_key=True)
+    unpacker = protocol.stream_unpacker()
     unpacker.feed(path.read_bytes())
     records = []
     try:

@@ -88,11 +88,10 @@ class ServerProcess:
         """`gymnasium.make` of the served task's WidowXReal id (or `env_id`) connected to this server."""
         import gymnasium as gym
 
-        import steergym  # noqa: F401  (registers the ids)
+        from steergym.registry import real_id  # importing the registry registers the ids
 
-        if env_id is None:
-            env_id = "steergym/WidowXReal" + self.task.split("/", 1)[1].removeprefix("WidowX")
-        return gym.make(env_id, **{"port": self.port, "token_file": str(self.token_file), **kwargs})
+        kwargs = {"port": self.port, "token_file": str(self.token_file), **kwargs}
+        return gym.make(env_id or real_id(self.task), **kwargs)
 
     def __enter__(self) -> ServerProcess:
         return self.start() if self.proc is None else self

@@ -119,6 +119,11 @@ def decode(payload: bytes, *, max_bytes: int) -> dict[str, Any]:
     return message
 
 
+def stream_unpacker() -> msgpack.Unpacker:
+    """An Unpacker for a stream of messages (the episode journal), arrays decoded as in `decode`."""
+    return msgpack.Unpacker(raw=False, ext_hook=_ext_hook, strict_map_key=True)
+
+
 def check_request(message: dict[str, Any]) -> dict[str, Any]:
     """Validate a decoded request against `REQUEST_FIELDS`; returns it, or raises ProtocolError."""
     kind = message.get("type")

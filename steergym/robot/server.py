@@ -90,18 +90,18 @@ class RobotServer:
         self._last_exec = -np.inf
         self._episode_seq = 0
         self.counters = {"requests": 0, "errors": 0, "steps": 0, "episodes": 0, "client_losses": 0, "faults": 0}
-        self.at_safe_pose = backend.at_safe_pose() if hasattr(backend, "at_safe_pose") else False
+        self.at_safe_pose = backend.at_safe_pose()
         self._stop = threading.Event()
 
     # ------------------------------------------------------------------ loop
-    def serve_forever(self, stop: threading.Event | None = None) -> None:
-        """Answer requests until `stop` (or `.stop()`) is set; then stop the arm and close."""
-        stop = stop or self._stop
+    def serve_forever(self) -> None:
+        """Answer requests until `.stop()` is called (a signal handler may call it); then stop the arm
+        and close."""
         poller = zmq.Poller()
         poller.register(self.socket, zmq.POLLIN)
         log.info("serving %s (%s backend) on tcp://%s:%d", self.backend.task, self.backend.kind, self.host, self.port)
         try:
-            while not stop.is_set():
+            while not self._stop.is_set():
                 if poller.poll(POLL_MS):
                     frames = self.socket.recv_multipart()
                     reply = self.handle(frames[-1])
