@@ -293,3 +293,142 @@ def test_loading_a_foreign_or_corrupt_folder_raises(tmp_path):
     env = SimpleNamespace(observation_space=spaces(obs_dim=9)[0], action_space=spaces()[1])
     with pytest.raises(ValueError, match="differ from the env"):
         CalQL.load(other, env=env)
+
+
+# ------------------------------------------------------------------------------ online phase
+class Chain(gym.Env):
+    """A deterministic 5-step toy task: reward t at step t (0..4); the episode terminates after the
+    5th step (or is truncated there with terminate=False); obs 4-d, actions Box(-2, 2)^2."""
+
+    observation_space, action_space = spaces()
+
+    def __init__(self, terminate: bool = True, reward_offset: float = 0.0) -> None:
+        self.terminate, self.reward_offset, self.t = terminate, reward_offset, 0
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.state = 0, self.np_random.normal(size=4).astype(np.float32)
+        return self.state.copy(), {}
+
+    def step(self, action):
+        reward = float(self.t) + self.reward_offset
+        self.state = (0.5 * self.state + np.tile(np.asarray(action, np.float32), 2)).astype(np.float32)
+        self.t += 1
+        end = self.t == 5
+        return self.state.copy(), reward, end and self.terminate, end and not self.terminate, {"is_success": end}
+
+
+ONLINE = dict(TINY, batch_size=16, log_every=1)
+
+
+def test_online_batches_mix_offline_and_online_at_the_configured_ratio():
+    offline = synthetic(n=64)
+    offline.rewards = np.full(64, -100.0, np.float32)  # tells offline rows from online ones (rewards 0..4)
+    for ratio in (0.5, 0.25):
+        agent = CalQL(spaces(), CalQLConfig(online_ratio=ratio, **ONLINE), seed=0)
+        seen = []
+        update = agent.update
+        agent.update = lambda batch: (seen.append(batch.rewards.clone()), update(batch))[1]
+        agent.learn(Chain(), 15, offline=offline, eval_env=None, progress=False)
+        assert len(seen) == 15 and agent.replay.size == 15 and agent.replay.episodes == 3
+        online_rows = [int((rewards > -100).sum()) for rewards in seen]
+        # all offline until the first episode has ended (its returns-to-go are known only then)
+        assert online_rows[:4] == [0] * 4
+        assert online_rows[4:] == [round(16 * ratio)] * 11
+    # online data only
+    agent = CalQL(spaces(), CalQLConfig(online_ratio=1.0, **ONLINE), seed=0)
+    agent.learn(Chain(), 10, eval_env=None, progress=False)
+    assert agent.step == 6  # updates start once the first episode (5 transitions) is finished
+
+
+def test_online_episodes_get_their_mc_returns_when_they_end():
+    config = CalQLConfig(online_ratio=1.0, discount=0.9, reward_scale=2.0, reward_bias=-1.0, **ONLINE)
+    agent, env = CalQL(spaces(), config, seed=0), Chain()
+    agent.learn(env, 3, eval_env=None, progress=False)
+    assert agent.replay.size == 0 and agent.replay.pending_transitions == 3  # episode still running
+    agent.learn(env, 5, eval_env=None, progress=False)  # continues the same episode to its end
+    rewards = [2.0 * t - 1.0 for t in range(5)]  # transformed: -1, 1, 3, 5, 7
+    expected = [sum(0.9 ** (k - t) * rewards[k] for k in range(t, 5)) for t in range(5)]
+    np.testing.assert_allclose(agent.replay.rewards[:5], rewards)
+    np.testing.assert_allclose(agent.replay.mc_returns[:5], expected, rtol=1e-6)
+    np.testing.assert_array_equal(agent.replay.terminals[:5], [0, 0, 0, 0, 1])
+    # a truncated episode has no tail either (as in Cal-QL); an all-failure episode gets r/(1-gamma)
+    failing = CalQL(spaces(), CalQLConfig(online_ratio=1.0, discount=0.9, failure_reward=-1.0, **ONLINE), seed=0)
+    failing.learn(gym.wrappers.TransformReward(Chain(terminate=False), lambda r: -1.0), 5, eval_env=None,
+                  progress=False)
+    np.testing.assert_allclose(failing.replay.mc_returns[:5], -10.0)
+    np.testing.assert_array_equal(failing.replay.terminals[:5], 0)
+
+
+def test_killed_online_run_resumes_exactly(tmp_path):
+    offline = synthetic(n=64)
+    config = CalQLConfig(online_ratio=0.5, cql_lagrange=True, **ONLINE)
+
+    def run(out, stop_at=None, agent=None, data=offline):
+        agent = agent or CalQL(spaces(), config, seed=2).pretrain(data, 3, progress=False)
+
+        def on_eval(row):
+            if stop_at is not None and row["env_steps"] >= stop_at:
+                raise KeyboardInterrupt  # the process is killed here
+        agent.learn(Chain(), 30, offline=data, eval_env=Chain(), eval_every=5, eval_episodes=1,
+                    checkpoint_every=10, out=out, progress=False, on_eval=on_eval)
+        return agent
+
+    straight = run(tmp_path / "straight")
+    with pytest.raises(KeyboardInterrupt):
+        run(tmp_path / "killed", stop_at=17)
+    saved = tmp_path / "killed" / "checkpoints" / "latest"
+    assert sorted(p.name for p in saved.iterdir()) == ["config.json", "model.safetensors", "replay.safetensors"]
+    resumed = CalQL.load(saved)
+    assert resumed.online.num_timesteps == 20 and resumed.replay.size == 20 and resumed.online.updates_due == 1
+    with pytest.raises(ValueError, match="not the data this agent was trained with"):
+        run(tmp_path / "killed", agent=CalQL.load(saved), data=synthetic(n=64, seed=5))
+    with pytest.raises(ValueError, match="pass the same transitions again"):
+        CalQL.load(saved).learn(Chain(), 30, eval_env=None, progress=False)
+    # the next update after resume equals the uninterrupted run's; so does everything after it
+    reference = CalQL(spaces(), config, seed=2).pretrain(offline, 3, progress=False)
+    reference.learn(Chain(), 20, offline=offline, eval_env=None, progress=False)
+    first = CalQL.load(saved).learn(Chain(), 20, offline=offline, eval_env=None, progress=False)  # the owed update
+    assert first.step == reference.step == 3 + 20 and first.metrics == reference.metrics
+    for key, value in agent_state(reference).items():
+        assert torch.equal(value, agent_state(first)[key]), key
+    run(tmp_path / "killed", agent=resumed)
+    for key, value in agent_state(straight).items():
+        assert torch.equal(value, agent_state(resumed)[key]), key
+    assert straight.step == resumed.step == 3 + 30
+    np.testing.assert_array_equal(straight.replay.mc_returns, resumed.replay.mc_returns)
+    assert straight.curve == resumed.curve
+    # the killed run's log rows after its checkpoint were dropped on resume, not duplicated
+    for name in ("eval.csv", "progress.csv"):
+        assert (tmp_path / "killed" / name).read_text() == (tmp_path / "straight" / name).read_text()
+
+
+def test_learn_runs_on_a_vector_env_and_a_dsrl_noise_env():
+    vec = gym.vector.SyncVectorEnv([Chain, Chain])
+    agent = CalQL(vec, CalQLConfig(online_ratio=1.0, **ONLINE), seed=0)
+    agent.learn(vec, 20, eval_env=None, progress=False)
+    # two envs, 5-step episodes, next-step autoreset: the reset steps are not transitions
+    assert agent.online.num_timesteps == 20 and agent.replay.episodes == 4 and agent.replay.size == 20
+    np.testing.assert_allclose(np.sort(agent.replay.rewards[:20])[::4], [0, 1, 2, 3, 4])
+    dsrl = gym.make("steergym/WidowXLiftCube-DSRL-v0")
+    try:
+        agent = CalQL(dsrl, CalQLConfig(online_ratio=1.0, **ONLINE), seed=0)
+        agent.learn(dsrl, 12, eval_every=10, eval_episodes=1, progress=False)
+        assert agent.action_dim == 28 and agent.replay.episodes >= 1  # 10 chunks of 4 steps per episode
+        assert agent.online.env_steps == 4 * agent.online.num_timesteps
+        assert [row["env_steps"] for row in agent.curve] == [0, 10, 12]
+    finally:
+        dsrl.close()
+
+
+def test_learn_rejects_discrete_actions_and_mismatched_spaces():
+    agent = CalQL(spaces(), CalQLConfig(online_ratio=1.0, **ONLINE))
+    with pytest.raises(ValueError, match="needs a Box action space.*Discrete"):
+        agent.learn(gym.make("CartPole-v1"), 10, eval_env=None, progress=False)
+    other = gym.make("Pendulum-v1")
+    with pytest.raises(ValueError, match=r"env's spaces .*\(3,\).* differ from the agent's"):
+        agent.learn(other, 10, eval_env=None, progress=False)
+    with pytest.raises(ValueError, match="no offline data to mix in at online_ratio=0.5"):
+        CalQL(spaces(), CalQLConfig(**ONLINE)).learn(Chain(), 10, eval_env=None, progress=False)
+    with pytest.raises(ValueError, match="total_timesteps must be >= 1"):
+        agent.learn(Chain(), 0, progress=False)

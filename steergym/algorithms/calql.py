@@ -1,9 +1,12 @@
-"""Cal-QL and CQL (conservative SAC) for continuous control; the offline (pre-training) phase.
+"""Cal-QL and CQL (conservative SAC) for continuous control: offline pre-training, then online
+fine-tuning on any Gymnasium env with a Box action space (vector envs and DSRL noise envs too).
 
     agent = CalQL(env, CalQLConfig(), seed=0)              # CalQLConfig(calibrated=False): CQL
-    agent.pretrain(load_transitions("steergym/lift/expert-v0"), steps=100_000)
+    data = load_transitions("steergym/lift/mixed-v0")
+    agent.pretrain(data, steps=100_000)                    # offline
+    agent.learn(env, total_timesteps=50_000, out="runs/lift-calql")   # online, 50/50 data mixing
     action, _ = agent.predict(obs, deterministic=True)
-    agent.save("runs/lift-calql"); agent = CalQL.load("runs/lift-calql")
+    agent = CalQL.load("runs/lift-calql/checkpoints/latest")          # then .learn(env, N, offline=data)
 
 Cal-QL (Nakamoto et al., NeurIPS 2023) is CQL whose push-down term on the current policy's
 actions is floored at a reference value, the Monte-Carlo return-to-go of the dataset trajectory
@@ -28,17 +31,23 @@ young-geng/JaxCQL, the code Cal-QL was built on. Every step below follows nakamo
 All losses use the parameters from before the step (as the JAX code's single value_and_grad does);
 one backward pass yields every gradient because each loss sees the other modules' tensors detached.
 
+Online phase (`learn`, Cal-QL's conservative_sac_main.py): one transition of the stochastic policy,
+then `utd` updates on batches mixing finished online episodes (with their returns-to-go, computed
+when the episode ends: `steergym.algorithms.replay`) and offline data at `online_ratio`. The
+calibration floor stays on online, as in the JAX original (the CORL port switches it off).
+
 Scope of this module: Box action spaces (any finite bounds; the networks work in [-1, 1]) and flat
-Box observations. The online phase (`.learn`, offline/online mixing), PTR, pixel observations and
-V-GPS critics are not here yet.
+Box observations. PTR, pixel observations and V-GPS critics are not here yet.
 """
 
 from __future__ import annotations
 
+import csv
+import hashlib
 import json
 import math
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +58,15 @@ from torch import nn
 from torch.nn import functional as F
 
 from steergym.algorithms import state as trainer_state
+from steergym.algorithms.replay import OnlineReplay
+from steergym.algorithms.steering import TRAIN_SEED_OFFSET
 from steergym.atomic import atomic_folder
+from steergym.data.returns import monte_carlo_returns
 from steergym.policies.config import config_from_dict
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
+REPLAY_FILE = "replay.safetensors"
 FORMAT = "steergym.calql-v1"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # JaxCQL model.py
 
@@ -90,11 +103,21 @@ class CalQLConfig:
     n_critics: int = 2  # code: two critics, min for the actor and the target
     orthogonal_init: bool = True  # code main default (gain sqrt 2 hidden, 1e-2 output, zero bias)
     log_every: int = 1000  # steps between rows of `history` (ours)
+    # rewards and reference values (Cal-QL replay_buffer.py / sampler.py)
+    reward_scale: float = 1.0  # code default (AntMaze scripts 10, Adroit 10)
+    reward_bias: float = 0.0  # code default (AntMaze scripts -5, Adroit 5)
+    failure_reward: float | None = None  # code `reward_neg` (raw units): an episode whose every raw
+    #   reward equals it gets the sparse-failure value r'/(1 - gamma); None: plain returns-to-go
+    # online fine-tuning (conservative_sac_main.py)
+    online_ratio: float = 0.5  # scripts `mixing_ratio` 0.5 = half of each batch from online data
+    #   (Kitchen: 0.25 offline, i.e. 0.75 online); 1.0 = online data only
+    utd: int = 1  # code `online_utd_ratio`: gradient updates per online transition
+    buffer_size: int = 1_000_000  # code: online replay capacity (offline data is kept apart)
 
     def __post_init__(self) -> None:
         self.actor_hidden = tuple(int(h) for h in self.actor_hidden)
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
-        for name in ("batch_size", "cql_n_actions", "n_critics", "log_every"):
+        for name in ("batch_size", "cql_n_actions", "n_critics", "log_every", "utd", "buffer_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"CalQLConfig: {name} must be >= 1, got {getattr(self, name)}")
         if not self.actor_hidden or not self.critic_hidden or min(self.actor_hidden + self.critic_hidden) < 1:
@@ -109,6 +132,22 @@ class CalQLConfig:
             raise ValueError(f"CalQLConfig: tau must be in (0, 1], got {self.tau}")
         if not self.cql_temp > 0:
             raise ValueError(f"CalQLConfig: cql_temp must be > 0, got {self.cql_temp}")
+        if not 0.0 <= self.online_ratio <= 1.0:
+            raise ValueError(f"CalQLConfig: online_ratio must be in [0, 1], got {self.online_ratio}")
+        for name in ("reward_scale", "reward_bias"):
+            if not math.isfinite(getattr(self, name)):
+                raise ValueError(f"CalQLConfig: {name} must be finite, got {getattr(self, name)}")
+        if self.failure_reward is not None and not math.isfinite(self.failure_reward):
+            raise ValueError(f"CalQLConfig: failure_reward must be finite or None, got {self.failure_reward}")
+
+    def transform_reward(self, reward):
+        """r' = reward_scale * r + reward_bias (what the critics and the returns-to-go see)."""
+        return reward * self.reward_scale + self.reward_bias
+
+    @property
+    def failure_value(self) -> float | None:
+        """The failure reward in transformed units (the sparse-failure rule's trigger), or None."""
+        return None if self.failure_reward is None else float(self.transform_reward(self.failure_reward))
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -284,7 +323,7 @@ class CalQL:
         if isinstance(env_or_spaces, (tuple, list)):
             observation_space, action_space = env_or_spaces
         else:
-            observation_space, action_space = env_or_spaces.observation_space, env_or_spaces.action_space
+            observation_space, action_space = _single_spaces(env_or_spaces)
         _check_spaces(observation_space, action_space)
         self.observation_space, self.action_space = observation_space, action_space
         self.config = config or CalQLConfig()
@@ -317,9 +356,17 @@ class CalQL:
         self.alpha_prime_optimizer = torch.optim.Adam([self.log_alpha_prime], lr=cfg.critic_lr)  # code: qf_lr
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
+        self.act_generator = torch.Generator(device=self.device).manual_seed(self.seed + 1)  # online actions
         self.step = 0
         self.metrics: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
+        self.offline_steps = 0  # gradient steps of `pretrain`
+        self.online = OnlineState()
+        self.replay: OnlineReplay | None = None
+        self.curve: list[dict[str, Any]] = []  # evaluations of `learn`
+        self._offline: dict[str, torch.Tensor] | None = None
+        self._offline_fingerprint: str | None = None
+        self._runner: _EnvRunner | None = None
 
     # ------------------------------------------------------------------------- one update
     def update(self, batch: Batch) -> dict[str, float]:
@@ -415,9 +462,11 @@ class CalQL:
     # ----------------------------------------------------------------------------- offline
     def pretrain(self, transitions, steps: int, progress: bool = True) -> "CalQL":
         """`steps` offline gradient steps on batches drawn uniformly from `transitions`
-        (`steergym.data.Transitions`; needs `mc_returns`). Every `config.log_every` steps the
-        current metrics are appended to `history`."""
-        data = self._dataset_tensors(transitions)
+        (`steergym.data.Transitions`; see `set_offline_data` for what is used). Every
+        `config.log_every` steps the current metrics are appended to `history`. The data is kept
+        for `learn`, which mixes it with online data."""
+        self.set_offline_data(transitions, "CalQL.pretrain")
+        data = self._offline
         size = data["actions"].shape[0]
         from tqdm.auto import tqdm
 
@@ -427,15 +476,219 @@ class CalQL:
             for _ in range(int(steps)):
                 index = torch.as_tensor(self.rng.integers(0, size, self.config.batch_size), device=self.device)
                 metrics = self.update(Batch(**{k: v[index] for k, v in data.items()}))
+                self.offline_steps += 1
                 bar.update(1)
                 if self.step % self.config.log_every == 0 or self.step == start + int(steps):
                     self.history.append(metrics)
                     bar.set_postfix(td=f"{metrics['td_loss']:.3g}", q=f"{metrics['q_data']:.3g}", refresh=False)
         return self
 
-    def _dataset_tensors(self, transitions) -> dict[str, torch.Tensor]:
-        """Validated dataset arrays as tensors on the device, actions rescaled to [-1, 1]."""
-        name = "CalQL.pretrain"
+    def set_offline_data(self, transitions, owner: str = "CalQL.set_offline_data") -> None:
+        """Validate `transitions` and keep them (on the device) as the offline half of every batch.
+
+        Rewards become reward_scale * r + reward_bias. With `episode_index` (as
+        `steergym.data.load_transitions` gives) the returns-to-go are recomputed per episode from
+        those rewards with `config.discount` and the failure rule, so the calibration floor always
+        matches the critics' discount; without it, `mc_returns` are used as given (identity
+        transform only). A checkpoint remembers a fingerprint of the data: resuming `learn` with
+        other data is an error.
+        """
+        data = self._dataset_tensors(transitions, owner)
+        fingerprint = _fingerprint(data)
+        if self._offline_fingerprint is not None and fingerprint != self._offline_fingerprint:
+            raise ValueError(f"{owner}: these offline transitions ({data['actions'].shape[0]} rows, fingerprint "
+                             f"{fingerprint[:12]}) are not the data this agent was trained with (fingerprint "
+                             f"{self._offline_fingerprint[:12]})")
+        self._offline, self._offline_fingerprint = data, fingerprint
+
+    # ------------------------------------------------------------------------------ online
+    def learn(self, env: gym.Env, total_timesteps: int, offline=None, *, eval_env: Any = "auto",
+              eval_every: int | None = 5_000, eval_episodes: int = 10, eval_seed: int = 0,
+              out: str | os.PathLike | None = None, checkpoint_every: int | None = None,
+              progress: bool = True, on_eval: Any = None) -> "CalQL":
+        """Online fine-tuning on `env` until `total_timesteps` online transitions in all (counted
+        from the first `learn`, so a resumed agent continues to the same total: SB3's
+        `reset_num_timesteps=False`).
+
+        Each transition is collected with the stochastic policy, then `config.utd` updates follow,
+        each on a batch of round(batch_size * online_ratio) finished online transitions and the
+        rest from the offline data (Cal-QL's 50/50 mixing; all offline until the first online
+        episode ends, see `steergym.algorithms.replay`).
+
+        Args:
+            env: a Gymnasium env or vector env (any autoreset mode) with the agent's Box spaces,
+                e.g. a DSRL noise-wrapped task. Single envs are reset with seeds
+                TRAIN_SEED_OFFSET + seed + k for their k-th episode.
+            offline: transitions to mix in (default: those of `pretrain`); not needed with
+                online_ratio=1. A resumed agent must get the same data again (checked).
+            eval_env: env for the evaluations; "auto" makes one from `env.spec`, None: none.
+            eval_every: online transitions between deterministic evaluations (also at the start
+                and the end) of `eval_episodes` episodes reset with seeds eval_seed + i.
+            out: run folder: progress.csv / eval.csv / TensorBoard events in tb/, checkpoints/latest
+                (agent + replay buffer, for `CalQL.load` and exact resume) and agent/ at the end.
+            checkpoint_every: online transitions between checkpoints (default eval_every). With a
+                single env a due checkpoint waits for the episode to end, so a resumed run
+                continues bit for bit; a vector env's episodes in progress are dropped on resume.
+            on_eval: optional callable(row) after each evaluation.
+        """
+        from tqdm.auto import tqdm
+
+        cfg, name = self.config, "CalQL.learn"
+        total = int(total_timesteps)
+        if total < 1:
+            raise ValueError(f"{name}: total_timesteps must be >= 1, got {total_timesteps}")
+        if eval_every is not None and int(eval_every) < 1 or int(eval_episodes) < 1:
+            raise ValueError(f"{name}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
+        observation_space, action_space = _single_spaces(env)
+        if not isinstance(action_space, gym.spaces.Box):
+            raise ValueError(f"{name}: needs a Box action space, the env has {action_space}")
+        if observation_space != self.observation_space or action_space != self.action_space:
+            raise ValueError(f"{name}: the env's spaces ({observation_space}, {action_space}) differ from the "
+                             f"agent's ({self.observation_space}, {self.action_space}), i.e. the offline data's")
+        if offline is not None:
+            self.set_offline_data(offline, name)
+        if self._offline is None and cfg.online_ratio < 1.0:
+            hint = (" (this agent was trained with offline data: pass the same transitions again)"
+                    if self._offline_fingerprint else "")
+            raise ValueError(f"{name}: no offline data to mix in at online_ratio={cfg.online_ratio}: pass "
+                             f"offline=transitions or call pretrain first, or set online_ratio=1.0{hint}")
+        if self.replay is None:
+            self.replay = OnlineReplay(cfg.buffer_size, self.obs_dim, self.action_dim, cfg.discount,
+                                       cfg.failure_value)
+        if self._runner is None or self._runner.env is not env:  # another env: its episodes start afresh
+            self._runner = _EnvRunner(env, TRAIN_SEED_OFFSET + self.seed)
+            self.replay.set_num_envs(self._runner.num_envs)
+        runner = self._runner
+        own_eval_env = False
+        if isinstance(eval_env, str) and eval_env == "auto":
+            spec = getattr(env, "spec", None)
+            eval_env, own_eval_env = (gym.make(spec), True) if spec is not None and eval_every else (None, False)
+        if eval_env is not None and isinstance(eval_env, gym.vector.VectorEnv):
+            raise ValueError(f"{name}: eval_env must be a single env, got a vector env {eval_env}")
+        state = self.online
+        eval_every = int(eval_every) if eval_every and eval_env is not None else None
+        checkpoint_every = int(checkpoint_every or eval_every or 0) or None
+        if checkpoint_every is not None and state.next_checkpoint == 0:
+            state.next_checkpoint = checkpoint_every
+        log = _RunLog(out, self.step, state.next_eval) if out is not None else None
+        if log is not None and not (Path(out) / "run.json").exists():
+            _write_json(Path(out) / "run.json", {"algorithm": "calql" if cfg.calibrated else "cql",
+                                                 "config": cfg.to_dict(), "seed": self.seed,
+                                                 "total_timesteps": total, "eval_every": eval_every,
+                                                 "eval_episodes": int(eval_episodes), "eval_seed": int(eval_seed),
+                                                 "env": getattr(getattr(env, "spec", None), "id", None)})
+        bar = tqdm(total=total, initial=min(state.num_timesteps, total), unit="step", leave=False,
+                   disable=not progress, desc=("calql" if cfg.calibrated else "cql") + " online")
+        try:
+            while True:
+                # updates owed for the transitions collected last (a checkpoint may sit just before them)
+                while state.updates_due > 0:
+                    state.updates_due -= 1
+                    batch = self._mixed_batch()
+                    if batch is None:  # nothing finished to learn from yet (online data only)
+                        continue
+                    metrics = self.update(batch)
+                    if self.step % cfg.log_every == 0:
+                        row = {"env_steps": state.num_timesteps, **metrics}
+                        self.history.append(row)
+                        if log is not None:
+                            log.write("progress", row, self.step)
+                        bar.set_postfix(td=f"{metrics['td_loss']:.3g}", q=f"{metrics['q_data']:.3g}", refresh=False)
+                if eval_every is not None and state.num_timesteps >= state.next_eval:
+                    row = self._evaluate_row(eval_env, int(eval_episodes), int(eval_seed))
+                    state.next_eval = state.num_timesteps + eval_every
+                    if log is not None:
+                        log.write("eval", row, state.num_timesteps)
+                    bar.set_postfix(eval_success=f"{row['success_rate']:.2f}", refresh=False)
+                    if on_eval is not None:
+                        on_eval(row)
+                if state.num_timesteps >= total:
+                    break
+                collected = self._collect(runner)
+                bar.update(collected)
+                if (out is not None and checkpoint_every is not None and state.num_timesteps >= state.next_checkpoint
+                        and (self.replay.pending_transitions == 0 or runner.num_envs > 1)):
+                    state.next_checkpoint = state.num_timesteps + checkpoint_every
+                    self.save(Path(out) / "checkpoints" / "latest")
+            if eval_every is not None and (not self.curve or self.curve[-1]["env_steps"] != state.num_timesteps):
+                row = self._evaluate_row(eval_env, int(eval_episodes), int(eval_seed))
+                if log is not None:
+                    log.write("eval", row, state.num_timesteps)
+                if on_eval is not None:
+                    on_eval(row)
+            if out is not None:
+                self.save(Path(out) / "checkpoints" / "latest")
+                self.save(Path(out) / "agent", replay=False)
+        finally:
+            bar.close()
+            if log is not None:
+                log.close()
+            if own_eval_env:
+                eval_env.close()
+        return self
+
+    def _collect(self, runner: "_EnvRunner") -> int:
+        """One step of every env with the stochastic policy; finished episodes enter the buffer.
+        Returns the number of transitions collected (a vector env's autoreset steps are none)."""
+        cfg, state = self.config, self.online
+        obs = runner.observe(state)
+        with torch.no_grad():
+            mean, log_std = self.actor(torch.as_tensor(obs, device=self.device))
+            action, _ = tanh_gaussian_sample(mean, log_std, None, self.act_generator)
+            env_action = (self._low + (action + 1.0) * 0.5 * (self._high - self._low)).cpu().numpy()
+        action = action.cpu().numpy()
+        result = runner.step(env_action.astype(self.action_space.dtype))
+        rewards = cfg.transform_reward(result.rewards.astype(np.float64))
+        collected = 0
+        for i in np.flatnonzero(result.valid):
+            self.replay.add(i, obs[i], action[i], rewards[i], result.next_obs[i], result.terminated[i])
+            state.episode_return[i] += float(result.rewards[i])
+            state.episode_success[i] = state.episode_success[i] or bool(result.success[i])
+            collected += 1
+            if result.terminated[i] or result.truncated[i]:
+                self.replay.end_episode(i)
+                state.recent.append([float(state.episode_return[i]), float(state.episode_success[i])])
+                del state.recent[:-50]
+                state.episode_return[i], state.episode_success[i] = 0.0, False
+        state.num_timesteps += collected
+        state.env_steps += int(result.primitive_steps)
+        state.updates_due += collected * cfg.utd
+        return collected
+
+    def _mixed_batch(self) -> Batch | None:
+        """round(B * online_ratio) finished online transitions + the rest offline (all offline
+        while no online episode has ended; all online without offline data)."""
+        cfg, B = self.config, self.config.batch_size
+        size = self.replay.size
+        n_online = int(round(B * cfg.online_ratio)) if size > 0 else 0
+        if self._offline is None:
+            if size == 0:
+                return None
+            n_online = B
+        parts = []
+        if B - n_online > 0:
+            index = torch.as_tensor(self.rng.integers(0, self._offline["actions"].shape[0], B - n_online),
+                                    device=self.device)
+            parts.append({k: v[index] for k, v in self._offline.items()})
+        if n_online > 0:
+            rows = self.replay.sample(self.rng.integers(0, size, n_online))
+            parts.append({k: torch.as_tensor(v, device=self.device) for k, v in rows.items()})
+        return Batch(**{k: torch.cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
+                        for k in parts[0]})
+
+    def _evaluate_row(self, env: gym.Env, episodes: int, seed: int) -> dict[str, Any]:
+        scores = evaluate_agent(self, env, episodes, seed)
+        recent = self.online.recent
+        row = {"env_steps": self.online.num_timesteps, "primitive_steps": self.online.env_steps,
+               "updates": self.step, **scores,
+               "train_success": float(np.mean([r[1] for r in recent])) if recent else None,
+               "train_return": float(np.mean([r[0] for r in recent])) if recent else None}
+        self.curve.append(row)
+        return row
+
+    def _dataset_tensors(self, transitions, name: str) -> dict[str, torch.Tensor]:
+        """Validated dataset arrays as tensors on the device, actions rescaled to [-1, 1], rewards
+        transformed, returns-to-go recomputed per episode when `episode_index` is there."""
         fields = {}
         for key in ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns"):
             value = getattr(transitions, key, None)
@@ -470,6 +723,19 @@ class CalQL:
             row = int(np.argwhere(outside)[0][0])
             raise ValueError(f"{name}: 'actions' leave the action space [{low}, {high}] "
                              f"(first at transition {row}: {fields['actions'][row]})")
+        cfg = self.config
+        episode_index = getattr(transitions, "episode_index", None)
+        identity = cfg.reward_scale == 1.0 and cfg.reward_bias == 0.0
+        if episode_index is not None:
+            episode_index = np.asarray(episode_index)
+            if episode_index.shape != (size,):
+                raise ValueError(f"{name}: 'episode_index' has shape {episode_index.shape}, expected ({size},)")
+            fields["rewards"] = cfg.transform_reward(fields["rewards"].astype(np.float64))
+            fields["mc_returns"] = _episode_returns(fields["rewards"], fields["terminals"].astype(bool),
+                                                    episode_index, cfg.discount, cfg.failure_value)
+        elif not identity:
+            raise ValueError(f"{name}: reward_scale/reward_bias ({cfg.reward_scale}, {cfg.reward_bias}) need "
+                             "'episode_index' to recompute the returns-to-go; the transitions have none")
         as_tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)  # noqa: E731
         return {"obs": as_tensor(fields["observations"]),
                 "actions": self._normalize_action(as_tensor(fields["actions"])),
@@ -509,10 +775,13 @@ class CalQL:
         return {"actor_optim": self.actor_optimizer, "critic_optim": self.critic_optimizer,
                 "alpha_optim": self.alpha_optimizer, "alpha_prime_optim": self.alpha_prime_optimizer}
 
-    def save(self, path: str | os.PathLike) -> Path:
+    def save(self, path: str | os.PathLike, replay: bool = True) -> Path:
         """Atomically write `path/` = config.json (config, spaces, step, optimiser hyper-parameters,
-        batch-order generator) + model.safetensors (networks, targets, temperatures, Adam moments,
-        sampling generator). Loading it resumes training exactly."""
+        batch-order generator, online counters, evaluation curve, offline-data fingerprint) +
+        model.safetensors (networks, targets, temperatures, Adam moments, sampling generators)
+        + replay.safetensors (the finished online transitions, when there are some and `replay`).
+        Loading it resumes training exactly (the offline data is passed to `learn` again)."""
+        from safetensors.numpy import save_file as save_numpy
         from safetensors.torch import save_file
 
         tensors: dict[str, torch.Tensor] = {}
@@ -525,14 +794,22 @@ class CalQL:
             optim_tensors, optim_meta[prefix] = trainer_state.optimizer_state(opt, prefix)
             tensors.update(optim_tensors)
         tensors["generator"] = self.generator.get_state().cpu()
+        tensors["act_generator"] = self.act_generator.get_state().cpu()
         meta = {"format": FORMAT, "algorithm": "calql" if self.config.calibrated else "cql",
                 "config": self.config.to_dict(), "seed": self.seed, "step": self.step,
-                "observation_space": _box_to_json(self.observation_space),
+                "offline_steps": self.offline_steps, "observation_space": _box_to_json(self.observation_space),
                 "action_space": _box_to_json(self.action_space), "optimizers": optim_meta,
-                "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics}
+                "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
+                "online": self.online.to_dict(), "curve": self.curve,
+                "offline_fingerprint": self._offline_fingerprint, "replay": None}
+        replay_arrays = None
+        if replay and self.replay is not None and self.replay.size > 0:
+            replay_arrays, meta["replay"] = self.replay.state()
         with atomic_folder(path) as staging:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
                       metadata={"format": FORMAT})
+            if replay_arrays is not None:
+                save_numpy(replay_arrays, str(staging / REPLAY_FILE), metadata={"format": FORMAT})
             (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")  # +-inf as Infinity
         return Path(path)
 
@@ -572,11 +849,25 @@ class CalQL:
             for prefix, opt in agent._optimizers().items():
                 trainer_state.load_optimizer_state(opt, prefix, tensors, meta["optimizers"][prefix])
             agent.generator.set_state(tensors["generator"])
+            if "act_generator" in tensors:
+                agent.act_generator.set_state(tensors["act_generator"])
+            if meta.get("replay"):
+                from safetensors.numpy import load_file as load_numpy
+
+                try:
+                    arrays = load_numpy(str(path / REPLAY_FILE))
+                except (SafetensorError, OSError, ValueError) as exc:
+                    raise ValueError(f"{path / REPLAY_FILE}: unreadable ({exc})") from exc
+                agent.replay = OnlineReplay.from_state(arrays, meta["replay"], agent.obs_dim, agent.action_dim)
         except (KeyError, RuntimeError) as exc:
             raise ValueError(f"{path}: checkpoint does not match its config ({exc})") from exc
         trainer_state.set_numpy_rng_state(agent.rng, meta["numpy_rng"])
         agent.step = int(meta["step"])
+        agent.offline_steps = int(meta.get("offline_steps", 0))
         agent.metrics = dict(meta.get("metrics", {}))
+        agent.online = OnlineState.from_dict(meta.get("online", {}))
+        agent.curve = list(meta.get("curve", []))
+        agent._offline_fingerprint = meta.get("offline_fingerprint")
         return agent
 
 
@@ -594,6 +885,196 @@ def _check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None
     if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
         raise ValueError(f"CalQL: needs flat (1-D) Box observations for now, got {observation_space}; "
                          "flatten Dict observations (e.g. gymnasium.wrappers.FlattenObservation)")
+
+
+# ---------------------------------------------------------------------- online machinery
+@dataclass
+class OnlineState:
+    """Counters of the online phase (saved with a checkpoint, JSON)."""
+
+    num_timesteps: int = 0  # online transitions collected (the budget of `learn`)
+    env_steps: int = 0  # primitive env steps (a DSRL chunk counts H; info["steps"])
+    updates_due: int = 0  # updates owed for transitions already collected
+    resets: int = 0  # training-env resets so far (single env k-th reset seed: base + k)
+    next_eval: int = 0
+    next_checkpoint: int = 0
+    recent: list = field(default_factory=list)  # [return, success] of the last 50 training episodes
+    episode_return: list = field(default_factory=list)  # per env, episode in progress
+    episode_success: list = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "OnlineState":
+        return config_from_dict(cls, data)
+
+
+@dataclass
+class _StepResult:
+    next_obs: np.ndarray  # (n, o) the observation each transition led to (the final one at an episode end)
+    rewards: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    success: np.ndarray
+    valid: np.ndarray  # False for a vector env's autoreset step (no transition)
+    primitive_steps: int
+
+
+class _EnvRunner:
+    """Steps a Gymnasium env or vector env and reports transitions uniformly as batches of n envs."""
+
+    def __init__(self, env: Any, seed_base: int) -> None:
+        self.env, self.seed_base = env, int(seed_base)
+        self.vector = isinstance(env, gym.vector.VectorEnv)
+        self.num_envs = int(env.num_envs) if self.vector else 1
+        self.mode = gym.vector.AutoresetMode(env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)) \
+            if self.vector else None
+        self.obs: np.ndarray | None = None
+        self.skip = np.zeros(self.num_envs, bool)
+
+    def observe(self, state: OnlineState) -> np.ndarray:
+        if self.obs is None:  # first call, or a single env's episode ended: reset with the next seed
+            obs, _ = self.env.reset(seed=self.seed_base + state.resets)
+            state.resets += self.num_envs
+            self.obs = np.asarray(obs, np.float32).reshape(self.num_envs, -1)
+            self.skip[:] = False
+            if len(state.episode_return) != self.num_envs or not self.vector:
+                state.episode_return, state.episode_success = [0.0] * self.num_envs, [False] * self.num_envs
+        return self.obs
+
+    def step(self, actions: np.ndarray) -> _StepResult:
+        if not self.vector:
+            obs, reward, terminated, truncated, info = self.env.step(actions[0])
+            next_obs = np.asarray(obs, np.float32).reshape(1, -1)
+            self.obs = None if terminated or truncated else next_obs
+            return _StepResult(next_obs, np.array([reward], np.float64), np.array([bool(terminated)]),
+                               np.array([bool(truncated)]), np.array([bool(info.get("is_success", False))]),
+                               np.ones(1, bool), int(info.get("steps", 1)))
+        obs, reward, terminated, truncated, info = self.env.step(actions)
+        obs = np.asarray(obs, np.float32).reshape(self.num_envs, -1)
+        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
+        done, valid = terminated | truncated, ~self.skip
+        next_obs, success = obs.copy(), _info_array(info, "is_success", self.num_envs, False).astype(bool)
+        if self.mode == gym.vector.AutoresetMode.SAME_STEP and done.any():
+            final_obs, final_info = info["final_obs"], info.get("final_info", {})
+            final_success = _info_array(final_info, "is_success", self.num_envs, False).astype(bool)
+            for i in np.flatnonzero(done):
+                next_obs[i] = np.asarray(final_obs[i], np.float32).reshape(-1)
+                success[i] = final_success[i]
+        steps = _info_array(info, "steps", self.num_envs, 1).astype(np.int64)
+        if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
+            self.skip = done.copy()  # the next step of these envs is their reset, not a transition
+        elif self.mode == gym.vector.AutoresetMode.DISABLED and done.any():
+            obs, _ = self.env.reset(options={"reset_mask": done})
+            obs = np.asarray(obs, np.float32).reshape(self.num_envs, -1)
+        self.obs = obs
+        return _StepResult(next_obs, np.asarray(reward, np.float64), terminated, truncated, success, valid,
+                           int(steps[valid].sum()))
+
+
+def _info_array(info: dict, key: str, n: int, default: Any) -> np.ndarray:
+    """A vector env's info[key] as an (n,) array, `default` where the sub-env did not report it."""
+    if key not in info:
+        return np.full(n, default)
+    values, mask = np.asarray(info[key]), np.asarray(info.get(f"_{key}", np.ones(n, bool)), bool)
+    return np.where(mask, values, default)
+
+
+def evaluate_agent(agent: "CalQL", env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
+    """Deterministic episodes of `agent` on a single `env`, reset seeds seed + i: success rate
+    (info["is_success"] at any step) and mean return."""
+    successes, returns = [], []
+    for i in range(episodes):
+        obs, info = env.reset(seed=seed + i)
+        success, ret, done = bool(info.get("is_success", False)), 0.0, False
+        while not done:
+            obs, reward, terminated, truncated, info = env.step(agent.predict(obs, deterministic=True)[0])
+            ret += float(reward)
+            success = success or bool(info.get("is_success", False))
+            done = terminated or truncated
+        successes.append(success)
+        returns.append(ret)
+    return {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns))}
+
+
+class _RunLog:
+    """progress.csv / eval.csv and TensorBoard events of a run folder. On resume, rows written after
+    the checkpoint (by the run that was killed) are dropped, and TensorBoard purges its events."""
+
+    def __init__(self, out: str | os.PathLike, step: int, next_eval: int) -> None:
+        from torch.utils.tensorboard import SummaryWriter
+
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        keep = {"progress": lambda r: float(r["step"]) <= step,  # written after update `step`
+                "eval": lambda r: float(r["env_steps"]) < next_eval}  # evaluations the checkpoint had done
+        for kind, kept in keep.items():
+            path = self.out / f"{kind}.csv"
+            if path.exists():
+                with path.open(newline="") as handle:
+                    rows = [r for r in csv.DictReader(handle) if kept(r)]
+                if rows:
+                    _write_csv(path, rows)
+                else:
+                    path.unlink()
+        self.tb = SummaryWriter(str(self.out / "tb"), purge_step=step if step > 0 else None)
+
+    def write(self, kind: str, row: dict[str, Any], step: int) -> None:
+        path = self.out / f"{kind}.csv"
+        new = not path.exists()
+        with path.open("a", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(row))
+            if new:
+                writer.writeheader()
+            writer.writerow(row)
+        for key, value in row.items():
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
+                self.tb.add_scalar(f"{kind}/{key}", value, step)
+
+    def close(self) -> None:
+        self.tb.close()
+
+
+def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    os.replace(tmp, path)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _single_spaces(env: Any) -> tuple[gym.Space, gym.Space]:
+    """(observation_space, action_space) of one env, also for a Gymnasium vector env."""
+    if isinstance(env, gym.vector.VectorEnv):
+        return env.single_observation_space, env.single_action_space
+    return env.observation_space, env.action_space
+
+
+def _fingerprint(data: dict[str, torch.Tensor]) -> str:
+    digest = hashlib.sha256()
+    for key in sorted(data):
+        digest.update(key.encode())
+        digest.update(data[key].detach().cpu().numpy().tobytes())
+    return digest.hexdigest()
+
+
+def _episode_returns(rewards: np.ndarray, terminals: np.ndarray, episode_index: np.ndarray, discount: float,
+                     failure_value: float | None) -> np.ndarray:
+    """Returns-to-go of every transition, computed per episode (rows of an episode in their order)."""
+    returns = np.zeros(rewards.shape, np.float64)
+    for k in np.unique(episode_index):
+        rows = np.flatnonzero(episode_index == k)
+        returns[rows] = monte_carlo_returns(rewards[rows], terminals[rows], discount, failure_value)
+    return returns
 
 
 def _box_to_json(space: gym.spaces.Box) -> dict[str, Any]:
