@@ -1,0 +1,482 @@
+"""What the action-chunk trainers (OGPO, DSRL-NA) share: a chunk replay buffer, the env loop, logs,
+evaluation and exact-resume checkpoints. The algorithms themselves live in ogpo.py and dsrl_na.py.
+
+A trainer acts on an `ActionChunkWrapper` around the task env: one agent step = one chunk of H
+primitive actions, its reward the sum of the k <= H rewards. Budgets (`learn(total_timesteps)`) and
+logs count *primitive* env steps, so methods are compared at equal robot time.
+
+Critics see flat observations standardised with the base policy's statistics (fixed, clipped to
++-10) and action chunks scaled from the env's bounds to [-1, 1]^(H*d) (flat).
+
+Run folder (`learn(..., out=RUN)`):
+    run.json             algorithm, config, seed, budget
+    progress.csv         training metrics every `config.log_every` agent steps (also in tb/ when
+                         tensorboard is installed)
+    eval.csv             env_steps, agent_steps, wall_s, success_rate, mean_return, train_success
+    checkpoints/latest   the full trainer state after each evaluation (`Trainer.load` resumes it)
+
+Checkpoint folder (`save(path)`, atomic): config.json (config, spaces, counters, optimiser
+hyper-parameters, numpy generator state), model.safetensors (networks, Adam moments, torch
+generator states), replay.npz (buffers; loaded with allow_pickle=False), policy/ (the generative
+policy as a steergym policy checkpoint). Nothing is pickled.
+
+Resume semantics: every `learn` call starts a new episode (seeded by the episode counter), so
+`learn(a); save; learn(b)` and `load; learn(b)` make identical updates; an episode cut by the end of
+a `learn` call keeps its transitions in the buffer.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from steergym.algorithms import state as trainer_state
+from steergym.atomic import atomic_folder
+from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
+
+CONFIG_FILE = "config.json"
+MODEL_FILE = "model.safetensors"
+REPLAY_FILE = "replay.npz"
+POLICY_DIR = "policy"
+TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (steering.py)
+CLIP_OBS = 10.0
+
+
+class ChunkReplay:
+    """Ring buffer of chunk transitions (numpy): obs, next_obs (N, o) raw; actions (N, A) in the
+    critics' [-1, 1] units; rewards (N,) chunk sums; terminals (N,) 0/1; steps (N,) primitive steps k."""
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "steps")
+
+    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+        self.capacity = int(capacity)
+        self.data = {
+            "obs": np.zeros((self.capacity, obs_dim), np.float32),
+            "actions": np.zeros((self.capacity, action_dim), np.float32),
+            "rewards": np.zeros(self.capacity, np.float32),
+            "next_obs": np.zeros((self.capacity, obs_dim), np.float32),
+            "terminals": np.zeros(self.capacity, np.float32),
+            "steps": np.zeros(self.capacity, np.int64),
+        }
+        self.size = 0
+        self.pos = 0
+
+    def add(self, **row: Any) -> int:
+        """Store one transition; returns its slot."""
+        slot = self.pos
+        for key in self.FIELDS:
+            self.data[key][slot] = row[key]
+        self.pos = (self.pos + 1) % self.capacity
+        self.size = min(self.size + 1, self.capacity)
+        return slot
+
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+        index = rng.integers(0, self.size, int(n))
+        return {k: v[index] for k, v in self.data.items()}
+
+    def arrays(self, prefix: str) -> dict[str, np.ndarray]:
+        out = {f"{prefix}/{k}": v[: self.size] for k, v in self.data.items()}
+        out[f"{prefix}/meta"] = np.array([self.size, self.pos, self.capacity], np.int64)
+        return out
+
+    def restore(self, arrays: dict[str, np.ndarray], prefix: str, where: str) -> None:
+        size, pos, capacity = (int(x) for x in arrays[f"{prefix}/meta"])
+        if capacity != self.capacity or size > capacity:
+            raise ValueError(f"{where}: buffer {prefix!r} holds capacity {capacity}, the config says {self.capacity}")
+        for key in self.FIELDS:
+            value = arrays[f"{prefix}/{key}"]
+            if value.shape[1:] != self.data[key].shape[1:] or len(value) != size:
+                raise ValueError(f"{where}: buffer {prefix}/{key} has shape {value.shape}, expected "
+                                 f"({size}, *{self.data[key].shape[1:]})")
+            self.data[key][:size] = value
+        self.size, self.pos = size, pos
+
+
+def check_flat_box(who: str, space: gym.Space) -> int:
+    if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 and np.issubdtype(space.dtype, np.floating)):
+        raise ValueError(f"{who}: the critics need a flat (1-D) float Box observation space, got {space}; "
+                         "pixel and Dict observations are not supported by these trainers yet")
+    return int(space.shape[0])
+
+
+def chunk_env_of(who: str, env: gym.Env, policy: Any) -> ActionChunkWrapper:
+    """`env` as an `ActionChunkWrapper` of the policy's horizon (wrapping it unless it already is one),
+    after checking that the policy's spaces fit the primitive env's."""
+    horizon, dim = (int(n) for n in policy.noise_shape)
+    if isinstance(env, ActionChunkWrapper):
+        if env.horizon != horizon:
+            raise ValueError(f"{who}: the env executes chunks of {env.horizon} actions, the policy plans {horizon}")
+        primitive = env.env
+    else:
+        primitive = env
+    check_policy_spaces(who, policy, primitive.observation_space, primitive.action_space)
+    return env if isinstance(env, ActionChunkWrapper) else ActionChunkWrapper(env, horizon)
+
+
+def space_to_json(space: gym.Space) -> Any:
+    from minari.serialization import serialize_space
+
+    return json.loads(serialize_space(space))
+
+
+def space_from_json(data: Any) -> gym.Space:
+    from minari.serialization import deserialize_space
+
+    return deserialize_space(json.dumps(data))
+
+
+class ChunkTrainer:
+    """Base of OGPO and DSRL-NA: env loop, logging, evaluation, save/load. Subclasses implement
+    `_act`, `_predict_chunk`, `_update`, `_modules`, `_optimizers`, and may extend the state hooks."""
+
+    algorithm = ""
+    FORMAT = ""
+    config_cls: type = object
+
+    # -------------------------------------------------------------------------- set-up
+    def _setup_common(self, env: gym.Env | None, policy: Any, config: Any, seed: int,
+                      device: str | torch.device, who: str) -> Any:
+        """Common state; returns `policy`, bound to the env's task when it is task-conditioned."""
+        self.config = config
+        self.seed = int(seed)
+        self.device = torch.device(device)
+        self.env: ActionChunkWrapper | None = None
+        if env is not None:
+            policy = bind_task(who, policy, env.env if isinstance(env, ActionChunkWrapper) else env)
+            self.env = chunk_env_of(who, env, policy)
+        self.observation_space = policy.observation_space
+        self.primitive_action_space = policy.action_space
+        self.obs_dim = check_flat_box(who, self.observation_space)
+        self.horizon, self.action_dim = (int(n) for n in policy.noise_shape)
+        self.chunk_dim = self.horizon * self.action_dim
+        space = self.primitive_action_space
+        if not (np.all(np.isfinite(space.low)) and np.all(np.isfinite(space.high))):
+            raise ValueError(f"{who}: the action space needs finite bounds, got {space}")
+        self._low = torch.as_tensor(space.low, dtype=torch.float32, device=self.device)
+        self._high = torch.as_tensor(space.high, dtype=torch.float32, device=self.device)
+        normalizers = getattr(policy, "obs_normalizers", None)
+        if config.normalize_observations and normalizers is not None and "obs" in normalizers:
+            loc, scale = normalizers["obs"].loc, normalizers["obs"].scale
+        else:
+            loc, scale = torch.zeros(self.obs_dim), torch.ones(self.obs_dim)
+        self._obs_loc = loc.detach().to(self.device, torch.float32).clone()
+        self._obs_scale = scale.detach().to(self.device, torch.float32).clone()
+        self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.eval_generator = torch.Generator(device=self.device).manual_seed(self.seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.replay = ChunkReplay(config.buffer_size, self.obs_dim, self.chunk_dim)
+        self.num_timesteps = 0  # primitive env steps
+        self.agent_steps = 0  # chunks
+        self.episodes = 0
+        self.updates = 0
+        self.metrics: dict[str, float] = {}
+        self.train_successes: list[bool] = []
+        self.history: list[dict[str, Any]] = []  # progress rows (every config.log_every updates)
+        self.eval_history: list[dict[str, Any]] = []  # evaluation rows
+        return policy
+
+    def set_env(self, env: gym.Env) -> None:
+        """Attach (or replace) the training env; its spaces must fit the policy's."""
+        who = type(self).__name__
+        self.env = chunk_env_of(who, env, self.policy)
+
+    # ------------------------------------------------------------------------ conversions
+    def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
+        """Raw observations (B, o) -> the critics' standardised, clipped inputs."""
+        x = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+        return ((x - self._obs_loc) / self._obs_scale).clamp(-CLIP_OBS, CLIP_OBS)
+
+    def critic_action(self, chunk: torch.Tensor) -> torch.Tensor:
+        """Chunks in env units (B, H, d) -> flat (B, H*d) in [-1, 1] (the critics' action units)."""
+        scaled = 2.0 * (chunk - self._low) / (self._high - self._low) - 1.0
+        return scaled.clamp(-1.0, 1.0).reshape(chunk.shape[0], -1)
+
+    def env_chunk(self, critic_action: torch.Tensor) -> torch.Tensor:
+        """Inverse of `critic_action`: (B, H*d) in [-1, 1] -> (B, H, d) env units."""
+        a = critic_action.reshape(-1, self.horizon, self.action_dim)
+        return self._low + (a + 1.0) * 0.5 * (self._high - self._low)
+
+    # ----------------------------------------------------------------------------- acting
+    def predict(self, obs: Any, state: Any = None, episode_start: Any = None,
+                deterministic: bool = True) -> tuple[np.ndarray, None]:
+        """SB3-shaped: (flat chunk (H*d,) or (N, H*d), None) for the chunked env.
+
+        `deterministic=True` runs the policy's deterministic sampler (no per-step noise; the
+        initial noise still comes from the agent's evaluation generator, seed it with
+        `reset_eval_noise`); False samples as in training."""
+        arr = np.asarray(obs, dtype=np.float32)
+        single = arr.shape == (self.obs_dim,)
+        if not single and not (arr.ndim == 2 and arr.shape[1] == self.obs_dim):
+            raise ValueError(f"{type(self).__name__}.predict: observation shape {arr.shape}, expected "
+                             f"({self.obs_dim},) or (N, {self.obs_dim})")
+        chunks = self._predict_chunk(arr.reshape(-1, self.obs_dim), deterministic)  # (N, H, d) tensor
+        flat = chunks.reshape(chunks.shape[0], -1).cpu().numpy().astype(self.primitive_action_space.dtype)
+        return (flat[0] if single else flat), None
+
+    def reset_eval_noise(self, seed: int) -> None:
+        self.eval_generator.manual_seed(int(seed))
+
+    def evaluate(self, env: gym.Env, episodes: int = 10, seed: int = 0,
+                 deterministic: bool = True) -> dict[str, float]:
+        """Episodes on `env` (wrapped in an ActionChunkWrapper if needed), reset seeds seed + i, the
+        evaluation noise reseeded with seed + i: success_rate and mean_return."""
+        chunked = chunk_env_of(type(self).__name__, env, self.policy)
+        successes, returns = [], []
+        for i in range(int(episodes)):
+            obs, info = chunked.reset(seed=seed + i)
+            self.reset_eval_noise(seed + i)
+            success, ret, done = bool(info.get("is_success", False)), 0.0, False
+            while not done:
+                action, _ = self.predict(obs, deterministic=deterministic)
+                obs, reward, terminated, truncated, info = chunked.step(action)
+                ret += float(reward)
+                success = success or bool(info.get("is_success", False))
+                done = terminated or truncated
+            successes.append(success)
+            returns.append(ret)
+        return {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns))}
+
+    # ----------------------------------------------------------------------------- training
+    def learn(self, total_timesteps: int, eval_env: gym.Env | None = None, eval_every: int = 10_000,
+              eval_episodes: int = 10, eval_seed: int = 0, out: str | os.PathLike | None = None,
+              progress: bool = True, time_budget_s: float | None = None) -> "ChunkTrainer":
+        """Collect and train for `total_timesteps` more *primitive* env steps (or `time_budget_s`).
+
+        Each agent step: act (a chunk), store the transition, then (after `config.learning_starts`
+        agent steps) the algorithm's updates. With `eval_env`, evaluates every `eval_every` env steps
+        and at the end (deterministic, seeds eval_seed + i); with `out`, writes the run folder.
+        """
+        who = f"{type(self).__name__}.learn"
+        if self.env is None:
+            raise ValueError(f"{who}: no training env; pass env= to the constructor or load, or call set_env")
+        if isinstance(total_timesteps, bool) or int(total_timesteps) < 1:
+            raise ValueError(f"{who}: total_timesteps must be an integer >= 1, got {total_timesteps!r}")
+        if int(eval_every) < 1 or int(eval_episodes) < 1:
+            raise ValueError(f"{who}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
+        from tqdm.auto import tqdm
+
+        run_dir = Path(out) if out is not None else None
+        writer = None
+        if run_dir is not None:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            _write_json(run_dir / "run.json", {
+                "algorithm": self.algorithm, "config": self.config.to_dict(), "seed": self.seed,
+                "total_timesteps": int(total_timesteps), "eval_every": eval_every,
+                "eval_episodes": eval_episodes, "eval_seed": eval_seed, "start_env_steps": self.num_timesteps,
+            })
+            writer = _tensorboard(run_dir / "tb")
+        start_steps, start_time = self.num_timesteps, time.perf_counter()
+        cfg = self.config
+        obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
+        self._episode_start()
+        episode_success = False
+        next_eval = self.num_timesteps if eval_env is not None else math.inf
+        bar = tqdm(total=int(total_timesteps), unit="env step", disable=not progress, leave=False,
+                   desc=f"{self.algorithm}")
+        try:
+            while self.num_timesteps - start_steps < int(total_timesteps):
+                if time_budget_s is not None and time.perf_counter() - start_time > time_budget_s:
+                    break
+                if self.num_timesteps >= next_eval:
+                    self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
+                    next_eval = self.num_timesteps + int(eval_every)
+                chunk = self._act(obs)  # (H, d) numpy, env units
+                planned = self.env.chunk_from_action(chunk)  # clipped: what the env executes
+                next_obs, reward, terminated, truncated, info = self.env.step(planned)
+                steps = int(info.get("steps", self.horizon))
+                action = self.critic_action(torch.as_tensor(planned[None], dtype=torch.float32, device=self.device))
+                slot = self.replay.add(obs=obs, actions=action[0].cpu().numpy(), rewards=float(reward),
+                                       next_obs=next_obs, terminals=float(terminated), steps=steps)
+                self._on_transition(slot)
+                episode_success = episode_success or bool(info.get("is_success", False))
+                self.num_timesteps += steps
+                self.agent_steps += 1
+                bar.update(steps)
+                if self.agent_steps > cfg.learning_starts:
+                    self.metrics = self._update()
+                    self.updates += 1
+                    if self.updates % cfg.log_every == 0:
+                        self._log_row(run_dir, writer)
+                        bar.set_postfix({k: f"{v:.3g}" for k, v in list(self.metrics.items())[:3]}, refresh=False)
+                if terminated or truncated:
+                    self.train_successes.append(episode_success)
+                    self._episode_end(episode_success)
+                    self.episodes += 1
+                    episode_success = False
+                    obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
+                    self._episode_start()
+                else:
+                    obs = next_obs
+            if eval_env is not None:
+                self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
+        finally:
+            bar.close()
+            if writer is not None:
+                writer.close()
+        return self
+
+    def _eval_row(self, eval_env, episodes, seed, start_time, run_dir, writer) -> dict[str, Any]:
+        scores = self.evaluate(eval_env, episodes, seed)
+        recent = self.train_successes[-50:]
+        row = {"env_steps": self.num_timesteps, "agent_steps": self.agent_steps,
+               "wall_s": round(time.perf_counter() - start_time, 2), **scores,
+               "train_success": float(np.mean(recent)) if recent else None}
+        self.eval_history.append(row)
+        if run_dir is not None:
+            _append_csv(run_dir / "eval.csv", row)
+            self.save(run_dir / "checkpoints" / "latest")
+        if writer is not None:
+            writer.add_scalar("eval/success_rate", row["success_rate"], self.num_timesteps)
+            writer.add_scalar("eval/mean_return", row["mean_return"], self.num_timesteps)
+        return row
+
+    def _log_row(self, run_dir, writer) -> None:
+        row = {"env_steps": self.num_timesteps, "agent_steps": self.agent_steps, "updates": self.updates,
+               **{k: round(float(v), 6) for k, v in self.metrics.items()}}
+        self.history.append(row)
+        if run_dir is not None:
+            _append_csv(run_dir / "progress.csv", row)
+        if writer is not None:
+            for key, value in self.metrics.items():
+                writer.add_scalar(f"train/{key}", float(value), self.num_timesteps)
+
+    # hooks for subclasses
+    def _episode_start(self) -> None:
+        pass
+
+    def _on_transition(self, slot: int) -> None:
+        pass
+
+    def _episode_end(self, success: bool) -> None:
+        pass
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {}
+
+    def _restore_extra_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
+        pass
+
+    def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {}
+
+    def _restore_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        pass
+
+    # ------------------------------------------------------------------------- persistence
+    def save(self, path: str | os.PathLike) -> Path:
+        """Atomically write the full trainer state to the folder `path` (see the module docstring)."""
+        from safetensors.torch import save_file
+
+        from steergym.policies.checkpoint import save_policy
+
+        tensors: dict[str, torch.Tensor] = {}
+        for prefix, module in self._modules().items():
+            tensors.update(trainer_state.module_tensors(module, prefix))
+        optim_meta = {}
+        for prefix, opt in self._optimizers().items():
+            optim_tensors, optim_meta[prefix] = trainer_state.optimizer_state(opt, prefix)
+            tensors.update(optim_tensors)
+        tensors["generator"] = self.generator.get_state().cpu()
+        tensors["eval_generator"] = self.eval_generator.get_state().cpu()
+        tensors.update(self._extra_tensors())
+        meta = {"format": self.FORMAT, "algorithm": self.algorithm, "config": self.config.to_dict(),
+                "seed": self.seed, "num_timesteps": self.num_timesteps, "agent_steps": self.agent_steps,
+                "episodes": self.episodes, "updates": self.updates,
+                "observation_space": space_to_json(self.observation_space),
+                "action_space": space_to_json(self.primitive_action_space), "optimizers": optim_meta,
+                "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
+                "train_successes": [bool(x) for x in self.train_successes[-1000:]]}
+        arrays = {**self.replay.arrays("replay"), **self._extra_arrays()}
+        with atomic_folder(path) as staging:
+            save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
+                      metadata={"format": self.FORMAT})
+            with open(staging / REPLAY_FILE, "wb") as handle:
+                np.savez(handle, **arrays)
+            save_policy(self.policy, staging / POLICY_DIR, {"trainer": self.algorithm,
+                                                            "env_steps": self.num_timesteps})
+            (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
+        return Path(path)
+
+    @classmethod
+    def _read_checkpoint(cls, path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict, Any]:
+        from safetensors import SafetensorError
+        from safetensors.torch import load_file
+
+        from steergym.policies.checkpoint import load_policy
+
+        path = Path(path)
+        missing = [n for n in (CONFIG_FILE, MODEL_FILE, REPLAY_FILE, POLICY_DIR) if not (path / n).exists()]
+        if missing:
+            raise ValueError(f"{path}: not a steergym {cls.algorithm} checkpoint (missing {missing})")
+        try:
+            meta = json.loads((path / CONFIG_FILE).read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ValueError(f"{path / CONFIG_FILE}: unreadable ({exc})") from exc
+        if not isinstance(meta, dict) or meta.get("format") != cls.FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+            raise ValueError(f"{path}: format {found!r} is not {cls.FORMAT!r}; not a {cls.algorithm} checkpoint")
+        try:
+            tensors = load_file(str(path / MODEL_FILE))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{path / MODEL_FILE}: unreadable ({exc})") from exc
+        try:
+            with np.load(path / REPLAY_FILE, allow_pickle=False) as data:
+                arrays = {k: data[k] for k in data.files}
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{path / REPLAY_FILE}: unreadable ({exc})") from exc
+        policy = load_policy(path / POLICY_DIR)
+        return meta, tensors, arrays, policy
+
+    def _restore(self, path: Path, meta: dict, tensors: dict[str, torch.Tensor], arrays: dict) -> None:
+        try:
+            for prefix, module in self._modules().items():
+                trainer_state.load_module_tensors(module, prefix, tensors)
+            for prefix, opt in self._optimizers().items():
+                trainer_state.load_optimizer_state(opt, prefix, tensors, meta["optimizers"][prefix])
+            self.generator.set_state(tensors["generator"])
+            self.eval_generator.set_state(tensors["eval_generator"])
+            self._restore_extra_tensors(tensors)
+        except (KeyError, RuntimeError) as exc:
+            raise ValueError(f"{path}: checkpoint does not match its config ({exc})") from exc
+        try:
+            self.replay.restore(arrays, "replay", str(path / REPLAY_FILE))
+            self._restore_extra_arrays(arrays, str(path / REPLAY_FILE))
+        except KeyError as exc:
+            raise ValueError(f"{path / REPLAY_FILE}: missing array {exc}") from exc
+        trainer_state.set_numpy_rng_state(self.rng, meta["numpy_rng"])
+        for key in ("num_timesteps", "agent_steps", "episodes", "updates"):
+            setattr(self, key, int(meta[key]))
+        self.metrics = dict(meta.get("metrics", {}))
+        self.train_successes = list(meta.get("train_successes", []))
+
+
+def _tensorboard(folder: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional: CSV logs are always written
+        return None
+    return SummaryWriter(str(folder))
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
+    os.replace(tmp, path)
+
+
+def _append_csv(path: Path, row: dict[str, Any]) -> None:
+    new = not path.exists()
+    with path.open("a", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(row))
+        if new:
+            writer.writeheader()
+        writer.writerow(row)

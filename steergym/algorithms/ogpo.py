@@ -1,0 +1,477 @@
+"""OGPO: off-policy generative policy optimisation (full fine-tuning of a diffusion or flow policy).
+
+    agent = OGPO(env, load_shipped("widowx-lift-flow"), OGPOConfig(), seed=0)
+    agent.learn(200_000, eval_env=eval_env, out="runs/lift-ogpo")
+    agent.policy                      # the fine-tuned GenerativePolicy (act / sample as usual)
+    agent.save("runs/lift-ogpo/final"); agent = OGPO.load("runs/lift-ogpo/final", env=env)
+
+Patil, Nakamoto et al., ICML 2026 (arXiv 2605.03065); every step below follows the public code
+(simchowitzlabpublic/OGPO_public, reference/algorithms.md section 5). The policy's K-step sampler is
+a stochastic inner MDP (`denoising_chain`: DDIM with eta = 1 for diffusion, the "SDE-fied" flow for
+flow policies) whose only reward is the critics' value of the final action. One agent step = one
+executed action chunk; after the warm-up, each agent step makes `utd_critic` critic updates and
+`utd_actor` actor updates, top to bottom:
+
+  1. critics (ensemble of M = 10, off-policy, on the replay of executed chunks):
+       y = r + gamma^k (1 - terminal) agg_m Qbar_m(s', a'),   a' ~ target actor's stochastic chain
+       (agg = mean over the ensemble; k = primitive steps of the chunk)
+       Q-variance reduction (flag): n = 8 next actions, Qbar reduced over them by median/mean/trimmed mean
+       L_Q = sum_m mean_B (Q_m(s, a) - y)^2;  Polyak targets with tau_critic
+  2. actor (PPO inside the denoising MDP, from replay states, the EMA "target" actor as pi_old):
+       G chains per state from pi_old with their log-probs; a_0 = the chain's chunk
+       advantages  A_i = Qbar(s, a_0^i) - mean_j Qbar(s, a_0^j)   (group mean baseline, no value net)
+         conservative advantages (flag): per critic A_im; min_m if all > 0, max_m if all < 0, else 0
+         chi^2 regularisation (flag): values (1 - w) mean_m Q + w min_m Q - beta * rho, rho the chain
+           ratio to a slow EMA policy, w = sigmoid(alpha (rho - 1)), beta = beta0 std_m Q / q_std_target;
+           the PPO upper clip becomes min(1 + eps, 1 + R_max / beta)
+       log omega = (log pi_theta(chain) - log pi_old(chain)) / (K * H * d)   (per-step, per-dim)
+       L_PPO = -mean min(omega A, clip(omega, 1 - eps, 1 + eps) A)
+       success-buffer regularisation (flag, "OGPO+"): + lambda_BC * the policy's own BC loss
+         (DDPM / flow matching) on chunks from successful episodes (the replay batch while none yet)
+       Polyak: target actor with tau_actor (slow actor with tau_slow under chi^2)
+
+Acting during training samples the stochastic chain of the current actor; `predict(...,
+deterministic=True)` and evaluation use the policy's deterministic sampler (DDIM eta = 0 / Euler
+ODE). Scope: flat Box observations for the critics (the policy itself may take any observation it
+supports, but states are stored flat); pixel observations and a critic LayerNorm are not here yet.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+from steergym.algorithms.calql import FusedCritics
+from steergym.algorithms.chunk_rl import ChunkTrainer
+from steergym.algorithms.denoising_chain import ChainNoise, chain_action, chain_log_prob, num_steps, sample_chain
+from steergym.policies.config import config_from_dict
+
+FORMAT = "steergym.ogpo-v1"
+Q_REDUCTIONS = ("median", "mean", "trimmed_mean")
+TARGET_AGGS = ("mean", "min")
+
+
+@dataclass
+class OGPOConfig:
+    """OGPO hyper-parameters. Sources (reference/algorithms.md section 5): "yaml" =
+    OGPO_public ogpo/configs/algos/{common,ogpo}.yaml, "square.sh" = scripts/ogpo/square.sh (taken
+    as the paper's default where they differ), "site" = the project page, "DPPO" = irom-lab/dppo.
+    """
+
+    # --- critics
+    gamma: float = 0.99  # yaml; applied as gamma^k per chunk of k primitive steps (code: gamma^H)
+    n_critics: int = 10  # yaml num_qs
+    critic_hidden: tuple[int, ...] = (512, 512, 512, 512)  # yaml 4 x 512 (the code adds LayerNorm; FusedCritics has none)
+    critic_lr: float = 3e-4  # yaml, constant
+    critic_weight_decay: float = 1e-5  # yaml (AdamW)
+    tau_critic: float = 0.05  # square.sh critic EMA
+    target_agg: str = "mean"  # yaml q_agg: "mean targets outperform pessimism" (site); "min" available
+    batch_size: int = 256  # yaml
+    utd_critic: int = 1  # yaml utd_q
+    buffer_size: int = 2_000_000  # yaml
+    learning_starts: int = 10_000  # yaml start_training (agent steps, i.e. chunks, here)
+    # --- actor (PPO in the denoising MDP)
+    utd_actor: int = 1  # yaml utd_pi
+    group_size: int = 32  # yaml group_num_samples G: chains per state
+    ppo_batch_size: int = 256  # yaml: states per actor step (a subset of the critic batch)
+    clip_epsilon: float = 0.01  # yaml clip_epsilon (multipliers 1.0)
+    actor_lr: float = 4.5e-5  # yaml ppo_lr (the code's cosine schedule is not reproduced: constant)
+    tau_actor: float = 0.005  # yaml actor EMA; the EMA actor is PPO's pi_old
+    max_grad_norm: float = 1000.0  # yaml
+    normalize_log_prob: bool = True  # ogpo.yaml normalize_denoising_horizon + normalize_act_space_dimension
+    # --- the stochastic chain
+    flow_sigma: float = 0.05  # square.sh constant_noise_std, tapered sigma * sqrt(1 - t)
+    flow_taper: bool = True  # square.sh (yaml: constant 0.005)
+    diffusion_eta: float = 1.0  # DPPO DDIM fine-tuning (the public OGPO code is flow-only)
+    diffusion_min_std: float = 0.1  # DPPO min_sampling_denoising_std
+    noise_clip: float = 3.0  # yaml randn_clip_value
+    # --- stabilisers
+    success_buffer_bc: bool = True  # "OGPO+": use_bc_regularization + use_success_buffer (square.sh)
+    bc_coef: float = 1.0  # square.sh bc_coeff (yaml default 0.1)
+    success_batch_size: int = 256  # yaml
+    conservative_advantages: bool = True  # square.sh adv_strategy: conservative ("OGPO-CA")
+    chi2: bool = False  # yaml chi_po (off by default)
+    chi2_tau_slow: float = 5e-4  # yaml tau_slow
+    chi2_alpha: float = 5.0  # yaml pessimism sharpness alpha_e
+    chi2_beta: float = 0.1  # yaml beta_base
+    chi2_q_std_target: float = 1.0  # yaml
+    chi2_r_max: float = 10.0  # yaml (square.sh 100; ~ 1 / (1 - gamma))
+    q_variance_reduction: bool = False  # yaml (off by default)
+    q_vr_samples: int = 8  # yaml q_vr_num_samples
+    q_vr_reduce: str = "median"  # script default; "mean" | "trimmed_mean" (drops lowest/highest quarter)
+    # --- ours
+    normalize_observations: bool = True  # critics see observations standardised by the policy's statistics
+    log_every: int = 1000  # updates between rows of progress.csv / `history`
+
+    def __post_init__(self) -> None:
+        self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
+        ints = ("n_critics", "batch_size", "utd_critic", "buffer_size", "utd_actor", "group_size",
+                "ppo_batch_size", "success_batch_size", "q_vr_samples", "log_every")
+        for name in ints:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"OGPOConfig.{name} must be an integer >= 1, got {value!r}")
+        if isinstance(self.learning_starts, bool) or not isinstance(self.learning_starts, int) or self.learning_starts < 0:
+            raise ValueError(f"OGPOConfig.learning_starts must be an integer >= 0, got {self.learning_starts!r}")
+        if self.group_size < 2:
+            raise ValueError(f"OGPOConfig.group_size must be >= 2 (the baseline is the group mean), got {self.group_size}")
+        positive = ("critic_lr", "actor_lr", "clip_epsilon", "max_grad_norm", "flow_sigma", "diffusion_min_std",
+                    "noise_clip", "chi2_alpha", "chi2_q_std_target", "chi2_r_max")
+        for name in positive:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+                raise ValueError(f"OGPOConfig.{name} must be a finite number > 0, got {value!r}")
+        for name in ("critic_weight_decay", "bc_coef", "chi2_beta", "diffusion_eta"):
+            value = getattr(self, name)
+            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
+                raise ValueError(f"OGPOConfig.{name} must be a finite number >= 0, got {value!r}")
+        for name in ("gamma",):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise ValueError(f"OGPOConfig.{name} must be in [0, 1], got {getattr(self, name)}")
+        for name in ("tau_critic", "tau_actor", "chi2_tau_slow"):
+            if not 0.0 < getattr(self, name) <= 1.0:
+                raise ValueError(f"OGPOConfig.{name} must be in (0, 1], got {getattr(self, name)}")
+        if not self.critic_hidden or min(self.critic_hidden) < 1:
+            raise ValueError(f"OGPOConfig.critic_hidden must be positive widths, got {self.critic_hidden}")
+        if self.q_vr_reduce not in Q_REDUCTIONS:
+            raise ValueError(f"OGPOConfig.q_vr_reduce must be one of {Q_REDUCTIONS}, got {self.q_vr_reduce!r}")
+        if self.target_agg not in TARGET_AGGS:
+            raise ValueError(f"OGPOConfig.target_agg must be one of {TARGET_AGGS}, got {self.target_agg!r}")
+        if self.chi2 and self.conservative_advantages:
+            raise ValueError("OGPOConfig: chi2=True computes its own (penalised, group-centred) advantages; "
+                             "set conservative_advantages=False with it")
+
+    def chain_noise(self) -> ChainNoise:
+        return ChainNoise(flow_sigma=self.flow_sigma, flow_taper=self.flow_taper, diffusion_eta=self.diffusion_eta,
+                          diffusion_min_std=self.diffusion_min_std, noise_clip=self.noise_clip)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["critic_hidden"] = list(self.critic_hidden)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "OGPOConfig":
+        return config_from_dict(cls, data)
+
+
+# ----------------------------------------------------------------------------------- the math
+def clipped_objective(log_ratio: torch.Tensor, advantages: torch.Tensor, epsilon: float,
+                      upper: torch.Tensor | float | None = None) -> torch.Tensor:
+    """PPO's clipped surrogate as a loss: -mean(min(omega A, clip(omega, 1 - eps, upper) A)),
+    omega = exp(log_ratio); `upper` defaults to 1 + eps (chi^2 regularisation lowers it)."""
+    ratio = log_ratio.exp()
+    high = 1.0 + epsilon if upper is None else upper
+    clipped = torch.minimum(torch.clamp(ratio, min=1.0 - epsilon), torch.as_tensor(high, dtype=ratio.dtype))
+    return -torch.minimum(ratio * advantages, clipped * advantages).mean()
+
+
+def group_advantages(q: torch.Tensor, conservative: bool) -> torch.Tensor:
+    """Advantages (B, G) of G chains per state from ensemble values q (M, B, G).
+
+    Plain: mean_m Q minus its group mean. Conservative (OGPO "safeMax"): per-critic advantages
+    A_m = Q_m - group mean of Q_m; min_m A_m where all M are > 0, max_m A_m where all are < 0, 0 where
+    the critics disagree on the sign.
+    """
+    if not conservative:
+        mean_q = q.mean(0)
+        return mean_q - mean_q.mean(-1, keepdim=True)
+    per_critic = q - q.mean(-1, keepdim=True)
+    positive, negative = (per_critic > 0).all(0), (per_critic < 0).all(0)
+    zero = torch.zeros_like(per_critic[0])
+    return torch.where(positive, per_critic.min(0).values, torch.where(negative, per_critic.max(0).values, zero))
+
+
+def chi2_advantages(q: torch.Tensor, log_ratio_slow: torch.Tensor, epsilon: float, alpha: float, beta_base: float,
+                    q_std_target: float, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """chi^2-regularised advantages (B, G) and the PPO upper clip (B, G) (OGPO's chi_po).
+
+    q (M, B, G) ensemble values; log_ratio_slow (B, G) log rho, rho the (normalised) chain ratio of
+    the current policy to the slow reference. Values (1 - w) mean_m Q + w min_m Q - beta rho with
+    w = sigmoid(alpha (rho - 1)), beta = beta_base std_m Q / q_std_target; advantages are centred on
+    the group mean; upper = min(1 + eps, 1 + r_max / beta).
+    """
+    rho = log_ratio_slow.exp()
+    w = torch.sigmoid(alpha * (rho - 1.0))
+    blended = (1.0 - w) * q.mean(0) + w * q.min(0).values
+    beta = beta_base * q.std(0, unbiased=q.shape[0] > 1) / q_std_target
+    values = blended - beta * rho
+    upper = torch.minimum(torch.full_like(beta, 1.0 + epsilon), 1.0 + r_max / beta.clamp_min(1e-12))
+    return values - values.mean(-1, keepdim=True), upper
+
+
+def reduce_samples(q: torch.Tensor, how: str) -> torch.Tensor:
+    """Reduce (B, n) next-action values over the n samples: median, mean or trimmed mean (the middle half)."""
+    if how == "mean":
+        return q.mean(-1)
+    if how == "median":
+        return q.median(-1).values
+    if how == "trimmed_mean":
+        n = q.shape[-1]
+        drop = n // 4
+        return q.sort(-1).values[..., drop:n - drop].mean(-1)
+    raise ValueError(f"unknown reduction {how!r}; valid: {Q_REDUCTIONS}")
+
+
+# ------------------------------------------------------------------------------- the agent
+class OGPO(ChunkTrainer):
+    """OGPO on any Gymnasium env with a Box action space, flat Box observations, and a diffusion or
+    flow `GenerativePolicy` (a copy of it is fine-tuned; the argument is left untouched).
+
+    Args:
+        env: the task env (primitive actions (d,)) or an `ActionChunkWrapper` of the policy's horizon
+            around it; None for an agent that only predicts (attach one later with `set_env`).
+        policy: a `steergym.policies.DiffusionPolicy` or `FlowPolicy` whose spaces equal the env's.
+        config: `OGPOConfig` (defaults: the paper's code and scripts).
+        seed: seeds the critics' init, every sampling generator, the batch order and training resets.
+        device: torch device.
+    """
+
+    algorithm = "ogpo"
+    FORMAT = FORMAT
+
+    def __init__(self, env: gym.Env | None, policy: Any, config: OGPOConfig | None = None, seed: int = 0,
+                 device: str | torch.device = "cpu") -> None:
+        from steergym.policies.generative import GenerativePolicy
+
+        if not isinstance(policy, GenerativePolicy) or policy.kind not in ("diffusion", "flow"):
+            raise ValueError(f"OGPO: the policy must be a steergym DiffusionPolicy or FlowPolicy (OGPO updates "
+                             f"the denoising chain's weights), got {type(policy).__name__}")
+        config = config or OGPOConfig()
+        if not isinstance(config, OGPOConfig):
+            raise ValueError(f"OGPO: config must be an OGPOConfig, got {type(config).__name__}")
+        policy = self._setup_common(env, policy, config, seed, device, "OGPO")
+        self.noise = config.chain_noise()
+        self.policy = _clone(policy, self.device)
+        self.actor_target = _clone(policy, self.device).requires_grad_(False)
+        self.actor_slow = _clone(policy, self.device).requires_grad_(False) if config.chi2 else None
+        self.steps = num_steps(self.policy)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            self.critic = FusedCritics(self.obs_dim, self.chunk_dim, config.critic_hidden, config.n_critics).to(self.device)
+        self.critic_target = FusedCritics(self.obs_dim, self.chunk_dim, config.critic_hidden,
+                                          config.n_critics).to(self.device)
+        self.critic_target.load_state_dict(self.critic.state_dict())
+        self.critic_target.requires_grad_(False)
+        self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=config.critic_lr,
+                                                  weight_decay=config.critic_weight_decay)
+        self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.actor_lr)
+        self.success_obs = np.zeros((0, self.obs_dim), np.float32)
+        self.success_actions = np.zeros((0, self.chunk_dim), np.float32)
+        self._episode_slots: list[int] = []
+
+    # ----------------------------------------------------------------------------- sampling
+    def _cond(self, policy, obs: np.ndarray) -> torch.Tensor:
+        obs_t, _ = policy._obs_to_tensors(np.asarray(obs, np.float32))
+        return policy._condition(obs_t, None, obs_t[next(iter(obs_t))].shape[0])
+
+    def _initial_noise(self, batch: int, generator: torch.Generator) -> torch.Tensor:
+        return torch.randn((batch, self.chunk_dim), generator=generator, device=self.device)
+
+    def sample_chains(self, policy, obs: np.ndarray, generator: torch.Generator | None = None,
+                      stochastic: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Chains of `policy` (the actor, or its target) at raw observations obs (B, o), no gradient:
+        (xs (K+1, B, D), log-probs (B,), chunks in env units (B, H, d))."""
+        generator = generator or self.generator
+        with torch.no_grad():
+            cond = self._cond(policy, obs)
+            xs, logp = sample_chain(policy, cond, self._initial_noise(cond.shape[0], generator), self.noise,
+                                    generator, stochastic)
+            return xs, logp, chain_action(policy, xs[-1], self._low, self._high)
+
+    def _act(self, obs: np.ndarray) -> np.ndarray:
+        _, _, chunk = self.sample_chains(self.policy, obs[None])
+        return chunk[0].cpu().numpy()
+
+    def _predict_chunk(self, obs: np.ndarray, deterministic: bool) -> torch.Tensor:
+        if not deterministic:
+            return self.sample_chains(self.policy, obs, self.eval_generator)[2]
+        with torch.no_grad():  # the policy's own deterministic sampler (DDIM eta = 0 / Euler ODE)
+            cond = self._cond(self.policy, obs)
+            x = self.policy._generate(self._initial_noise(cond.shape[0], self.eval_generator), cond)
+            return chain_action(self.policy, x, self._low, self._high)
+
+    # ------------------------------------------------------------------------ the updates
+    def _update(self) -> dict[str, float]:
+        cfg = self.config
+        metrics: dict[str, float] = {}
+        for _ in range(cfg.utd_critic):
+            batch = self.replay.sample(self.rng, cfg.batch_size)
+            metrics.update(self.critic_update(batch))
+        for _ in range(cfg.utd_actor):
+            batch = self.replay.sample(self.rng, cfg.batch_size)
+            metrics.update(self.actor_update(batch))
+        return metrics
+
+    def td_target(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+        """y (B,) = r + gamma^k (1 - terminal) agg_m Qbar_m(s', a') with a' from the target actor's chain
+        (n = q_vr_samples of them reduced by q_vr_reduce under Q-variance reduction)."""
+        cfg = self.config
+        n = cfg.q_vr_samples if cfg.q_variance_reduction else 1
+        next_obs = batch["next_obs"]
+        size = next_obs.shape[0]
+        with torch.no_grad():
+            repeated = np.repeat(next_obs, n, axis=0)
+            _, _, chunk = self.sample_chains(self.actor_target, repeated)
+            q = self.critic_target(self.obs_tensor(repeated), self.critic_action(chunk))  # (M, B*n)
+            q = q.mean(0) if cfg.target_agg == "mean" else q.min(0).values
+            q = q.reshape(size, n)
+            q_next = reduce_samples(q, cfg.q_vr_reduce) if n > 1 else q[:, 0]
+            reward = torch.as_tensor(batch["rewards"], device=self.device)
+            discount = cfg.gamma ** torch.as_tensor(batch["steps"], dtype=torch.float32, device=self.device)
+            mask = 1.0 - torch.as_tensor(batch["terminals"], device=self.device)
+            return reward + discount * mask * q_next
+
+    def critic_update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+        """One TD step of the ensemble on `batch` (a replay sample) and the Polyak update of its targets."""
+        y = self.td_target(batch)
+        q = self.critic(self.obs_tensor(batch["obs"]), torch.as_tensor(batch["actions"], device=self.device))
+        td = (q - y).pow(2).mean(1)
+        loss = td.sum()
+        self.critic_optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.critic_optimizer.step()
+        with torch.no_grad():
+            torch._foreach_lerp_(list(self.critic_target.parameters()), list(self.critic.parameters()),
+                                 self.config.tau_critic)
+        return {"td_loss": float(td.detach().mean()), "q_data": float(q.detach().mean()), "target_q": float(y.mean())}
+
+    def actor_losses(self, obs: np.ndarray, success: tuple[np.ndarray, np.ndarray] | None = None,
+                     chains: tuple[torch.Tensor, torch.Tensor] | None = None,
+                     q: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """The actor's loss terms at raw states obs (P, o).
+
+        G chains per state are drawn from the target actor (or given: `chains` = (xs (K+1, P*G, D),
+        old log-probs (P*G,)), states repeated G times consecutively); their ensemble values come from
+        the target critics (or `q` (M, P, G)). `success` = (obs, chunks in [-1, 1] units) for the
+        BC term. Returns loss (to minimise), ppo, bc, advantages (P, G), log_ratio (P, G), ratio stats.
+        """
+        cfg = self.config
+        P, G = obs.shape[0], cfg.group_size
+        repeated = np.repeat(obs, G, axis=0)
+        if chains is None:
+            xs, logp_old, chunk = self.sample_chains(self.actor_target, repeated)
+        else:
+            xs, logp_old = chains
+            with torch.no_grad():
+                chunk = chain_action(self.actor_target, xs[-1], self._low, self._high)
+        if q is None:
+            with torch.no_grad():
+                q = self.critic_target(self.obs_tensor(repeated), self.critic_action(chunk))
+        q = q.reshape(q.shape[0], P, G)
+        scale = self.steps * self.chunk_dim if cfg.normalize_log_prob else 1.0
+        logp_new = chain_log_prob(self.policy, self._cond(self.policy, repeated), xs, self.noise)
+        log_ratio = ((logp_new - logp_old) / scale).reshape(P, G)
+        upper = None
+        if cfg.chi2:
+            with torch.no_grad():
+                logp_slow = chain_log_prob(self.actor_slow, self._cond(self.actor_slow, repeated), xs, self.noise)
+                log_rho = ((logp_new.detach() - logp_slow) / scale).reshape(P, G)
+                advantages, upper = chi2_advantages(q, log_rho, cfg.clip_epsilon, cfg.chi2_alpha, cfg.chi2_beta,
+                                                    cfg.chi2_q_std_target, cfg.chi2_r_max)
+        else:
+            advantages = group_advantages(q, cfg.conservative_advantages)
+        ppo = clipped_objective(log_ratio, advantages.detach(), cfg.clip_epsilon, upper)
+        bc = torch.zeros((), device=self.device)
+        if cfg.success_buffer_bc and success is not None:
+            s_obs, s_act = success
+            chunks = self.env_chunk(torch.as_tensor(s_act, device=self.device))
+            bc = self.policy.loss(s_obs, chunks, generator=self.generator)
+        return {"loss": ppo + cfg.bc_coef * bc, "ppo": ppo, "bc": bc, "advantages": advantages,
+                "log_ratio": log_ratio}
+
+    def actor_update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+        """One PPO step of the whole generative chain on states of `batch`, then the EMA updates."""
+        cfg = self.config
+        obs = batch["obs"][: cfg.ppo_batch_size]
+        success = self._success_batch(batch) if cfg.success_buffer_bc else None
+        terms = self.actor_losses(obs, success)
+        self.actor_optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+        self.actor_optimizer.step()
+        with torch.no_grad():
+            params = list(self.policy.parameters())
+            torch._foreach_lerp_(list(self.actor_target.parameters()), params, cfg.tau_actor)
+            if self.actor_slow is not None:
+                torch._foreach_lerp_(list(self.actor_slow.parameters()), params, cfg.chi2_tau_slow)
+            ratio = terms["log_ratio"].exp()
+            clipped = ((ratio - 1.0).abs() > cfg.clip_epsilon).float().mean()
+        return {"actor_loss": float(terms["loss"].detach()), "ppo_loss": float(terms["ppo"].detach()),
+                "bc_loss": float(terms["bc"].detach()),
+                "adv_abs": float(terms["advantages"].abs().mean()),
+                "adv_zero": float((terms["advantages"] == 0).float().mean()),
+                "clip_frac": float(clipped), "grad_norm": float(grad_norm),
+                "success_buffer": float(len(self.success_obs))}
+
+    def _success_batch(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """(obs, chunks) for the BC term: from the success buffer, or the replay batch while it is empty."""
+        size = len(self.success_obs)
+        if size == 0:
+            n = min(self.config.success_batch_size, len(batch["obs"]))
+            return batch["obs"][:n], batch["actions"][:n]
+        index = self.rng.integers(0, size, self.config.success_batch_size)
+        return self.success_obs[index], self.success_actions[index]
+
+    # ---------------------------------------------------------------------- success buffer
+    def _episode_start(self) -> None:
+        self._episode_slots = []
+
+    def _on_transition(self, slot: int) -> None:
+        self._episode_slots.append(slot)
+
+    def _episode_end(self, success: bool) -> None:
+        if success and self._episode_slots:
+            slots = np.asarray(self._episode_slots)
+            self.success_obs = np.concatenate([self.success_obs, self.replay.data["obs"][slots]])[-self.config.buffer_size:]
+            self.success_actions = np.concatenate(
+                [self.success_actions, self.replay.data["actions"][slots]])[-self.config.buffer_size:]
+        self._episode_slots = []
+
+    # ------------------------------------------------------------------------- persistence
+    def _modules(self) -> dict[str, nn.Module]:
+        modules = {"actor_target": self.actor_target, "critic": self.critic, "critic_target": self.critic_target}
+        if self.actor_slow is not None:
+            modules["actor_slow"] = self.actor_slow
+        return modules
+
+    def _optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"actor_optim": self.actor_optimizer, "critic_optim": self.critic_optimizer}
+
+    def _extra_arrays(self) -> dict[str, np.ndarray]:
+        return {"success/obs": self.success_obs, "success/actions": self.success_actions}
+
+    def _restore_extra_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
+        obs, actions = arrays["success/obs"], arrays["success/actions"]
+        if obs.shape[1:] != (self.obs_dim,) or actions.shape != (len(obs), self.chunk_dim):
+            raise ValueError(f"{where}: success buffer shapes {obs.shape}, {actions.shape} do not fit "
+                             f"obs dim {self.obs_dim}, chunk dim {self.chunk_dim}")
+        self.success_obs, self.success_actions = obs.astype(np.float32), actions.astype(np.float32)
+
+    @classmethod
+    def load(cls, path: str | Any, env: gym.Env | None = None, device: str | torch.device = "cpu") -> "OGPO":
+        """Rebuild an agent saved by `save` (the fine-tuned policy, targets, critics, optimisers,
+        buffers, generators and counters): training resumes exactly. ValueError for a folder that is
+        not an OGPO checkpoint or an env whose spaces differ from the saved policy's."""
+        path = Path(path)
+        meta, tensors, arrays, policy = cls._read_checkpoint(path)
+        agent = cls(env, policy, OGPOConfig.from_dict(meta["config"]), seed=int(meta["seed"]), device=device)
+        agent._restore(path, meta, tensors, arrays)
+        return agent
+
+
+def _clone(policy, device: torch.device):
+    """An independent copy of a GenerativePolicy (same class, config, weights and task binding)."""
+    import copy
+
+    twin = type(policy)(policy.observation_space, policy.action_space, copy.deepcopy(policy.config))
+    twin.load_state_dict(policy.state_dict())
+    twin.task = policy.task
+    return twin.to(device)

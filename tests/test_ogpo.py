@@ -1,0 +1,287 @@
+"""OGPO: the stochastic denoising chain, the clipped objective, each stabiliser, a bandit run, resume."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+
+from steergym.algorithms.denoising_chain import ChainNoise, chain_log_prob, sample_chain
+from steergym.algorithms.ogpo import (
+    OGPO,
+    OGPOConfig,
+    chi2_advantages,
+    clipped_objective,
+    group_advantages,
+)
+from steergym.policies.config import PolicyConfig
+from steergym.policies.diffusion import DiffusionPolicy
+from steergym.policies.flow import FlowPolicy
+
+OPTIMUM = 0.6
+
+
+class Bandit(gym.Env):
+    """One-step 1-D bandit: reward -(a - 0.6)^2, success within 0.1 of the optimum."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        a = float(np.asarray(action).reshape(-1)[0])
+        return np.zeros(1, np.float32), -(a - OPTIMUM) ** 2, True, False, {"is_success": abs(a - OPTIMUM) < 0.1}
+
+
+def tiny_policy(cls, steps: int = 4, seed: int = 0, action_dim: int = 1):
+    torch.manual_seed(seed)
+    space = gym.spaces.Box(-1.0, 1.0, (action_dim,), np.float32)
+    policy = cls(Bandit.observation_space, space,
+                 PolicyConfig(kind=cls.kind, horizon=1, hidden_dim=32, time_dim=8, sample_steps=steps, train_steps=8))
+    policy.fit_normalization(np.zeros((2, 1)), np.stack([-np.ones(action_dim), np.ones(action_dim)]))
+    return policy
+
+
+@pytest.fixture(scope="module")
+def bc_flow():
+    """A flow policy behaviour-cloned onto actions N(-0.3, 0.1^2): far from the bandit's optimum."""
+    policy = tiny_policy(FlowPolicy)
+    gen = torch.Generator().manual_seed(0)
+    opt = torch.optim.Adam(policy.parameters(), lr=5e-3)
+    rng = np.random.default_rng(0)
+    obs = np.zeros((128, 1), np.float32)
+    for _ in range(150):
+        acts = torch.as_tensor(-0.3 + 0.1 * rng.standard_normal((128, 1, 1)), dtype=torch.float32)
+        loss = policy.loss(obs, acts, generator=gen)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return policy
+
+
+def small_config(**overrides) -> OGPOConfig:
+    base = dict(n_critics=2, critic_hidden=(32, 32), batch_size=32, group_size=8, ppo_batch_size=8,
+                learning_starts=20, actor_lr=1e-3, tau_actor=0.2, clip_epsilon=0.2, critic_lr=3e-3, tau_critic=0.2,
+                log_every=10, success_batch_size=16)
+    base.update(overrides)
+    return OGPOConfig(**base)
+
+
+def _cond(policy, batch=3):
+    obs_t, _ = policy._obs_to_tensors(np.zeros((batch, 1), np.float32))
+    return policy._condition(obs_t, None, batch)
+
+
+# ------------------------------------------------------------------------- the chain
+def test_one_step_flow_chain_log_prob_is_the_hand_computed_gaussian():
+    policy = tiny_policy(FlowPolicy, steps=1, action_dim=2)
+    noise = ChainNoise(flow_sigma=0.3)
+    cond = _cond(policy)
+    x0 = torch.randn(3, 2, generator=torch.Generator().manual_seed(1))
+    xs, logp = sample_chain(policy, cond, x0, noise, torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        v = policy.denoiser(x0, torch.zeros(3), cond)
+        # t = 0, dt = 1, std = sigma; score correction (sigma^2 / 2) (0 * v - x0)
+        mean = (x0 + v - 0.5 * 0.3 ** 2 * x0).clamp(-1, 1)
+        expected = (-(xs[1] - mean) ** 2 / (2 * 0.3 ** 2) - math.log(0.3) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    assert xs.shape == (2, 3, 2) and torch.equal(xs[0], x0)
+    torch.testing.assert_close(logp, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chain_log_prob(policy, cond, xs, noise).detach(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_one_step_diffusion_chain_log_prob_is_the_hand_computed_gaussian():
+    policy = tiny_policy(DiffusionPolicy, steps=1)
+    noise = ChainNoise(diffusion_min_std=0.2)
+    cond = _cond(policy)
+    x0 = torch.randn(3, 1, generator=torch.Generator().manual_seed(3))
+    xs, logp = sample_chain(policy, cond, x0, noise, torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        abar = float(policy.alphas_cumprod[policy.timesteps[0]])
+        eps = policy.denoiser(x0, torch.full((3,), float(policy.timesteps[0])), cond)
+        mean = ((x0 - math.sqrt(1 - abar) * eps) / math.sqrt(abar)).clamp(-1, 1)  # the last step: x0_hat
+        expected = (-(xs[1] - mean) ** 2 / (2 * 0.2 ** 2) - math.log(0.2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+    torch.testing.assert_close(logp, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(chain_log_prob(policy, cond, xs, noise).detach(), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_noise_free_ddim_chain_is_the_policys_own_sampler():
+    policy = tiny_policy(DiffusionPolicy, steps=4)
+    cond = _cond(policy, 5)
+    x0 = torch.randn(5, 1, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        xs, _ = sample_chain(policy, cond, x0, ChainNoise(diffusion_eta=0.0), stochastic=False)
+        torch.testing.assert_close(xs[-1], policy._generate(x0, cond))
+
+
+def test_chain_log_prob_of_a_sampled_multi_step_chain_matches_the_sampler():
+    policy = tiny_policy(FlowPolicy, steps=4)
+    cond = _cond(policy, 6)
+    noise = ChainNoise()
+    xs, logp = sample_chain(policy, cond, torch.randn(6, 1), noise, torch.Generator().manual_seed(6))
+    per_step = chain_log_prob(policy, cond, xs, noise, per_step=True)
+    assert per_step.shape == (4, 6)
+    torch.testing.assert_close(per_step.sum(0).detach(), logp, rtol=1e-5, atol=1e-4)
+
+
+# --------------------------------------------------------------------- the objective
+def test_clipped_objective_equals_the_hand_computed_value():
+    log_ratio = torch.log(torch.tensor([1.5, 0.5, 1.005, 0.9])).requires_grad_(True)
+    adv = torch.tensor([1.0, 1.0, -2.0, -1.0])
+    # min(rA, clip(r, 0.8, 1.2) A): 1.2, 0.5, -2.01, -0.9
+    loss = clipped_objective(log_ratio, adv, 0.2)
+    assert loss.item() == pytest.approx(-(1.2 + 0.5 - 2.01 - 0.9) / 4, abs=1e-6)
+    loss.backward()
+    assert log_ratio.grad[0] == 0.0  # clipped: no gradient pushes the ratio further up
+    assert log_ratio.grad[1] != 0.0
+    # a lower upper clip (chi^2 regularisation) caps the gain of the first sample at 1.1
+    assert clipped_objective(log_ratio.detach(), adv, 0.2, upper=1.1).item() == pytest.approx(
+        -(1.1 + 0.5 - 2.01 - 0.9) / 4, abs=1e-6)
+
+
+# --------------------------------------------------------------------- the stabilisers
+def test_conservative_advantages_keep_only_agreed_signs_with_the_smallest_magnitude():
+    # 3 critics, 1 state, 3 chains: chain 0 all critics above their group mean, chain 1 disputed,
+    # chain 2 all below
+    q = torch.tensor([[[3.0, 1.0, 0.0]], [[2.0, 3.0, 0.5]], [[4.0, 0.5, -1.5]]])
+    plain, cons = group_advantages(q, False), group_advantages(q, True)
+    per_critic = q - q.mean(-1, keepdim=True)
+    assert cons[0, 0] == per_critic[:, 0, 0].min() > 0
+    assert cons[0, 1] == 0.0 and plain[0, 1] != 0.0
+    assert cons[0, 2] == per_critic[:, 0, 2].max() < 0
+    assert torch.all(cons.abs() <= plain.abs() + 1e-6)
+    # so the objective does not push the disputed chain at all
+    log_ratio = torch.zeros(1, 3, requires_grad=True)
+    clipped_objective(log_ratio, cons, 0.01).backward()
+    assert log_ratio.grad[0, 1] == 0.0 and log_ratio.grad[0, 0] < 0 < log_ratio.grad[0, 2]
+
+
+def test_chi2_regularisation_lowers_the_advantage_of_chains_that_drift_from_the_slow_policy():
+    q = torch.tensor([[[1.0, 1.0, 0.0]], [[1.2, 1.2, 0.1]]])  # chains 0 and 1 have equal values
+    log_rho = torch.tensor([[0.0, 0.5, 0.0]])  # chain 1 is more likely under the current policy
+    adv, upper = chi2_advantages(q, log_rho, 0.01, alpha=5.0, beta_base=0.1, q_std_target=1.0, r_max=10.0)
+    plain = group_advantages(q, False)
+    assert adv[0, 1] < adv[0, 0]  # equal values, the drifted chain is penalised
+    assert adv[0, 1] - adv[0, 0] < plain[0, 1] - plain[0, 0]
+    assert torch.all(upper <= 1.01)
+    # with no drift and no ensemble spread the chi^2 advantages are the plain ones
+    flat = torch.tensor([[[1.0, 2.0, 0.0]], [[1.0, 2.0, 0.0]]])
+    same, _ = chi2_advantages(flat, torch.zeros(1, 3), 0.01, 5.0, 0.1, 1.0, 10.0)
+    torch.testing.assert_close(same, group_advantages(flat, False))
+
+
+def _filled_agent(policy, steps=40, **overrides):
+    agent = OGPO(Bandit(), policy, small_config(learning_starts=10_000, **overrides), seed=0)
+    agent.learn(steps, progress=False)  # collection only (learning_starts not reached)
+    return agent
+
+
+def test_success_buffer_bc_adds_the_bc_loss_and_raises_the_likelihood_of_successes(bc_flow):
+    agent_on = _filled_agent(bc_flow, success_buffer_bc=True, bc_coef=1.0)
+    agent_off = _filled_agent(bc_flow, success_buffer_bc=False)
+    success = (np.zeros((16, 1), np.float32), np.full((16, 1), OPTIMUM, np.float32))
+    obs = np.zeros((8, 1), np.float32)
+    torch.manual_seed(0)
+    chains = agent_on.sample_chains(agent_on.actor_target, np.repeat(obs, 8, axis=0))[:2]
+    q = torch.zeros(2, 8, 8)
+    on = agent_on.actor_losses(obs, success, chains=chains, q=q)
+    off = agent_off.actor_losses(obs, success, chains=chains, q=q)
+    assert on["bc"] > 0 and off["bc"] == 0
+    torch.testing.assert_close(on["loss"], off["loss"] + on["bc"])
+
+    def bc_loss(policy):
+        gen = torch.Generator().manual_seed(9)
+        chunks = torch.full((64, 1, 1), OPTIMUM)
+        return float(policy.loss(np.zeros((64, 1), np.float32), chunks, generator=gen).detach())
+
+    before = bc_loss(agent_on.policy)
+    agent_on.success_obs, agent_on.success_actions = success
+    for _ in range(15):
+        agent_on.actor_update(agent_on.replay.sample(agent_on.rng, 32))
+        agent_off.actor_update(agent_off.replay.sample(agent_off.rng, 32))
+    assert bc_loss(agent_on.policy) < before
+    assert bc_loss(agent_on.policy) < bc_loss(agent_off.policy)
+
+
+@pytest.mark.parametrize("reduce", ["median", "mean"])
+def test_q_variance_reduction_lowers_the_variance_of_the_td_target(reduce):
+    policy = tiny_policy(FlowPolicy)  # untrained: its chain spreads next actions widely
+
+    def targets(vr: bool) -> np.ndarray:
+        agent = _filled_agent(policy, steps=8, q_variance_reduction=vr, q_vr_reduce=reduce, flow_sigma=0.6)
+        with torch.no_grad():  # a critic whose value depends strongly on the action
+            agent.critic_target.weights[-1].mul_(300.0)
+        batch = agent.replay.sample(agent.rng, 4)
+        batch["terminals"][:] = 0.0
+        return np.stack([agent.td_target(batch).numpy() for _ in range(60)])
+
+    single, reduced = targets(False), targets(True)
+    assert reduced.var(0).mean() < 0.5 * single.var(0).mean()
+
+
+# ------------------------------------------------------------------------------ training
+def test_a_short_run_moves_the_policy_toward_the_bandits_optimum(bc_flow, tmp_path):
+    before = float(bc_flow.sample_n(np.zeros(1, np.float32), 200).mean())
+    agent = OGPO(Bandit(), bc_flow, small_config(success_buffer_bc=False, conservative_advantages=False), seed=0)
+    agent.learn(200, eval_env=Bandit(), eval_every=100, eval_episodes=5, out=tmp_path / "run", progress=False)
+    after = float(agent.policy.sample_n(np.zeros(1, np.float32), 200).mean())
+    assert abs(before - OPTIMUM) > 0.8
+    assert abs(after - OPTIMUM) < 0.35, (before, after)
+    assert float(bc_flow.sample_n(np.zeros(1, np.float32), 200).mean()) == pytest.approx(before, abs=0.05)  # untouched
+    assert agent.eval_history[-1]["mean_return"] > agent.eval_history[0]["mean_return"]
+    for name in ("run.json", "progress.csv", "eval.csv", "checkpoints/latest/config.json"):
+        assert (tmp_path / "run" / name).exists(), name
+
+
+def test_resume_makes_identical_next_updates(bc_flow, tmp_path):
+    cfg = small_config(learning_starts=15)
+    agent = OGPO(Bandit(), bc_flow, cfg, seed=3)
+    agent.learn(30, progress=False)
+    agent.success_obs, agent.success_actions = np.zeros((5, 1), np.float32), np.full((5, 1), 0.5, np.float32)
+    agent.save(tmp_path / "ckpt")
+    resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
+    assert resumed.num_timesteps == agent.num_timesteps == 30 and resumed.replay.size == 30
+    agent.learn(12, progress=False)
+    resumed.learn(12, progress=False)
+    for (name, a), (_, b) in zip(agent.policy.state_dict().items(), resumed.policy.state_dict().items()):
+        assert torch.equal(a, b), name
+    for a, b in zip(agent.critic.parameters(), resumed.critic.parameters()):
+        assert torch.equal(a, b)
+    assert agent.metrics == resumed.metrics
+    np.testing.assert_array_equal(agent.replay.data["actions"], resumed.replay.data["actions"])
+
+
+def test_bad_inputs_raise_clear_errors(bc_flow, tmp_path):
+    with pytest.raises(ValueError, match="DiffusionPolicy or FlowPolicy.*str"):
+        OGPO(Bandit(), "not a policy")
+    other = gym.make("Pendulum-v1")
+    with pytest.raises(ValueError, match="observation space"):
+        OGPO(other, bc_flow, small_config())
+    other.close()
+    with pytest.raises(ValueError, match="conservative_advantages=False"):
+        OGPOConfig(chi2=True)
+    with pytest.raises(ValueError, match="group_size"):
+        OGPOConfig(group_size=1)
+    (tmp_path / "junk").mkdir()
+    with pytest.raises(ValueError, match="not a steergym ogpo checkpoint"):
+        OGPO.load(tmp_path / "junk")
+    with pytest.raises(ValueError, match="no training env"):
+        OGPO(None, bc_flow, small_config()).learn(10)
+
+
+def test_chi2_run_keeps_a_slow_policy_and_round_trips(bc_flow, tmp_path):
+    cfg = small_config(chi2=True, conservative_advantages=False, learning_starts=5)
+    agent = OGPO(Bandit(), bc_flow, cfg, seed=1)
+    agent.learn(10, progress=False)
+    assert np.isfinite(agent.metrics["actor_loss"])
+    agent.save(tmp_path / "c")
+    resumed = OGPO.load(tmp_path / "c")
+    for a, b in zip(agent.actor_slow.parameters(), resumed.actor_slow.parameters()):
+        assert torch.equal(a, b)
+    action, _ = resumed.predict(np.zeros(1, np.float32))
+    assert action.shape == (1,) and -1.0 <= action[0] <= 1.0
