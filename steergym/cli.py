@@ -8,6 +8,8 @@
                       [--steps N] [--resume] [--eval-every N] ...
     steergym train dsrl|residual --policy NAME|DIR --out DIR [--env ID] [--env-steps N] [--minutes M] ...
     steergym train sac --env ID --out DIR [--env-steps N] ...
+    steergym train calql|cql --dataset NAME --out DIR [--env ID] [--pretrain-steps N] [--env-steps N]
+                             [--resume] ...
     steergym demo [--policy NAME] [--minutes M] [--episodes N] [--out DIR]
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
@@ -299,6 +301,63 @@ def _add_train(sub) -> None:
         ("sac", "SAC from scratch on the task (the baseline; no base policy)"),
     ):
         _add_steering_trainer(trainers, method, text)
+    for method, text in (
+        ("calql", "Cal-QL: offline pre-training on a dataset, then online fine-tuning (calibrated CQL)"),
+        ("cql", "CQL: the same trainer with Cal-QL's calibration off"),
+    ):
+        _add_calql_trainer(trainers, method, text)
+
+
+def _add_calql_trainer(trainers, method: str, text: str) -> None:
+    from steergym.algorithms.calql import CalQLConfig
+
+    defaults = CalQLConfig()
+    p = trainers.add_parser(
+        method, help=text,
+        description=f"{text}. Offline gradient steps on the dataset, then online env steps mixing the "
+        "dataset with finished online episodes. The run folder gets run.json, offline.csv, progress.csv, "
+        "eval.csv, TensorBoard events in tb/, pretrained/ (the agent after pre-training), "
+        "checkpoints/latest (agent + replay buffer; --resume continues from it) and agent/.",
+    )
+    p.add_argument("--dataset", required=True, metavar="NAME", help="dataset id (steergym collect ...)")
+    p.add_argument("--env", metavar="ID", help="task id (default: the dataset's)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--pretrain-steps", type=_non_negative_int, default=10_000, metavar="N",
+                   help="offline gradient steps (default: 10000)")
+    p.add_argument("--env-steps", type=_non_negative_int, default=10_000, metavar="N",
+                   help="online env steps (transitions); 0: offline only (default: 10000)")
+    p.add_argument("--eval-every", type=_positive_int, default=2_000, metavar="N",
+                   help="online env steps between evaluations (default: 2000; Cal-QL's scripts)")
+    p.add_argument("--eval-episodes", type=_positive_int, default=20, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--num-envs", type=_positive_int, default=1, help="parallel training envs (a vector env)")
+    p.add_argument("--batch-size", type=_positive_int, default=defaults.batch_size)
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=list(defaults.critic_hidden), metavar="W",
+                   help="hidden layer widths of actor and critics")
+    p.add_argument("--cql-alpha", type=float, default=defaults.cql_alpha, help="weight of the CQL term")
+    p.add_argument("--discount", type=float, default=defaults.discount)
+    p.add_argument("--online-ratio", type=float, default=defaults.online_ratio,
+                   help="fraction of each online-phase batch from online data (default: 0.5)")
+    p.add_argument("--utd", type=_positive_int, default=defaults.utd, help="updates per online env step")
+    p.add_argument("--reward-scale", type=float, default=defaults.reward_scale, help="r' = scale * r + bias")
+    p.add_argument("--reward-bias", type=float, default=defaults.reward_bias)
+    p.add_argument("--failure-reward", type=float, default=defaults.failure_reward, metavar="R",
+                   help="raw reward of a failed sparse episode: such episodes get r'/(1-discount) as reference "
+                   "value (Cal-QL's sparse rule; e.g. 0 for 0/1 success rewards)")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
 
 
 def _add_steering_trainer(trainers, method: str, text: str) -> None:
@@ -344,6 +403,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.trainer in ("calql", "cql"):
+        return _train_calql(args)
     if args.trainer != "bc":
         return _train_steering(args)
     config = BCConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -390,6 +451,86 @@ def _train_steering(args: argparse.Namespace) -> int:
           f"{last['success_rate']:.2f} at the end")
     policy_dir = Path(args.out) / "policy"
     print(f"policy: {policy_dir}  (steergym eval --policy {policy_dir})")
+    return 0
+
+
+def _train_calql(args: argparse.Namespace) -> int:
+    import csv
+    import time
+
+    import gymnasium as gym
+
+    from steergym.algorithms.calql import CalQL, CalQLConfig
+    from steergym.bench.evaluate import make_env
+    from steergym.data import load_transitions
+
+    out = Path(args.out)
+    data = load_transitions(args.dataset, root=args.root)
+    env_id = args.env or data.metadata.get("env_id")
+    if not env_id:
+        raise ValueError(f"dataset {args.dataset!r} names no env: pass --env")
+    latest, pretrained = out / "checkpoints" / "latest", out / "pretrained"
+    if args.resume:
+        source = latest if latest.is_dir() else pretrained if pretrained.is_dir() else None
+        if source is None:
+            raise ValueError(f"--resume: {out} holds no checkpoint (checkpoints/latest or pretrained/)")
+        agent = CalQL.load(source)
+        if agent.config.calibrated != (args.trainer == "calql"):
+            raise ValueError(f"--resume: {source} is a {'calql' if agent.config.calibrated else 'cql'} run, "
+                             f"not {args.trainer}")
+    else:
+        if latest.exists() or pretrained.exists():
+            raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
+        hidden = tuple(args.hidden)
+        config = CalQLConfig(calibrated=args.trainer == "calql", batch_size=args.batch_size, actor_hidden=hidden,
+                             critic_hidden=hidden, cql_alpha=args.cql_alpha, discount=args.discount,
+                             online_ratio=args.online_ratio, utd=args.utd, reward_scale=args.reward_scale,
+                             reward_bias=args.reward_bias, failure_reward=args.failure_reward,
+                             log_every=min(1000, max(1, args.pretrain_steps // 100 or 1)))
+        probe = make_env(env_id)
+        try:
+            agent = CalQL(probe, config, seed=args.seed)
+        finally:
+            probe.close()
+    start = time.perf_counter()
+    remaining = max(0, args.pretrain_steps - agent.offline_steps) if agent.online.num_timesteps == 0 else 0
+    if remaining:
+        before = len(agent.history)
+        agent.pretrain(data, remaining, progress=not args.quiet)
+        rows = agent.history[before:]
+        if rows:
+            offline_csv = out / "offline.csv"
+            out.mkdir(parents=True, exist_ok=True)
+            new = not offline_csv.exists()
+            with offline_csv.open("a", newline="") as handle:
+                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+                if new:
+                    writer.writeheader()
+                writer.writerows(rows)
+        agent.save(pretrained)
+    else:
+        agent.set_offline_data(data, f"steergym train {args.trainer}")
+    if args.env_steps > agent.online.num_timesteps:
+        if args.num_envs > 1:
+            env = gym.make_vec(env_id, num_envs=args.num_envs)
+        else:
+            env = make_env(env_id)
+        try:
+            agent.learn(env, args.env_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                        out=out, progress=not args.quiet)
+        finally:
+            env.close()
+    else:
+        agent.save(out / "agent", replay=False)
+    wall = time.perf_counter() - start
+    summary = (f"{out}: {args.trainer} on {env_id}, {agent.offline_steps:,d} offline steps + "
+               f"{agent.online.num_timesteps:,d} env steps ({agent.step:,d} updates) in {wall:.0f} s")
+    if agent.curve:
+        first, last = agent.curve[0], agent.curve[-1]
+        summary += (f"; eval success ({args.eval_episodes} episodes) {first['success_rate']:.2f} after "
+                    f"pre-training -> {last['success_rate']:.2f}")
+    print(summary)
+    print(f"agent: {out / 'agent'}  (CalQL.load)")
     return 0
 
 

@@ -432,3 +432,30 @@ def test_learn_rejects_discrete_actions_and_mismatched_spaces():
         CalQL(spaces(), CalQLConfig(**ONLINE)).learn(Chain(), 10, eval_env=None, progress=False)
     with pytest.raises(ValueError, match="total_timesteps must be >= 1"):
         agent.learn(Chain(), 0, progress=False)
+
+
+def test_cli_trains_calql_offline_then_online_and_resumes(tmp_path, capsys, monkeypatch):
+    from steergym.cli import main
+
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "data"))
+    collect(LIFT, 2, "mixed", "steergym/lift/cli-v0", seed=0, progress=False)
+    out = tmp_path / "run"
+    common = ["train", "calql", "--dataset", "steergym/lift/cli-v0", "--out", str(out), "--pretrain-steps", "5",
+              "--eval-every", "40", "--eval-episodes", "1", "--hidden", "16", "16", "--batch-size", "16",
+              "--reward-scale", "10", "--reward-bias", "-5", "--failure-reward", "0", "--quiet"]
+    assert main([*common, "--env-steps", "45"]) == 0
+    text = capsys.readouterr().out
+    assert f"{out}: calql on {LIFT}, 5 offline steps + 45 env steps (50 updates)" in text
+    assert "eval success (1 episodes)" in text
+    for name in ("run.json", "offline.csv", "progress.csv", "eval.csv", "tb", "pretrained", "agent",
+                 "checkpoints"):
+        assert (out / name).exists(), name
+    agent = CalQL.load(out / "checkpoints" / "latest")
+    assert agent.config.reward_scale == 10.0 and agent.replay.episodes == 1 and agent.replay.size == 40
+    assert agent.replay.rewards[:40].min() == -5.0  # the transform reached the online rewards too
+    assert main([*common, "--env-steps", "50"]) == 2  # the folder holds a run: --resume or another --out
+    assert "pass --resume" in capsys.readouterr().err
+    assert main([*common, "--env-steps", "50", "--resume"]) == 0
+    assert "5 offline steps + 50 env steps (55 updates)" in capsys.readouterr().out
+    assert main(["train", "cql", *common[2:], "--resume"]) == 2  # a calql run is not resumed as cql
+    assert "is a calql run, not cql" in capsys.readouterr().err
