@@ -136,7 +136,8 @@ def space_from_json(data: Any) -> gym.Space:
 
 class ChunkTrainer:
     """Base of OGPO and DSRL-NA: env loop, logging, evaluation, save/load. Subclasses implement
-    `_act`, `_predict_chunk`, `_update`, `_modules`, `_optimizers`, and may extend the state hooks."""
+    `_act` (obs -> the env action), `_predict_actions`, `_update`, `_modules`, `_optimizers`; they
+    may override `_wrap_env` / `_executed_chunk` (another env wrapper) and the state hooks."""
 
     algorithm = ""
     FORMAT = ""
@@ -149,10 +150,10 @@ class ChunkTrainer:
         self.config = config
         self.seed = int(seed)
         self.device = torch.device(device)
-        self.env: ActionChunkWrapper | None = None
+        self.env: gym.Env | None = None
         if env is not None:
-            policy = bind_task(who, policy, env.env if isinstance(env, ActionChunkWrapper) else env)
-            self.env = chunk_env_of(who, env, policy)
+            policy = bind_task(who, policy, _primitive(env))
+            self.env = self._wrap_env(env, policy)
         self.observation_space = policy.observation_space
         self.primitive_action_space = policy.action_space
         self.obs_dim = check_flat_box(who, self.observation_space)
@@ -186,8 +187,16 @@ class ChunkTrainer:
 
     def set_env(self, env: gym.Env) -> None:
         """Attach (or replace) the training env; its spaces must fit the policy's."""
-        who = type(self).__name__
-        self.env = chunk_env_of(who, env, self.policy)
+        self.env = self._wrap_env(env, self.policy)
+
+    def _wrap_env(self, env: gym.Env, policy: Any) -> gym.Env:
+        """The env the agent steps (default: an ActionChunkWrapper of the policy's horizon)."""
+        return chunk_env_of(type(self).__name__, env, policy)
+
+    def _executed_chunk(self, action: np.ndarray, info: dict[str, Any]) -> np.ndarray:
+        """The (H, d) chunk in env units that `action` made the env execute (clipped; rows after an
+        episode's end are the planned ones, never NaN)."""
+        return self.env.chunk_from_action(action)
 
     # ------------------------------------------------------------------------ conversions
     def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
@@ -208,18 +217,14 @@ class ChunkTrainer:
     # ----------------------------------------------------------------------------- acting
     def predict(self, obs: Any, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """SB3-shaped: (flat chunk (H*d,) or (N, H*d), None) for the chunked env.
-
-        `deterministic=True` runs the policy's deterministic sampler (no per-step noise; the
-        initial noise still comes from the agent's evaluation generator, seed it with
-        `reset_eval_noise`); False samples as in training."""
+        """SB3-shaped: (action (A,) or (N, A), None) for the env the agent steps (see the subclass)."""
         arr = np.asarray(obs, dtype=np.float32)
         single = arr.shape == (self.obs_dim,)
         if not single and not (arr.ndim == 2 and arr.shape[1] == self.obs_dim):
             raise ValueError(f"{type(self).__name__}.predict: observation shape {arr.shape}, expected "
                              f"({self.obs_dim},) or (N, {self.obs_dim})")
-        chunks = self._predict_chunk(arr.reshape(-1, self.obs_dim), deterministic)  # (N, H, d) tensor
-        flat = chunks.reshape(chunks.shape[0], -1).cpu().numpy().astype(self.primitive_action_space.dtype)
+        actions = self._predict_actions(arr.reshape(-1, self.obs_dim), deterministic)  # (N, ...) tensor
+        flat = actions.reshape(actions.shape[0], -1).cpu().numpy().astype(np.float32)
         return (flat[0] if single else flat), None
 
     def reset_eval_noise(self, seed: int) -> None:
@@ -227,9 +232,9 @@ class ChunkTrainer:
 
     def evaluate(self, env: gym.Env, episodes: int = 10, seed: int = 0,
                  deterministic: bool = True) -> dict[str, float]:
-        """Episodes on `env` (wrapped in an ActionChunkWrapper if needed), reset seeds seed + i, the
+        """Episodes on `env` (wrapped as the training env is, if needed), reset seeds seed + i, the
         evaluation noise reseeded with seed + i: success_rate and mean_return."""
-        chunked = chunk_env_of(type(self).__name__, env, self.policy)
+        chunked = self._wrap_env(env, self.policy)
         successes, returns = [], []
         for i in range(int(episodes)):
             obs, info = chunked.reset(seed=seed + i)
@@ -289,9 +294,9 @@ class ChunkTrainer:
                 if self.num_timesteps >= next_eval:
                     self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
                     next_eval = self.num_timesteps + int(eval_every)
-                chunk = self._act(obs)  # (H, d) numpy, env units
-                planned = self.env.chunk_from_action(chunk)  # clipped: what the env executes
-                next_obs, reward, terminated, truncated, info = self.env.step(planned)
+                env_action = self._act(obs)
+                next_obs, reward, terminated, truncated, info = self.env.step(env_action)
+                planned = self._executed_chunk(env_action, info)  # (H, d), env units, clipped
                 steps = int(info.get("steps", self.horizon))
                 action = self.critic_action(torch.as_tensor(planned[None], dtype=torch.float32, device=self.device))
                 slot = self.replay.add(obs=obs, actions=action[0].cpu().numpy(), rewards=float(reward),
@@ -401,8 +406,9 @@ class ChunkTrainer:
                       metadata={"format": self.FORMAT})
             with open(staging / REPLAY_FILE, "wb") as handle:
                 np.savez(handle, **arrays)
-            save_policy(self.policy, staging / POLICY_DIR, {"trainer": self.algorithm,
-                                                            "env_steps": self.num_timesteps})
+            if _saveable(self.policy):
+                save_policy(self.policy, staging / POLICY_DIR, {"trainer": self.algorithm,
+                                                                "env_steps": self.num_timesteps})
             (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         return Path(path)
 
@@ -414,7 +420,7 @@ class ChunkTrainer:
         from steergym.policies.checkpoint import load_policy
 
         path = Path(path)
-        missing = [n for n in (CONFIG_FILE, MODEL_FILE, REPLAY_FILE, POLICY_DIR) if not (path / n).exists()]
+        missing = [n for n in (CONFIG_FILE, MODEL_FILE, REPLAY_FILE) if not (path / n).exists()]
         if missing:
             raise ValueError(f"{path}: not a steergym {cls.algorithm} checkpoint (missing {missing})")
         try:
@@ -433,7 +439,7 @@ class ChunkTrainer:
                 arrays = {k: data[k] for k in data.files}
         except (OSError, ValueError) as exc:
             raise ValueError(f"{path / REPLAY_FILE}: unreadable ({exc})") from exc
-        policy = load_policy(path / POLICY_DIR)
+        policy = load_policy(path / POLICY_DIR) if (path / POLICY_DIR).exists() else None
         return meta, tensors, arrays, policy
 
     def _restore(self, path: Path, meta: dict, tensors: dict[str, torch.Tensor], arrays: dict) -> None:
@@ -457,6 +463,16 @@ class ChunkTrainer:
             setattr(self, key, int(meta[key]))
         self.metrics = dict(meta.get("metrics", {}))
         self.train_successes = list(meta.get("train_successes", []))
+
+
+def _primitive(env: gym.Env) -> gym.Env:
+    return env.env if isinstance(env, ActionChunkWrapper) else env
+
+
+def _saveable(policy: Any) -> bool:
+    from steergym.policies.generative import GenerativePolicy
+
+    return isinstance(policy, GenerativePolicy)
 
 
 def _tensorboard(folder: Path):

@@ -290,7 +290,12 @@ class OGPO(ChunkTrainer):
         _, _, chunk = self.sample_chains(self.policy, obs[None])
         return chunk[0].cpu().numpy()
 
-    def _predict_chunk(self, obs: np.ndarray, deterministic: bool) -> torch.Tensor:
+    def _predict_actions(self, obs: np.ndarray, deterministic: bool) -> torch.Tensor:
+        """Chunks (N, H, d) for `predict` (flattened there to the chunked env's (N, H*d) actions).
+
+        `deterministic=True` runs the policy's deterministic sampler (no per-step noise; the initial
+        noise still comes from the agent's evaluation generator, seeded by `reset_eval_noise`);
+        False samples the stochastic chain as in training."""
         if not deterministic:
             return self.sample_chains(self.policy, obs, self.eval_generator)[2]
         with torch.no_grad():  # the policy's own deterministic sampler (DDIM eta = 0 / Euler ODE)
@@ -462,6 +467,8 @@ class OGPO(ChunkTrainer):
         not an OGPO checkpoint or an env whose spaces differ from the saved policy's."""
         path = Path(path)
         meta, tensors, arrays, policy = cls._read_checkpoint(path)
+        if policy is None:
+            raise ValueError(f"{path}: not a steergym ogpo checkpoint (no policy/ folder)")
         agent = cls(env, policy, OGPOConfig.from_dict(meta["config"]), seed=int(meta["seed"]), device=device)
         agent._restore(path, meta, tensors, arrays)
         return agent
