@@ -328,7 +328,7 @@ def test_online_batches_mix_offline_and_online_at_the_configured_ratio():
         agent = CalQL(spaces(), CalQLConfig(online_ratio=ratio, **ONLINE), seed=0)
         seen = []
         update = agent.update
-        agent.update = lambda batch: (seen.append(batch.rewards.clone()), update(batch))[1]
+        agent.update = lambda batch, **kw: (seen.append(batch.rewards.clone()), update(batch, **kw))[1]
         agent.learn(Chain(), 15, offline=offline, eval_env=None, progress=False)
         assert len(seen) == 15 and agent.replay.size == 15 and agent.replay.episodes == 3
         online_rows = [int((rewards > -100).sum()) for rewards in seen]

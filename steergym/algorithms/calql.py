@@ -260,23 +260,28 @@ class TanhGaussianActor(nn.Module):
 
 
 class FusedCritics(nn.Module):
-    """`n` independent Q(s, a) MLPs evaluated together: layer weights are (n, in, out) tensors and
-    each layer is one batched matmul (`torch.baddbmm`), no Python loop over critics.
+    """`n` independent Q(s, a) MLPs kept as stacked (n, in, out) weights, evaluated on many actions
+    per state at once.
 
-    forward(obs (B, o), act (B, d)) -> (n, B); with `detach=True` the weights are used detached
-    (the actor's loss must not train the critics).
+    `q_values(obs (B, o), actions (B, K, d)) -> (n, B, K)`: the first layer is split into its
+    observation and action parts, so the observation part is computed once per state (not K
+    times) and no repeated copy of the observations is built; each later layer is one `addmm`
+    per critic followed by an in-place ReLU. (On a CPU a per-critic `addmm` runs faster than one
+    batched `baddbmm`, measured in benchmarks/trainer_speed.py.) `forward(obs, act)` is the K = 1
+    case, (n, B). With `detach=True` the weights are used detached (the actor's loss must not
+    train the critics).
     """
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], n: int = 2,
                  orthogonal: bool = True) -> None:
         super().__init__()
         sizes = (obs_dim + action_dim, *hidden, 1)
-        self.n = n
+        self.n, self.obs_dim = n, obs_dim
         self.weights = nn.ParameterList(nn.Parameter(torch.empty(n, a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(n, 1, b)) for b in sizes[1:])
         for k, weight in enumerate(self.weights):
             last = k == len(self.weights) - 1
-            for i in range(n):  # init only; the forward pass has no loop over critics
+            for i in range(n):  # init only
                 if orthogonal:
                     _orthogonal_(weight.data[i], 1e-2 if last else math.sqrt(2.0))
                 else:  # nn.Linear's default
@@ -284,14 +289,24 @@ class FusedCritics(nn.Module):
                     nn.init.uniform_(weight.data[i], -bound, bound)
                     nn.init.uniform_(self.biases[k].data[i], -bound, bound)
 
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach: bool = False) -> torch.Tensor:
+    def q_values(self, obs: torch.Tensor, actions: torch.Tensor, detach: bool = False) -> torch.Tensor:
         weights = [w.detach() if detach else w for w in self.weights]
         biases = [b.detach() if detach else b for b in self.biases]
-        x = torch.cat([obs, act], dim=-1)
-        x = torch.matmul(x, weights[0]) + biases[0]  # (B, in) @ (n, in, out) -> (n, B, out)
-        for w, b in zip(weights[1:], biases[1:]):
-            x = torch.baddbmm(b, F.relu(x), w)
-        return x.squeeze(-1)
+        B, K, d = actions.shape
+        flat_actions = actions.reshape(B * K, d)
+        w0_obs, w0_act = weights[0][:, :self.obs_dim], weights[0][:, self.obs_dim:]
+        out = []
+        for i in range(self.n):
+            h_obs = torch.addmm(biases[0][i], obs, w0_obs[i])  # (B, H), once per state
+            h = (torch.mm(flat_actions, w0_act[i]).view(B, K, -1) + h_obs.unsqueeze(1)).relu_()
+            h = h.view(B * K, -1)
+            for k in range(1, len(weights) - 1):
+                h = torch.addmm(biases[k][i], h, weights[k][i]).relu_()
+            out.append(torch.addmm(biases[-1][i], h, weights[-1][i]).view(B, K))
+        return torch.stack(out)
+
+    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        return self.q_values(obs, act.unsqueeze(1), detach).squeeze(-1)
 
 
 # ------------------------------------------------------------------------------- the agent
@@ -369,13 +384,16 @@ class CalQL:
         self._runner: _EnvRunner | None = None
 
     # ------------------------------------------------------------------------- one update
-    def update(self, batch: Batch) -> dict[str, float]:
-        """One gradient step of every module on `batch`; returns its metrics (floats)."""
+    def update(self, batch: Batch, metrics: bool = True) -> dict[str, float]:
+        """One gradient step of every module on `batch`; returns its metrics (floats), or `{}`
+        with metrics=False (the trainers ask only on logging steps: no per-step conversions)."""
         cfg, n, B, d = self.config, self.config.cql_n_actions, batch.obs.shape[0], self.action_dim
         gen = self.generator
         obs, next_obs = batch.obs, batch.next_obs
 
         mean, log_std = self.actor(obs)
+        with torch.no_grad():  # (one actor pass on cat(s, s') would backpropagate through 2B rows)
+            next_mean, next_log_std = self.actor(next_obs)
         alpha = self.log_alpha.exp().detach()
 
         # 1-2. entropy temperature and actor (the critics are used with detached weights)
@@ -386,11 +404,9 @@ class CalQL:
 
         # 3. TD target from the target critics, no gradient
         with torch.no_grad():
-            next_mean, next_log_std = self.actor(next_obs)
             k = n if cfg.cql_max_target_backup else 1
             next_actions, next_log_pi = tanh_gaussian_sample(next_mean, next_log_std, k, gen)  # (B, k, d)
-            q_target = self.critic_target(_repeat(next_obs, k), next_actions.reshape(B * k, d))
-            q_target = q_target.min(dim=0).values.reshape(B, k)
+            q_target = self.critic_target.q_values(next_obs, next_actions).min(dim=0).values  # (B, k)
             best = q_target.argmax(dim=1, keepdim=True)
             q_target = q_target.gather(1, best).squeeze(1)
             if cfg.backup_entropy:
@@ -402,10 +418,9 @@ class CalQL:
             cur_actions, logp_cur = tanh_gaussian_sample(mean.detach(), log_std.detach(), n, gen)
             next_cql_actions, logp_next = tanh_gaussian_sample(next_mean, next_log_std, n, gen)
 
-        # Q_i(s, .) of the data actions and all 3N candidates in one fused forward pass
+        # Q_i(s, .) of the data actions and all 3N candidates in one pass per critic
         actions_all = torch.cat([batch.actions.unsqueeze(1), rand_actions, cur_actions, next_cql_actions], dim=1)
-        q_all = self.critic(_repeat(obs, 1 + 3 * n), actions_all.reshape(B * (1 + 3 * n), d))
-        q_all = q_all.reshape(cfg.n_critics, B, 1 + 3 * n)
+        q_all = self.critic.q_values(obs, actions_all)  # (n_critics, B, 1 + 3N)
         q_data = q_all[:, :, 0]
         q_rand, q_cur, q_next = q_all[:, :, 1:].split(n, dim=-1)
 
@@ -447,6 +462,8 @@ class CalQL:
             torch._foreach_lerp_(target, online, cfg.tau)
         self.step += 1
 
+        if not metrics:
+            return {}
         with torch.no_grad():
             floored = torch.cat([q_cur, q_next], dim=-1) < batch.mc_returns.reshape(1, -1, 1)
             values = torch.stack([
@@ -475,10 +492,11 @@ class CalQL:
                   unit="step", disable=not progress, leave=False) as bar:
             for _ in range(int(steps)):
                 index = torch.as_tensor(self.rng.integers(0, size, self.config.batch_size), device=self.device)
-                metrics = self.update(Batch(**{k: v[index] for k, v in data.items()}))
+                log = (self.step + 1) % self.config.log_every == 0 or self.step + 1 == start + int(steps)
+                metrics = self.update(Batch(**{k: v[index] for k, v in data.items()}), metrics=log)
                 self.offline_steps += 1
                 bar.update(1)
-                if self.step % self.config.log_every == 0 or self.step == start + int(steps):
+                if log:
                     self.history.append(metrics)
                     bar.set_postfix(td=f"{metrics['td_loss']:.3g}", q=f"{metrics['q_data']:.3g}", refresh=False)
         return self
@@ -587,8 +605,9 @@ class CalQL:
                     batch = self._mixed_batch()
                     if batch is None:  # nothing finished to learn from yet (online data only)
                         continue
-                    metrics = self.update(batch)
-                    if self.step % cfg.log_every == 0:
+                    logging = (self.step + 1) % cfg.log_every == 0
+                    metrics = self.update(batch, metrics=logging)
+                    if logging:
                         row = {"env_steps": state.num_timesteps, **metrics}
                         self.history.append(row)
                         if log is not None:
