@@ -404,12 +404,14 @@ def test_killed_online_run_resumes_exactly(tmp_path):
 
 
 def test_learn_runs_on_a_vector_env_and_a_dsrl_noise_env():
-    vec = gym.vector.SyncVectorEnv([Chain, Chain])
-    agent = CalQL(vec, CalQLConfig(online_ratio=1.0, **ONLINE), seed=0)
-    agent.learn(vec, 20, eval_env=None, progress=False)
-    # two envs, 5-step episodes, next-step autoreset: the reset steps are not transitions
-    assert agent.online.num_timesteps == 20 and agent.replay.episodes == 4 and agent.replay.size == 20
-    np.testing.assert_allclose(np.sort(agent.replay.rewards[:20])[::4], [0, 1, 2, 3, 4])
+    for mode in gym.vector.AutoresetMode:
+        vec = gym.vector.SyncVectorEnv([Chain, Chain], autoreset_mode=mode)
+        agent = CalQL(vec, CalQLConfig(online_ratio=1.0, **ONLINE), seed=0)
+        agent.learn(vec, 20, eval_env=None, progress=False)
+        # two envs, 5-step episodes; a next-step autoreset's reset step is not a transition
+        assert agent.online.num_timesteps == 20 and agent.replay.episodes == 4 and agent.replay.size == 20, mode
+        np.testing.assert_allclose(np.sort(agent.replay.rewards[:20])[::4], [0, 1, 2, 3, 4])
+        assert agent.replay.terminals[:20].sum() == 4 and agent.online.recent == [[10.0, 1.0]] * 4
     dsrl = gym.make("steergym/WidowXLiftCube-DSRL-v0")
     try:
         agent = CalQL(dsrl, CalQLConfig(online_ratio=1.0, **ONLINE), seed=0)

@@ -47,6 +47,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -581,6 +582,9 @@ class CalQL:
         if isinstance(eval_env, str) and eval_env == "auto":
             spec = getattr(env, "spec", None)
             eval_env, own_eval_env = (gym.make(spec), True) if spec is not None and eval_every else (None, False)
+            if spec is None and eval_every:
+                warnings.warn(f"{name}: the env has no spec to make an evaluation env from; pass eval_env= "
+                              "to evaluate (training goes on without evaluations)", stacklevel=2)
         if eval_env is not None and isinstance(eval_env, gym.vector.VectorEnv):
             raise ValueError(f"{name}: eval_env must be a single env, got a vector env {eval_env}")
         state = self.online
