@@ -97,6 +97,61 @@ def test_same_seed_same_episode_in_this_and_a_fresh_env_other_seed_other_layout(
     assert not np.array_equal(follow[9:11], lift.reset(seed=5)[0][9:11])
 
 
+def test_pickled_env_continues_the_episode_exactly_and_seedless_resets_match(lift):
+    import copy
+    import pickle
+
+    actions = np.random.default_rng(1).uniform(-1, 1, (6, 7)).astype(np.float32)
+    lift.reset(seed=4)
+    for a in actions[:3]:
+        lift.step(a)
+    clone = pickle.loads(pickle.dumps(lift))  # mid-episode: rebuilt and replayed
+    twin = copy.deepcopy(lift)
+    try:
+        for a in actions[3:]:
+            step = lift.step(a)
+            for other in (clone, twin):
+                got = other.step(a)
+                np.testing.assert_array_equal(got[0], step[0])
+                assert got[1:] == step[1:]
+        # the env's own generator travelled too: the next seedless episode is the same
+        np.testing.assert_array_equal(clone.reset()[0], lift.reset()[0])
+    finally:
+        clone.close(), twin.close()
+    fresh = pickle.loads(pickle.dumps(gym.make(LIFT)))  # never reset: still needs a reset
+    try:
+        with pytest.raises(gym.error.ResetNeeded):
+            fresh.step(actions[0])
+    finally:
+        fresh.close()
+
+
+def test_make_expert_and_collect_give_the_lift_expert_at_each_quality(tmp_path):
+    from steergym.data.collect import collect
+    from steergym.data.dataset import load_episodes
+    from steergym.policies.scripted import make_expert
+
+    env = gym.make(LIFT)
+    try:
+        expert = make_expert(env, noise=0.3, random_action_prob=0.1, seed=0)
+        assert isinstance(expert, RobosuiteLiftExpert)
+        assert (expert.noise, expert.random_action_prob) == (0.3, 0.1)
+    finally:
+        env.close()
+    with pytest.raises(ValueError, match="no scripted expert.*Robosuite-Lift-v0"):
+        pixels = gym.make(LIFT, cameras=("agentview",))
+        try:
+            make_expert(pixels)
+        finally:
+            pixels.close()
+    folder, episodes = collect(LIFT, 2, "expert", "test/rs-lift-expert-v0", seed=0, root=tmp_path,
+                               progress=False)
+    assert all(ep.successes[-1] and ep.terminations[-1] for ep in episodes)
+    loaded, _ = load_episodes("test/rs-lift-expert-v0", root=tmp_path)
+    assert len(loaded) == 2 and loaded[0].observations.shape[1] == 19
+    np.testing.assert_array_equal(loaded[1].actions, episodes[1].actions)
+
+
 @pytest.mark.parametrize(
     "action, words",
     [

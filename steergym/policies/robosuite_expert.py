@@ -8,9 +8,11 @@ closed-loop and still succeeds when noise is added to its actions.
 
 The observation is the adapter's robomimic vector: eef_pos (0:3), eef_quat (3:7), gripper_qpos (7:9),
 cube_pos (9:12), cube_quat (12:16), gripper_to_cube_pos (16:19); so the expert works on recorded
-observations too (no simulator access). Sub-optimality knob, as for the WidowX experts: `noise`, the
-std of Gaussian noise added to the 7-D action (then clipped), from the expert's own Generator
-(`seed`; `reset(seed=...)` reseeds it).
+observations too (no simulator access). Sub-optimality knobs, as for the WidowX experts
+(`steergym.data.collect` qualities expert / noisy / failing): `noise`, the std of Gaussian noise
+added to the 7-D action, and `random_action_prob`, the chance that an action is replaced by a
+uniform random one (then clipped), both from the expert's own Generator (`seed`; `reset(seed=...)`
+reseeds it). `steergym.policies.scripted.make_expert` builds it for a Lift env.
 """
 
 from __future__ import annotations
@@ -33,19 +35,22 @@ class RobosuiteLiftExpert:
         action_space: gym.Space | None = None,
         noise: float = 0.0,
         seed: int | None = None,
+        random_action_prob: float = 0.0,
         hover: float = 0.06,
         lift_height: float = 0.12,
         close_steps: int = 8,
         gain: float = 1.0,
     ) -> None:
-        if noise < 0:
-            raise ValueError(f"RobosuiteLiftExpert: noise must be >= 0, got {noise}")
+        if noise < 0 or not 0.0 <= random_action_prob <= 1.0:
+            raise ValueError(f"RobosuiteLiftExpert: noise must be >= 0 and random_action_prob in [0, 1], "
+                             f"got {noise}, {random_action_prob}")
         self.observation_space = observation_space or gym.spaces.Box(-10.0, 10.0, (19,), np.float32)
         self.action_space = action_space or gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
         if self.observation_space.shape != (19,):
             raise ValueError(f"RobosuiteLiftExpert: needs the Lift state observation (19,), got "
                              f"{self.observation_space.shape}")
-        self.noise, self.hover, self.lift_height = float(noise), hover, lift_height
+        self.noise, self.random_action_prob = float(noise), float(random_action_prob)
+        self.hover, self.lift_height = hover, lift_height
         self.close_steps, self.gain = close_steps, gain
         self._rng = np.random.default_rng(seed)
         self.reset()
@@ -97,4 +102,8 @@ class RobosuiteLiftExpert:
         action[6] = gripper
         if self.noise:
             action += self._rng.normal(0.0, self.noise, 7)
+        if self.random_action_prob and self._rng.random() < self.random_action_prob:
+            action = self._rng.uniform(-1.0, 1.0, 7)
         return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    __call__ = act

@@ -436,8 +436,14 @@ class PushExpert(ScriptedExpert):
 
 def make_expert(
     env: gym.Env, noise: float = 0.0, random_action_prob: float = 0.0, seed: int | None = None
-) -> ScriptedExpert:
-    """The scripted expert for `env`'s task; raises ValueError for an env it has no expert for."""
+) -> Any:
+    """The scripted expert for `env`'s task (an object with `reset()` and `act(obs)`); raises
+    ValueError for an env it has no expert for.
+
+    WidowX tasks get a privileged `ScriptedExpert`; `steergym/Robosuite-Lift-v0` (state
+    observations) gets the observation-only `RobosuiteLiftExpert`.
+    """
+    from steergym.envs.robosuite_tasks import RobosuiteEnv  # robosuite itself is imported lazily
     from steergym.envs.tasks import PickAndPlaceTask, PushCube
 
     u = getattr(env, "unwrapped", env)
@@ -446,9 +452,14 @@ def make_expert(
         return PickPlaceExpert(env, **kwargs)
     if isinstance(u, PushCube):
         return PushExpert(env, **kwargs)
+    if isinstance(u, RobosuiteEnv) and u.task.env_name == "Lift" and not u.cameras:
+        from steergym.policies.robosuite_expert import RobosuiteLiftExpert
+
+        return RobosuiteLiftExpert(u.observation_space, u.action_space, **kwargs)
     raise ValueError(
-        f"make_expert: no scripted expert for {type(u).__name__}; it supports the steergym WidowX "
-        "tasks (PickAndPlaceTask subclasses and PushCube)"
+        f"make_expert: no scripted expert for {getattr(u, 'name', type(u).__name__)}; it supports the "
+        "steergym WidowX tasks (PickAndPlaceTask subclasses and PushCube) and steergym/Robosuite-Lift-v0 "
+        "with state observations"
     )
 
 
