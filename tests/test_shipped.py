@@ -15,9 +15,9 @@ CHECK_EPISODES = 20  # seeds 0..19, a prefix of the 100 seeds each policy was me
 MAX_BYTES = 5 * 2**20
 
 
-def test_every_widowx_task_has_a_diffusion_policy_plus_a_flow_policy_and_a_generalist():
+def test_every_widowx_task_and_robosuite_lift_has_a_diffusion_policy_plus_a_flow_policy_and_a_generalist():
     single_task = {e.env_ids[0] for e in SHIPPED.values() if e.kind == "diffusion" and len(e.env_ids) == 1}
-    assert single_task == set(env_ids())
+    assert single_task == set(env_ids()) | {"steergym/Robosuite-Lift-v0"}
     assert any(e.kind == "flow" for e in SHIPPED.values())
     assert any(len(e.env_ids) >= 4 for e in SHIPPED.values()), "no task-conditioned generalist"
 
