@@ -17,7 +17,8 @@ Families of rows:
         dm_control's own 1000-step limit truncates (no TimeLimit); built by `steergym.envs.dmc`.
     Both need the `suites` extra (robosuite, dm_control, shimmy), imported only by `gymnasium.make`.
   * "steered": a task with a shipped base policy inside a steering wrapper, one pair per shipped
-    single-task policy (`env_ids("steered")`; built by `steergym.wrappers.steered_envs`):
+    single-task policy of a WidowX or robosuite task (`env_ids("steered")`, e.g.
+    `steergym/Robosuite-Lift-DSRL-v0`; built by `steergym.wrappers.steered_envs`):
         steergym/<Task>-DSRL-v0       NoiseActionWrapper(make(<Task>-v0), policy, noise_bound=1.5)
         steergym/<Task>-Residual-v0   ResidualActionWrapper(make(<Task>-v0), policy, scale=0.1)
     Naming: each task's *default* policy (its diffusion policy; else the first by name) gets the
@@ -179,7 +180,8 @@ def dmc_entries() -> tuple[EnvEntry, ...]:
     )
 
 
-ENVS: tuple[EnvEntry, ...] = TASKS + real_entries() + robosuite_entries() + dmc_entries() + steered_entries()
+ENVS: tuple[EnvEntry, ...] = (TASKS + real_entries() + robosuite_entries() + dmc_entries()
+                              + steered_entries(tasks=TASKS + robosuite_entries()))
 
 
 def env_ids(family: str | None = None, *, include_steered: bool = False) -> list[str]:

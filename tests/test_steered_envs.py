@@ -22,7 +22,8 @@ CARROT = "steergym/WidowXPutCarrotOnPlate-v0"
 EXPECTED = [  # the naming scheme, pinned: a new shipped policy must add its ids here on purpose
     f"steergym/{task}{method}-v0"
     for task in ("WidowXPutSpoonOnTowel", "WidowXPutCarrotOnPlate", "WidowXStackGreenOnYellowBlock",
-                 "WidowXPutEggplantInBasket", "WidowXLiftCube", "WidowXLiftCube-Flow", "WidowXPushCube")
+                 "WidowXPutEggplantInBasket", "WidowXLiftCube", "WidowXLiftCube-Flow", "WidowXPushCube",
+                 "Robosuite-Lift")
     for method in ("-DSRL", "-Residual")
 ]
 
