@@ -345,6 +345,8 @@ def _add_calql_trainer(trainers, method: str, text: str) -> None:
     p.add_argument("--failure-reward", type=float, default=defaults.failure_reward, metavar="R",
                    help="raw reward of a failed sparse episode: such episodes get r'/(1-discount) as reference "
                    "value (Cal-QL's sparse rule; e.g. 0 for 0/1 success rewards)")
+    p.add_argument("--no-normalize-obs", action="store_true",
+                   help="feed raw observations (default: normalised with the dataset's mean and std)")
     p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
     p.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -486,6 +488,7 @@ def _train_calql(args: argparse.Namespace) -> int:
                              critic_hidden=hidden, cql_alpha=args.cql_alpha, discount=args.discount,
                              online_ratio=args.online_ratio, utd=args.utd, reward_scale=args.reward_scale,
                              reward_bias=args.reward_bias, failure_reward=args.failure_reward,
+                             normalize_observations=not args.no_normalize_obs,
                              log_every=min(1000, max(1, args.pretrain_steps // 100 or 1)))
         probe = make_env(env_id)
         try:

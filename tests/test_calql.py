@@ -217,6 +217,23 @@ def test_save_load_resumes_exactly(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["agent"]
 
 
+def test_observations_are_normalised_with_the_offline_statistics(tmp_path):
+    data = synthetic()
+    data.observations = data.observations * 5.0 + 3.0
+    agent = CalQL(spaces(), CalQLConfig(**TINY), seed=0).pretrain(data, 2, progress=False)
+    torch.testing.assert_close(agent.obs_mean, torch.as_tensor(data.observations.mean(0)))
+    torch.testing.assert_close(agent.obs_std, torch.as_tensor(data.observations.std(0) + 1e-3))
+    obs = data.observations[:4]
+    with torch.no_grad():  # the actor sees normalised observations
+        mean, _ = agent.actor((torch.as_tensor(obs) - agent.obs_mean) / agent.obs_std)
+    np.testing.assert_allclose(agent.predict(obs)[0], 2.0 * torch.tanh(mean).numpy(), rtol=1e-5, atol=1e-6)
+    loaded = CalQL.load(agent.save(tmp_path / "agent"))
+    assert torch.equal(loaded.obs_mean, agent.obs_mean) and torch.equal(loaded.obs_std, agent.obs_std)
+    np.testing.assert_array_equal(loaded.predict(obs)[0], agent.predict(obs)[0])
+    plain = CalQL(spaces(), CalQLConfig(normalize_observations=False, **TINY)).pretrain(data, 1, progress=False)
+    assert plain.obs_mean is None
+
+
 def test_cql_is_the_same_class_and_round_trips(tmp_path):
     agent = CalQL(spaces(), CalQLConfig(calibrated=False, **TINY), seed=0)
     agent.save(tmp_path / "cql")
