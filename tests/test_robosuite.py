@@ -1,5 +1,5 @@
 """The robosuite adapter (`steergym/Robosuite-*-v0`): API checkers, seeding, errors, rendering, the
-scripted Lift expert, and DSRL + SAC on Lift.
+scripted Lift and Can experts, and DSRL + SAC on Lift.
 
 Building a robosuite env takes ~2-3 s on 2 cores, so envs are shared per module where a test does not
 depend on a fresh one.
@@ -20,11 +20,18 @@ from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
 from steergym.envs.robosuite_tasks import RobosuiteEnv, describe
 from steergym.policies import DiffusionPolicy, PolicyConfig
-from steergym.policies.robosuite_expert import RobosuiteLiftExpert
+from steergym.policies.robosuite_expert import (
+    CAN_BIN_HIGH,
+    CAN_BIN_LOW,
+    CAN_TARGET_XY,
+    RobosuiteCanExpert,
+    RobosuiteLiftExpert,
+)
 from steergym.registry import entry, env_ids
 from steergym.wrappers import NoiseActionWrapper
 
 LIFT = "steergym/Robosuite-Lift-v0"
+CAN = "steergym/Robosuite-PickPlaceCan-v0"
 IDS = env_ids("robosuite")
 
 
@@ -126,7 +133,7 @@ def test_pickled_env_continues_the_episode_exactly_and_seedless_resets_match(lif
         fresh.close()
 
 
-def test_make_expert_and_collect_give_the_lift_expert_at_each_quality(tmp_path):
+def test_make_expert_gives_the_lift_and_can_experts_and_collect_runs_lift(tmp_path):
     from steergym.data.collect import collect
     from steergym.data.dataset import load_episodes
     from steergym.policies.scripted import make_expert
@@ -138,6 +145,13 @@ def test_make_expert_and_collect_give_the_lift_expert_at_each_quality(tmp_path):
         assert (expert.noise, expert.random_action_prob) == (0.3, 0.1)
     finally:
         env.close()
+    can = gym.make(CAN)
+    try:
+        expert = make_expert(can, noise=0.3, random_action_prob=0.1, seed=0)
+        assert isinstance(expert, RobosuiteCanExpert)
+        assert (expert.noise, expert.random_action_prob) == (0.3, 0.1)
+    finally:
+        can.close()
     with pytest.raises(ValueError, match="no scripted expert.*Robosuite-Lift-v0"):
         pixels = gym.make(LIFT, cameras=("agentview",))
         try:
@@ -221,6 +235,37 @@ def test_scripted_expert_solves_lift_and_success_is_flagged(lift):
         assert successes[-1] and not any(successes[:-1])
         assert rewards == [0.0] * (len(rewards) - 1) + [1.0]
         assert obs[11] > lift.unwrapped.robosuite_env.model.mujoco_arena.table_offset[2] + 0.04
+
+
+def test_scripted_expert_puts_the_can_in_its_bin_and_success_is_flagged():
+    env = gym.make(CAN)
+    try:
+        robosuite_env = env.unwrapped.robosuite_env
+        # the expert's compartment is robosuite's (the can is object 3 of bin2's four)
+        low = (*(robosuite_env.target_bin_placements[3, :2] - robosuite_env.bin_size[:2] / 4), 0.8)
+        np.testing.assert_allclose(CAN_BIN_LOW, low)
+        np.testing.assert_allclose(CAN_BIN_HIGH[:2], low[:2] + robosuite_env.bin_size[:2] / 2)
+        np.testing.assert_allclose(CAN_TARGET_XY, robosuite_env.target_bin_placements[3, :2])
+        expert = RobosuiteCanExpert(env.observation_space, env.action_space)
+        for seed in (0, 1):
+            obs, _ = env.reset(seed=seed)
+            # the expert reads the can's world position at 16:19 (robosuite's object-state order)
+            np.testing.assert_allclose(obs[RobosuiteCanExpert.CAN_POS],
+                                       robosuite_env._get_observations()["Can_pos"], atol=1e-6)
+            expert.reset()
+            rewards, successes, done = [], [], False
+            while not done:
+                obs, reward, terminated, truncated, info = env.step(expert.act(obs))
+                rewards.append(reward)
+                successes.append(info["is_success"])
+                done = terminated or truncated
+            assert terminated and not truncated and len(rewards) < 200
+            assert successes[-1] and not any(successes[:-1])
+            assert rewards == [0.0] * (len(rewards) - 1) + [1.0]
+            can = obs[RobosuiteCanExpert.CAN_POS]
+            assert np.all(can > CAN_BIN_LOW) and np.all(can < CAN_BIN_HIGH)
+    finally:
+        env.close()
 
 
 def test_dsrl_wrapper_and_sac_run_200_steps_on_lift(lift):

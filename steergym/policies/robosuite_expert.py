@@ -107,3 +107,172 @@ class RobosuiteLiftExpert:
         return np.clip(action, -1.0, 1.0).astype(np.float32)
 
     __call__ = act
+
+
+# ---------------------------------------------------------------------------------------------- Can
+# robosuite PickPlace (single_object_mode=2, object "can", id 3): bin2 at (0.1, 0.28, 0.8), bins
+# 0.39 x 0.49, so the can's compartment is x in (0.1, 0.295), y in (0.28, 0.525), z in (0.8, 0.9)
+# and its centre, `target_bin_placements[3]`, is (0.1975, 0.4025, 0.8) (robosuite 1.5
+# environments/manipulation/pick_place.py: not_in_bin, _load_model; the bins' walls and dividers
+# rise 0.1 above their floors, arenas/bins_arena.xml). The target is not in the observation; it is
+# a fixed location of the task, so it is a constant here. That centre, at carry height with the
+# gripper pointing down, is past the Panda's reach (the arm stalls ~4 cm short whatever its yaw), so
+# the expert places the can at CAN_PLACE_XY, nearer the robot: its centre 0.06 m / 0.07 m inside the
+# compartment's x / y dividers.
+CAN_TARGET_XY = (0.1975, 0.4025)
+CAN_PLACE_XY = (0.16, 0.35)
+CAN_BIN_LOW, CAN_BIN_HIGH = (0.1, 0.28, 0.8), (0.295, 0.525, 0.9)
+CARRY, LOWER, RELEASE, RETREAT = "carry", "lower", "release", "retreat"
+
+
+def _quat_matrix(q: np.ndarray) -> np.ndarray:
+    """Rotation matrix of the xyzw quaternion q."""
+    x, y, z, w = q / np.linalg.norm(q)
+    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
+
+
+class RobosuiteCanExpert:
+    """Policy for `steergym/Robosuite-PickPlaceCan-v0` (state observations, one env at a time).
+
+    Phases: approach a point `hover` above the can with the jaw open, descend to the can's centre,
+    close for `close_steps` steps, lift to `carry_z`, carry the can over its bin compartment, lower
+    it to `place_z` (the can's centre), open for `open_steps` steps, then retreat upwards (robosuite
+    counts the can as placed only once the gripper is > 4.2 cm from it). The gripper is kept within
+    `tilt_slack` rad of pointing down (OSC rotation deltas drift, and noise on them integrates); for
+    a can lying on its side (knocked over) the jaw turns to close across the can's axis. A can that leaves the jaw before the
+    release restarts the approach; so does one that settles outside its compartment after it.
+
+    The observation is the adapter's vector: eef_pos (0:3), eef_quat (3:7, xyzw), gripper_qpos
+    (7:9), then robosuite's "object-state" for the can in robosuite's own order (robosuite 1.5
+    `_create_obj_sensors`): can_to_eef_pos (9:12), can_to_eef_quat (12:16), can_pos (16:19),
+    can_quat (19:23); the relative entries are zeros in an episode's first observation, so the
+    expert reads the world-frame entries only. Knobs as for `RobosuiteLiftExpert`.
+    """
+
+    CAN_POS, CAN_QUAT = slice(16, 19), slice(19, 23)
+
+    def __init__(
+        self,
+        observation_space: gym.Space | None = None,
+        action_space: gym.Space | None = None,
+        noise: float = 0.0,
+        seed: int | None = None,
+        random_action_prob: float = 0.0,
+        hover: float = 0.08,
+        carry_z: float = 1.05,
+        place_z: float = 0.88,
+        close_steps: int = 8,
+        open_steps: int = 4,
+        settle_steps: int = 10,
+        gain: float = 1.0,
+        rot_gain: float = 1.0,
+        tilt_slack: float = 0.25,
+    ) -> None:
+        if noise < 0 or not 0.0 <= random_action_prob <= 1.0:
+            raise ValueError(f"RobosuiteCanExpert: noise must be >= 0 and random_action_prob in [0, 1], "
+                             f"got {noise}, {random_action_prob}")
+        self.observation_space = observation_space or gym.spaces.Box(-10.0, 10.0, (23,), np.float32)
+        self.action_space = action_space or gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+        if self.observation_space.shape != (23,):
+            raise ValueError(f"RobosuiteCanExpert: needs the PickPlaceCan state observation (23,), got "
+                             f"{self.observation_space.shape}")
+        self.noise, self.random_action_prob = float(noise), float(random_action_prob)
+        self.hover, self.carry_z, self.place_z = hover, carry_z, place_z
+        self.close_steps, self.open_steps, self.settle_steps = close_steps, open_steps, settle_steps
+        self.gain, self.rot_gain, self.tilt_slack = gain, rot_gain, tilt_slack
+        self.target = np.array(CAN_PLACE_XY)
+        self._rng = np.random.default_rng(seed)
+        self.reset()
+
+    def reset(self, seed: int | None = None) -> None:
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self.phase = APPROACH
+        self._count = 0
+
+    def _set(self, phase: str) -> None:
+        self.phase, self._count = phase, 0
+
+    def _rotation(self, eef_quat: np.ndarray, can_quat: np.ndarray) -> np.ndarray:
+        """World-frame axis-angle command: tilt beyond `tilt_slack` back to pointing down and,
+        before grasping a can lying on its side, turn the jaw (its closing direction) across the
+        can's axis. The slack matters: holding the tilt exactly pinned the arm at its elbow limit
+        over the far side of the can's start bin (the rotation and position commands cancelled).
+        The yaw is otherwise left free (an upright can is round)."""
+        eef_rot = _quat_matrix(eef_quat)
+        pointing, jaw = eef_rot[:, 2], eef_rot[:, 1]
+        cross = np.cross(pointing, (0.0, 0.0, -1.0))
+        sin = float(np.linalg.norm(cross))
+        tilt = float(np.arctan2(sin, -pointing[2]))
+        error = np.zeros(3) if sin < 1e-9 else cross / sin * max(tilt - self.tilt_slack, 0.0)
+        can_axis = _quat_matrix(can_quat)[:, 2]
+        if self.phase in (APPROACH, DESCEND, GRASP) and abs(can_axis[2]) < 0.7:  # lying can
+            turn = np.arctan2(can_axis[1], can_axis[0]) + np.pi / 2 - np.arctan2(jaw[1], jaw[0])
+            error[2] += (turn + np.pi / 2) % np.pi - np.pi / 2  # the jaw is symmetric: +-90 deg
+        return error
+
+    def act(self, obs: Any) -> np.ndarray:
+        obs = np.asarray(obs, dtype=np.float64)
+        if obs.shape != (23,):
+            raise ValueError(f"RobosuiteCanExpert: expects one PickPlaceCan observation of shape (23,), "
+                             f"got {obs.shape}")
+        eef, eef_quat, can = obs[0:3], obs[3:7], obs[self.CAN_POS]
+        to_can = can - eef
+        flat = float(np.linalg.norm(to_can[:2]))
+        held = np.linalg.norm(to_can) < 0.05
+        in_bin = bool(np.all(can > CAN_BIN_LOW) and np.all(can < CAN_BIN_HIGH))
+        if self.phase in (LIFT, CARRY, LOWER) and not held:
+            self._set(APPROACH)  # dropped or missed: start over
+        if self.phase == RETREAT and not in_bin and self._count > self.settle_steps:
+            self._set(APPROACH)  # settled outside the compartment after the release: pick it up again
+        self._count += 1
+
+        gripper = OPEN
+        if self.phase == APPROACH:
+            target = can + (0.0, 0.0, self.hover)
+            if flat < 0.015 and abs(eef[2] - target[2]) < 0.02:
+                self._set(DESCEND)
+        if self.phase == DESCEND:
+            target = can.copy()
+            if flat > 0.03:
+                self._set(APPROACH)
+                target = can + (0.0, 0.0, self.hover)
+            elif abs(to_can[2]) < 0.015:
+                self._set(GRASP)
+        if self.phase == GRASP:
+            target, gripper = can.copy(), CLOSE
+            if self._count >= self.close_steps:
+                self._set(LIFT)
+        if self.phase == LIFT:
+            target, gripper = np.array([eef[0], eef[1], self.carry_z]), CLOSE
+            if eef[2] > self.carry_z - 0.03:
+                self._set(CARRY)
+        if self.phase == CARRY:
+            target, gripper = np.array([*(eef[:2] + self.target - can[:2]), self.carry_z]), CLOSE
+            if np.linalg.norm(can[:2] - self.target) < 0.03:
+                self._set(LOWER)
+        if self.phase == LOWER:
+            target, gripper = eef + np.array([*(self.target - can[:2]), self.place_z - can[2]]), CLOSE
+            if can[2] < self.place_z + 0.01 or (self._count > 20 and in_bin):
+                self._set(RELEASE)
+        if self.phase == RELEASE:
+            target, gripper = eef.copy(), OPEN
+            if self._count >= self.open_steps:
+                self._set(RETREAT)
+        if self.phase == RETREAT:
+            target = np.array([eef[0], eef[1], self.carry_z])
+
+        action = np.zeros(7)
+        action[:3] = np.clip(self.gain * (target - eef) / 0.05, -1.0, 1.0)
+        rotation = self._rotation(eef_quat, obs[self.CAN_QUAT])
+        action[3:6] = np.clip(self.rot_gain * rotation / 0.5, -1.0, 1.0)
+        action[6] = gripper
+        if self.noise:
+            action += self._rng.normal(0.0, self.noise, 7)
+        if self.random_action_prob and self._rng.random() < self.random_action_prob:
+            action = self._rng.uniform(-1.0, 1.0, 7)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    __call__ = act

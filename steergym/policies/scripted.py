@@ -440,8 +440,9 @@ def make_expert(
     """The scripted expert for `env`'s task (an object with `reset()` and `act(obs)`); raises
     ValueError for an env it has no expert for.
 
-    WidowX tasks get a privileged `ScriptedExpert`; `steergym/Robosuite-Lift-v0` (state
-    observations) gets the observation-only `RobosuiteLiftExpert`.
+    WidowX tasks get a privileged `ScriptedExpert`; `steergym/Robosuite-Lift-v0` and
+    `steergym/Robosuite-PickPlaceCan-v0` (state observations) get the observation-only
+    `RobosuiteLiftExpert` / `RobosuiteCanExpert`.
     """
     from steergym.envs.robosuite_tasks import RobosuiteEnv  # robosuite itself is imported lazily
     from steergym.envs.tasks import PickAndPlaceTask, PushCube
@@ -452,14 +453,15 @@ def make_expert(
         return PickPlaceExpert(env, **kwargs)
     if isinstance(u, PushCube):
         return PushExpert(env, **kwargs)
-    if isinstance(u, RobosuiteEnv) and u.task.env_name == "Lift" and not u.cameras:
-        from steergym.policies.robosuite_expert import RobosuiteLiftExpert
+    if isinstance(u, RobosuiteEnv) and u.task.env_name in ("Lift", "PickPlaceCan") and not u.cameras:
+        from steergym.policies.robosuite_expert import RobosuiteCanExpert, RobosuiteLiftExpert
 
-        return RobosuiteLiftExpert(u.observation_space, u.action_space, **kwargs)
+        expert = RobosuiteLiftExpert if u.task.env_name == "Lift" else RobosuiteCanExpert
+        return expert(u.observation_space, u.action_space, **kwargs)
     raise ValueError(
         f"make_expert: no scripted expert for {getattr(u, 'name', type(u).__name__)}; it supports the "
         "steergym WidowX tasks (PickAndPlaceTask subclasses and PushCube) and steergym/Robosuite-Lift-v0 "
-        "with state observations"
+        "and steergym/Robosuite-PickPlaceCan-v0 with state observations"
     )
 
 
