@@ -31,6 +31,15 @@ from steergym.registry import entry, env_ids
 from steergym.wrappers import NoiseActionWrapper
 
 LIFT = "steergym/Robosuite-Lift-v0"
+# first label of each object observable -> robosuite's observable of that name
+OBJECT_LABELS = {
+    "Lift": [("cube_x", "cube_pos"), ("cube_qx", "cube_quat"), ("gripper_to_cube_x", "gripper_to_cube_pos")],
+    "PickPlaceCan": [("can_to_eef_x", "Can_to_robot0_eef_pos"), ("can_to_eef_qx", "Can_to_robot0_eef_quat"),
+                     ("can_x", "Can_pos"), ("can_qx", "Can_quat")],
+    "NutAssemblySquare": [("nut_to_eef_x", "SquareNut_to_robot0_eef_pos"),
+                          ("nut_to_eef_qx", "SquareNut_to_robot0_eef_quat"),
+                          ("nut_x", "SquareNut_pos"), ("nut_qx", "SquareNut_quat")],
+}
 CAN = "steergym/Robosuite-PickPlaceCan-v0"
 IDS = env_ids("robosuite")
 
@@ -79,6 +88,9 @@ def test_checkers_and_robomimic_observation(env_id):
         raw = env.unwrapped.robosuite_env._get_observations()
         np.testing.assert_allclose(obs[:3], raw["robot0_eef_pos"], atol=1e-6)
         np.testing.assert_allclose(obs[9:], raw["object-state"], atol=1e-6)
+        for label, key in OBJECT_LABELS[task.env_name]:  # each label sits on robosuite's own value
+            start = env.unwrapped.state_names.index(label)
+            np.testing.assert_allclose(obs[start:start + len(raw[key])], raw[key], atol=1e-6, err_msg=label)
     finally:
         env.close()
 

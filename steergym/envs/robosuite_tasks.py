@@ -64,20 +64,24 @@ class RobosuiteTask:
         return 9 + len(self.object_names)
 
 
-def _pose_names(obj: str, rel: str) -> tuple[str, ...]:
-    return (*(f"{obj}_{k}" for k in ("x", "y", "z", "qx", "qy", "qz", "qw")),
-            *(f"{rel}_{k}" for k in ("x", "y", "z")))
+def _names(prefix: str, parts: str) -> tuple[str, ...]:
+    """Labels of a position ("xyz") or quaternion ("qx qy qz qw") observable."""
+    return tuple(f"{prefix}_{k}" for k in parts.split())
 
 
 TASKS: dict[str, RobosuiteTask] = {
-    "Lift": RobosuiteTask("Lift", _pose_names("cube", "gripper_to_cube"), "lift the cube"),
+    # robosuite's object-state orders: Lift cube_pos, cube_quat, gripper_to_cube_pos; PickPlace and
+    # NutAssembly <obj>_to_robot0_eef_pos, <obj>_to_robot0_eef_quat, <obj>_pos, <obj>_quat
+    # (tests/test_robosuite.py checks the labels against robosuite's named observables).
+    "Lift": RobosuiteTask(
+        "Lift", (*_names("cube", "x y z qx qy qz qw"), *_names("gripper_to_cube", "x y z")), "lift the cube"),
     "PickPlaceCan": RobosuiteTask(
         "PickPlaceCan",
-        (*_pose_names("can", "can_to_eef")[:10], *(f"can_to_eef_q{k}" for k in "xyzw")),
+        (*_names("can_to_eef", "x y z qx qy qz qw"), *_names("can", "x y z qx qy qz qw")),
         "put the can in its bin"),
     "NutAssemblySquare": RobosuiteTask(
         "NutAssemblySquare",
-        (*_pose_names("nut", "nut_to_eef")[:10], *(f"nut_to_eef_q{k}" for k in "xyzw")),
+        (*_names("nut_to_eef", "x y z qx qy qz qw"), *_names("nut", "x y z qx qy qz qw")),
         "fit the square nut onto the square peg"),
 }
 
