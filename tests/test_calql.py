@@ -153,6 +153,15 @@ def test_fused_critics_equal_separate_mlps():
         torch.testing.assert_close(fused[i], x.squeeze(-1))
 
 
+def test_fused_critics_on_many_actions_per_state_equal_one_call_per_pair(monkeypatch):
+    critics = FusedCritics(3, 2, (8, 8), n=2)
+    obs, actions = torch.randn(5, 3), torch.randn(5, 7, 2)
+    pairs = critics(obs.repeat_interleave(7, dim=0), actions.reshape(35, 2)).reshape(2, 5, 7)
+    for chunk_rows in (1, 10, 35, 1000):  # 1 column per chunk ... everything in one chunk
+        monkeypatch.setattr(FusedCritics, "CHUNK_ROWS", chunk_rows)
+        torch.testing.assert_close(critics.q_values(obs, actions), pairs)
+
+
 def test_tanh_gaussian_log_prob_matches_torch_distributions():
     g = torch.Generator().manual_seed(1)  # seeded: the global RNG's state depends on test order
     mean, log_std = torch.randn(4, 3, generator=g) * 0.5, torch.randn(4, 3, generator=g) * 0.2 - 0.5

@@ -270,11 +270,15 @@ class FusedCritics(nn.Module):
     `q_values(obs (B, o), actions (B, K, d)) -> (n, B, K)`: the first layer is split into its
     observation and action parts, so the observation part is computed once per state (not K
     times) and no repeated copy of the observations is built; each later layer is one `addmm`
-    per critic followed by an in-place ReLU. (On a CPU a per-critic `addmm` runs faster than one
-    batched `baddbmm`, measured in benchmarks/trainer_speed.py.) `forward(obs, act)` is the K = 1
-    case, (n, B). With `detach=True` the weights are used detached (the actor's loss must not
-    train the critics).
+    per critic followed by an in-place ReLU, over chunks of ~CHUNK_ROWS state-action rows so the
+    activations stay in cache. Measured on one CPU thread (batch 256, 31 actions per state, 2 x 256):
+    one batched `baddbmm` over all rows was slower than per-critic `addmm`s, and chunking cut the
+    critic pass with its backward from ~149 to ~109 ms (the ReLU backward ran ~4x faster).
+    `forward(obs, act)` is the K = 1 case, (n, B). With `detach=True` the weights are used detached
+    (the actor's loss must not train the critics).
     """
+
+    CHUNK_ROWS = 1024
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], n: int = 2,
                  orthogonal: bool = True) -> None:
@@ -296,17 +300,25 @@ class FusedCritics(nn.Module):
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor, detach: bool = False) -> torch.Tensor:
         weights = [w.detach() if detach else w for w in self.weights]
         biases = [b.detach() if detach else b for b in self.biases]
-        B, K, d = actions.shape
-        flat_actions = actions.reshape(B * K, d)
+        B, K, _ = actions.shape
         w0_obs, w0_act = weights[0][:, :self.obs_dim], weights[0][:, self.obs_dim:]
+        # action columns in chunks of ~CHUNK_ROWS rows: activations that stay in cache make the
+        # ReLU and its backward ~4x faster than one pass over all B * K rows (measured on a CPU)
+        step = max(1, self.CHUNK_ROWS // max(B, 1))
         out = []
         for i in range(self.n):
-            h_obs = torch.addmm(biases[0][i], obs, w0_obs[i])  # (B, H), once per state
-            h = (torch.mm(flat_actions, w0_act[i]).view(B, K, -1) + h_obs.unsqueeze(1)).relu_()
-            h = h.view(B * K, -1)
-            for k in range(1, len(weights) - 1):
-                h = torch.addmm(biases[k][i], h, weights[k][i]).relu_()
-            out.append(torch.addmm(biases[-1][i], h, weights[-1][i]).view(B, K))
+            # critic i's layers, selected once (a selection per chunk would cost a gradient copy each)
+            w_act, layers = w0_act[i], [(weights[j][i], biases[j][i]) for j in range(1, len(weights))]
+            h_obs = torch.addmm(biases[0][i], obs, w0_obs[i]).unsqueeze(1)  # (B, 1, H), once per state
+            columns = []
+            for start in range(0, K, step):
+                chunk = actions[:, start:start + step]
+                k = chunk.shape[1]
+                h = (torch.mm(chunk.reshape(B * k, -1), w_act).view(B, k, -1) + h_obs).relu_().view(B * k, -1)
+                for w, b in layers[:-1]:
+                    h = torch.addmm(b, h, w).relu_()
+                columns.append(torch.addmm(layers[-1][1], h, layers[-1][0]).view(B, k))
+            out.append(columns[0] if len(columns) == 1 else torch.cat(columns, dim=1))
         return torch.stack(out)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach: bool = False) -> torch.Tensor:
