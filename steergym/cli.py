@@ -10,6 +10,7 @@
     steergym train sac --env ID --out DIR [--env-steps N] ...
     steergym train calql|cql --dataset NAME --out DIR [--env ID] [--pretrain-steps N] [--env-steps N]
                              [--resume] ...
+    steergym train ogpo|dsrl-na --policy NAME|DIR --out DIR [--env ID] [--env-steps N] [--resume] ...
     steergym demo [--policy NAME] [--minutes M] [--episodes N] [--out DIR]
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
@@ -306,6 +307,51 @@ def _add_train(sub) -> None:
         ("cql", "CQL: the same trainer with Cal-QL's calibration off"),
     ):
         _add_calql_trainer(trainers, method, text)
+    for method, text in (
+        ("ogpo", "OGPO: fine-tune all weights of a diffusion/flow policy (off-policy critics, PPO over "
+                 "the denoising chain)"),
+        ("dsrl-na", "DSRL-NA: noise-aliased DSRL (Q on executed chunks, distilled into the noise space)"),
+    ):
+        _add_chunk_trainer(trainers, method, text)
+
+
+def _add_chunk_trainer(trainers, method: str, text: str) -> None:
+    p = trainers.add_parser(
+        method, help=text,
+        description=f"{text}. The budget counts primitive env steps; the reward is the task's minus 1 "
+        "per step (DSRL's shaping). The run folder gets run.json, progress.csv, eval.csv, TensorBoard "
+        "events, checkpoints/latest (the full trainer state; --resume continues from it) and agent/"
+        + (" (agent/policy is the fine-tuned policy: steergym eval --policy RUN/agent/policy)."
+           if method == "ogpo" else "."),
+    )
+    p.add_argument("--policy", default="widowx-lift-diffusion", metavar="NAME|DIR",
+                   help="base policy: a shipped name (steergym policies) or a checkpoint folder "
+                   "(default: widowx-lift-diffusion)")
+    p.add_argument("--env", metavar="ID", help="task id (default: the base policy's own task)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
+    p.add_argument("--env-steps", type=_positive_int, default=200_000,
+                   help="total budget in env steps (default: 200000)")
+    p.add_argument("--eval-every", type=_positive_int, default=10_000, metavar="N", help="env steps between evaluations")
+    p.add_argument("--eval-episodes", type=_positive_int, default=20, metavar="N")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--learning-starts", type=_non_negative_int, default=None, metavar="N",
+                   help="warm-up agent steps (chunks) before updates (default: the paper's)")
+    p.add_argument("--batch-size", type=_positive_int, default=None)
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=None, metavar="W",
+                   help="critic hidden widths (default: the paper's, GPU-sized)")
+    if method == "ogpo":
+        p.add_argument("--group-size", type=_positive_int, default=None, help="chains per state (default: 32)")
+        p.add_argument("--no-success-bc", action="store_true", help="turn success-buffer regularisation off")
+        p.add_argument("--no-conservative", action="store_true", help="turn conservative advantages off")
+        p.add_argument("--chi2", action="store_true", help="chi^2 regularisation (needs --no-conservative)")
+        p.add_argument("--q-vr", action="store_true", help="Q-variance reduction of the TD target")
+    else:
+        p.add_argument("--utd", type=_positive_int, default=None, help="critic and actor updates per agent step")
+    p.add_argument("--config", default="{}", metavar="JSON",
+                   help="further config overrides as JSON, e.g. '{\"critic_lr\": 1e-4}'")
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def _add_calql_trainer(trainers, method: str, text: str) -> None:
@@ -407,6 +453,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.trainer in ("calql", "cql"):
         return _train_calql(args)
+    if args.trainer in ("ogpo", "dsrl-na"):
+        return _train_chunk(args)
     if args.trainer != "bc":
         return _train_steering(args)
     config = BCConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,
@@ -453,6 +501,62 @@ def _train_steering(args: argparse.Namespace) -> int:
           f"{last['success_rate']:.2f} at the end")
     policy_dir = Path(args.out) / "policy"
     print(f"policy: {policy_dir}  (steergym eval --policy {policy_dir})")
+    return 0
+
+
+def _train_chunk(args: argparse.Namespace) -> int:
+    """`steergym train ogpo|dsrl-na`: build or resume the agent, learn up to --env-steps, save agent/."""
+    from steergym.algorithms.dsrl_na import DSRLNA, DSRLNAConfig
+    from steergym.algorithms.ogpo import OGPO, OGPOConfig
+    from steergym.algorithms.steering import SteeringConfig, make_task_env
+    from steergym.policies.zoo import resolve_policy
+
+    cls, config_cls = (OGPO, OGPOConfig) if args.trainer == "ogpo" else (DSRLNA, DSRLNAConfig)
+    out, latest = Path(args.out), Path(args.out) / "checkpoints" / "latest"
+    if args.resume and not latest.is_dir():
+        raise ValueError(f"--resume: {latest} does not exist (no checkpoint to continue from)")
+    if not args.resume and latest.exists():
+        raise ValueError(f"{out} already holds a run; pass --resume to continue it or choose another --out")
+    try:
+        overrides = json.loads(args.config)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"--config is not valid JSON ({exc}): {args.config!r}") from None
+    if not isinstance(overrides, dict):
+        raise ValueError(f"--config must be a JSON object, got {args.config!r}")
+    named = {"learning_starts": args.learning_starts, "batch_size": args.batch_size}
+    named["critic_hidden" if args.trainer == "ogpo" else "hidden"] = tuple(args.hidden) if args.hidden else None
+    if args.trainer == "ogpo":
+        named.update(group_size=args.group_size, chi2=args.chi2 or None, q_variance_reduction=args.q_vr or None)
+        if args.no_success_bc:
+            named["success_buffer_bc"] = False
+        if args.no_conservative or args.chi2:
+            named["conservative_advantages"] = False
+    else:
+        named["utd"] = args.utd
+    overrides.update({k: v for k, v in named.items() if v is not None})
+    policy, env_id = resolve_policy(args.policy, args.env, seed=args.seed)
+    shaping = SteeringConfig()  # DSRL's reward shaping: reward - 1 per step
+    train_env, eval_env = make_task_env(env_id, shaping), make_task_env(env_id, shaping)
+    try:
+        if args.resume:
+            agent = cls.load(latest, env=train_env, **({} if cls is OGPO else {"policy": policy}))
+        else:
+            agent = cls(train_env, policy, config_cls(**overrides), seed=args.seed)
+        remaining = args.env_steps - agent.num_timesteps
+        if remaining > 0:
+            agent.learn(remaining, eval_env=eval_env, eval_every=args.eval_every,
+                        eval_episodes=args.eval_episodes, out=out, progress=not args.quiet)
+        agent.save(out / "agent")
+    finally:
+        train_env.close()
+        eval_env.close()
+    curve = agent.eval_history
+    print(f"{out}: {args.trainer} on {env_id}, {agent.num_timesteps:,d} env steps, {agent.updates:,d} updates")
+    if curve:
+        print(f"eval success ({args.eval_episodes} episodes): {curve[0]['success_rate']:.2f} at the first "
+              f"evaluation -> {curve[-1]['success_rate']:.2f} at the last")
+    if args.trainer == "ogpo":
+        print(f"policy: {out / 'agent' / 'policy'}  (steergym eval --policy {out / 'agent' / 'policy'})")
     return 0
 
 

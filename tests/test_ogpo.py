@@ -285,3 +285,27 @@ def test_chi2_run_keeps_a_slow_policy_and_round_trips(bc_flow, tmp_path):
         assert torch.equal(a, b)
     action, _ = resumed.predict(np.zeros(1, np.float32))
     assert action.shape == (1,) and -1.0 <= action[0] <= 1.0
+
+
+def test_cli_trains_resumes_to_the_total_budget_and_the_policy_evaluates(tmp_path, capsys):
+    import csv
+
+    from steergym.cli import main
+
+    out = tmp_path / "run"
+    tiny = ["--eval-every", "40", "--eval-episodes", "1", "--learning-starts", "4", "--batch-size", "8",
+            "--hidden", "16", "16", "--quiet", "--threads", "1"]
+    config = '{"ppo_batch_size": 4, "success_batch_size": 4, "n_critics": 2, "group_size": 2}'
+    base = ["train", "ogpo", "--policy", "widowx-lift-flow", "--out", str(out)]
+    assert main([*base, "--env-steps", "40", "--config", config, *tiny]) == 0
+    assert main([*base, "--env-steps", "40", "--config", config, *tiny]) == 2  # no silent overwrite
+    assert "--resume" in capsys.readouterr().err
+    assert main([*base, "--env-steps", "80", "--resume", *tiny]) == 0  # continues to 80 in total
+    with open(out / "eval.csv") as handle:
+        steps = [int(row["env_steps"]) for row in csv.DictReader(handle)]
+    assert steps[0] == 0 and steps[-1] >= 80 and len(steps) == len(set(steps))  # no repeated evaluation
+    assert "steergym/WidowXLiftCube-v0" in capsys.readouterr().out
+    # the fine-tuned policy is a plain checkpoint that knows its task
+    assert main(["eval", "--policy", str(out / "agent" / "policy"), "--episodes", "1", "--quiet"]) == 0
+    assert main([*base, "--env-steps", "80", "--config", "[1]", "--resume"]) == 2
+    assert "JSON object" in capsys.readouterr().err

@@ -285,6 +285,8 @@ class ChunkTrainer:
         self._episode_start()
         episode_success = False
         next_eval = self.num_timesteps if eval_env is not None else math.inf
+        if self.eval_history and self.eval_history[-1]["env_steps"] == self.num_timesteps:
+            next_eval = self.num_timesteps + int(eval_every)  # resumed right after an evaluation
         bar = tqdm(total=int(total_timesteps), unit="env step", disable=not progress, leave=False,
                    desc=f"{self.algorithm}")
         try:
@@ -399,7 +401,8 @@ class ChunkTrainer:
                 "observation_space": space_to_json(self.observation_space),
                 "action_space": space_to_json(self.primitive_action_space), "optimizers": optim_meta,
                 "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
-                "train_successes": [bool(x) for x in self.train_successes[-1000:]]}
+                "train_successes": [bool(x) for x in self.train_successes[-1000:]],
+                "eval_history": self.eval_history}
         arrays = {**self.replay.arrays("replay"), **self._extra_arrays()}
         with atomic_folder(path) as staging:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
@@ -407,8 +410,13 @@ class ChunkTrainer:
             with open(staging / REPLAY_FILE, "wb") as handle:
                 np.savez(handle, **arrays)
             if _saveable(self.policy):
-                save_policy(self.policy, staging / POLICY_DIR, {"trainer": self.algorithm,
-                                                                "env_steps": self.num_timesteps})
+                # keep the base policy's metadata (its task: `steergym eval --policy DIR` needs no --env)
+                metadata = {**dict(getattr(self.policy, "metadata", None) or {}), "trainer": self.algorithm,
+                            "env_steps": self.num_timesteps}
+                env_id = getattr(getattr(self.env, "spec", None), "id", None)
+                if env_id and not getattr(self.policy, "task_ids", ()):
+                    metadata["env_id"] = env_id
+                save_policy(self.policy, staging / POLICY_DIR, metadata)
             (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
         return Path(path)
 
@@ -463,6 +471,7 @@ class ChunkTrainer:
             setattr(self, key, int(meta[key]))
         self.metrics = dict(meta.get("metrics", {}))
         self.train_successes = list(meta.get("train_successes", []))
+        self.eval_history = [dict(row) for row in meta.get("eval_history", [])]
 
 
 def _primitive(env: gym.Env) -> gym.Env:
