@@ -28,6 +28,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steergym.algorithms import state as trainer_state
+from steergym.algorithms.run_files import append_csv
 from steergym.data.chunks import ChunkData, load_chunk_data
 from steergym.policies.config import config_from_dict
 from steergym.policies.generative import GenerativePolicy
@@ -208,7 +209,7 @@ class BCTrainer:
         row = {"step": self.step, "mean_success": float(np.mean(list(results.values()))), **results}
         self.evaluations.append(row)
         if self.run_dir is not None:
-            _append_csv(self.run_dir / "eval.csv", row)
+            append_csv(self.run_dir / "eval.csv", row)
             writer = self._tensorboard()
             if writer is not None:
                 for key, value in row.items():
@@ -317,7 +318,7 @@ class BCTrainer:
         self.history.append(row)
         if self.run_dir is None:
             return
-        _append_csv(self.run_dir / "progress.csv", row)
+        append_csv(self.run_dir / "progress.csv", row)
         writer = self._tensorboard()
         if writer is not None:
             for key, value in row.items():
@@ -333,15 +334,6 @@ class BCTrainer:
             else:
                 self._writer = SummaryWriter(str(self.run_dir / "tb"))
         return self._writer or None
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with open(path, "a", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)
 
 
 def _truncate_csv(path: Path, last_step: int) -> None:

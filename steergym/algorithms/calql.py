@@ -60,6 +60,7 @@ from torch.nn import functional as F
 
 from steergym.algorithms import state as trainer_state
 from steergym.algorithms.replay import OnlineReplay
+from steergym.algorithms.run_files import write_json
 from steergym.algorithms.steering import TRAIN_SEED_OFFSET
 from steergym.atomic import atomic_folder
 from steergym.data.returns import monte_carlo_returns
@@ -619,7 +620,7 @@ class CalQL:
             state.next_checkpoint = checkpoint_every
         log = _RunLog(out, self.step, state.next_eval) if out is not None else None
         if log is not None and not (Path(out) / "run.json").exists():
-            _write_json(Path(out) / "run.json", {"algorithm": "calql" if cfg.calibrated else "cql",
+            write_json(Path(out) / "run.json", {"algorithm": "calql" if cfg.calibrated else "cql",
                                                  "config": cfg.to_dict(), "seed": self.seed,
                                                  "total_timesteps": total, "eval_every": eval_every,
                                                  "eval_episodes": int(eval_episodes), "eval_seed": int(eval_seed),
@@ -1037,18 +1038,9 @@ def _info_array(info: dict, key: str, n: int, default: Any) -> np.ndarray:
 def evaluate_agent(agent: "CalQL", env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
     """Deterministic episodes of `agent` on a single `env`, reset seeds seed + i: success rate
     (info["is_success"] at any step) and mean return."""
-    successes, returns = [], []
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        success, ret, done = bool(info.get("is_success", False)), 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(agent.predict(obs, deterministic=True)[0])
-            ret += float(reward)
-            success = success or bool(info.get("is_success", False))
-            done = terminated or truncated
-        successes.append(success)
-        returns.append(ret)
-    return {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns))}
+    from steergym.bench.evaluate import score_episodes
+
+    return score_episodes(env, lambda obs: agent.predict(obs, deterministic=True)[0], episodes, seed)
 
 
 class _RunLog:
@@ -1095,13 +1087,6 @@ def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
-    os.replace(tmp, path)
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
     os.replace(tmp, path)
 
 

@@ -27,7 +27,6 @@ a `learn` call keeps its transitions in the buffer.
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -40,6 +39,7 @@ import numpy as np
 import torch
 
 from steergym.algorithms import state as trainer_state
+from steergym.algorithms.run_files import append_csv, write_json
 from steergym.atomic import atomic_folder
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
 
@@ -234,21 +234,11 @@ class ChunkTrainer:
                  deterministic: bool = True) -> dict[str, float]:
         """Episodes on `env` (wrapped as the training env is, if needed), reset seeds seed + i, the
         evaluation noise reseeded with seed + i: success_rate and mean_return."""
-        chunked = self._wrap_env(env, self.policy)
-        successes, returns = [], []
-        for i in range(int(episodes)):
-            obs, info = chunked.reset(seed=seed + i)
-            self.reset_eval_noise(seed + i)
-            success, ret, done = bool(info.get("is_success", False)), 0.0, False
-            while not done:
-                action, _ = self.predict(obs, deterministic=deterministic)
-                obs, reward, terminated, truncated, info = chunked.step(action)
-                ret += float(reward)
-                success = success or bool(info.get("is_success", False))
-                done = terminated or truncated
-            successes.append(success)
-            returns.append(ret)
-        return {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns))}
+        from steergym.bench.evaluate import score_episodes
+
+        return score_episodes(self._wrap_env(env, self.policy),
+                              lambda obs: self.predict(obs, deterministic=deterministic)[0],
+                              episodes, seed, self.reset_eval_noise)
 
     # ----------------------------------------------------------------------------- training
     def learn(self, total_timesteps: int, eval_env: gym.Env | None = None, eval_every: int = 10_000,
@@ -273,7 +263,7 @@ class ChunkTrainer:
         writer = None
         if run_dir is not None:
             run_dir.mkdir(parents=True, exist_ok=True)
-            _write_json(run_dir / "run.json", {
+            write_json(run_dir / "run.json", {
                 "algorithm": self.algorithm, "config": self.config.to_dict(), "seed": self.seed,
                 "total_timesteps": int(total_timesteps), "eval_every": eval_every,
                 "eval_episodes": eval_episodes, "eval_seed": eval_seed, "start_env_steps": self.num_timesteps,
@@ -339,7 +329,7 @@ class ChunkTrainer:
                "train_success": float(np.mean(recent)) if recent else None}
         self.eval_history.append(row)
         if run_dir is not None:
-            _append_csv(run_dir / "eval.csv", row)
+            append_csv(run_dir / "eval.csv", row)
             self.save(run_dir / "checkpoints" / "latest")
         if writer is not None:
             writer.add_scalar("eval/success_rate", row["success_rate"], self.num_timesteps)
@@ -351,7 +341,7 @@ class ChunkTrainer:
                **{k: round(float(v), 6) for k, v in self.metrics.items()}}
         self.history.append(row)
         if run_dir is not None:
-            _append_csv(run_dir / "progress.csv", row)
+            append_csv(run_dir / "progress.csv", row)
         if writer is not None:
             for key, value in self.metrics.items():
                 writer.add_scalar(f"train/{key}", float(value), self.num_timesteps)
@@ -492,16 +482,3 @@ def _tensorboard(folder: Path):
     return SummaryWriter(str(folder))
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
-
-
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)

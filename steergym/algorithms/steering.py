@@ -23,8 +23,6 @@ A stopped run keeps its latest checkpoint and logs.
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import os
 import time
@@ -34,8 +32,8 @@ from typing import Any
 
 import gymnasium as gym
 import numpy as np
-import torch
 
+from steergym.algorithms.run_files import append_csv, write_json
 from steergym.policies.config import config_from_dict
 from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
 from steergym.wrappers.chunk import bind_task
@@ -277,7 +275,7 @@ def train_steering(
     if run_dir is not None:
         run_dir.mkdir(parents=True, exist_ok=True)
         model.set_logger(configure(str(run_dir), ["csv", "tensorboard"]))
-        _write_json(run_dir / "run.json", {
+        write_json(run_dir / "run.json", {
             "method": method, "env_id": env_id, "base_policy": getattr(policy, "name", None),
             "config": asdict(config), "env_steps": env_steps, "time_budget_s": time_budget_s,
             "eval_every": eval_every, "eval_episodes": eval_episodes, "eval_seed": eval_seed, "seed": seed,
@@ -316,31 +314,14 @@ def observation_stats(policy: Any) -> tuple[np.ndarray, np.ndarray] | None:
 def evaluate_steered(env: gym.Env, steered: SteeredPolicy, episodes: int, seed: int) -> dict[str, float]:
     """Episodes of the learner's actor on the wrapped `env`, reset seeds seed + i (the actor's sampling
     reseeded with the same seed: a stochastic evaluation is reproducible too)."""
-    successes, returns = [], []
-    predict = steered.actor_output
-    for i in range(episodes):
-        obs, info = env.reset(seed=seed + i)
-        steered.reset(seed=seed + i)
-        success, ret, done = bool(info.get("is_success", False)), 0.0, False
-        while not done:
-            obs, reward, terminated, truncated, info = env.step(predict(obs))
-            ret += float(reward)
-            success = success or bool(info.get("is_success", False))
-            done = terminated or truncated
-        successes.append(success)
-        returns.append(ret)
-    return {"success_rate": float(np.mean(successes)), "mean_return": float(np.mean(returns))}
+    from steergym.bench.evaluate import score_episodes
+
+    return score_episodes(env, steered.actor_output, episodes, seed, lambda s: steered.reset(seed=s))
 
 
 def _fork(policy: Any, seed: int) -> Any:
     """A view of `policy` with its own episode state (shared weights), when it can make one."""
     return policy.fork(seed) if policy is not None and hasattr(policy, "fork") else policy
-
-
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str) + "\n")
-    os.replace(tmp, path)
 
 
 class _SteeringCallback:
@@ -407,7 +388,7 @@ class _SteeringCallback:
                 self.logger.record("eval/success_rate", row["success_rate"])
                 self.logger.record("eval/env_steps", row["env_steps"])
                 if self.run_dir is not None:
-                    _append_csv(self.run_dir / "eval.csv", row)
+                    append_csv(self.run_dir / "eval.csv", row)
                     self.steered.save(self.run_dir / "checkpoints" / "latest")
                 if self.on_eval is not None:
                     self.on_eval(row)
@@ -418,10 +399,3 @@ class _SteeringCallback:
         return Callback(*args, **kwargs)
 
 
-def _append_csv(path: Path, row: dict[str, Any]) -> None:
-    new = not path.exists()
-    with path.open("a", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(row))
-        if new:
-            writer.writeheader()
-        writer.writerow(row)

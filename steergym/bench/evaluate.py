@@ -187,7 +187,21 @@ def evaluate(
     )
 
 
+def score_episodes(env: gym.Env, act: Callable[[Any], Any], episodes: int, seed: int = 0,
+                   reset_for_episode: Callable[[int], None] | None = None) -> dict[str, float]:
+    """What the trainers' periodic evaluations report: `episodes` episodes of `act(obs) -> action` on
+    an open `env`, reset seeds seed + i (`reset_for_episode(seed + i)` after each reset, e.g. to
+    reseed a policy's sampling); success (info["is_success"] at any step) rate and mean return."""
+    results = [_run_episode(env, act, reset_for_episode or _no_reset, seed + i, None) for i in range(int(episodes))]
+    return {"success_rate": float(np.mean([r[2] for r in results])),
+            "mean_return": float(np.mean([r[0] for r in results]))}
+
+
 # ---------------------------------------------------------------------------------- internals
+def _no_reset(seed: int) -> None:
+    return None
+
+
 def _run_episode(env, act, reset_for_episode, seed: int, recorder: _VideoRecorder | None):
     obs, info = env.reset(seed=seed)
     reset_for_episode(seed)
