@@ -26,8 +26,62 @@ OPEN, CLOSE = -1.0, 1.0
 APPROACH, DESCEND, GRASP, LIFT = "approach", "descend", "grasp", "lift"
 
 
-class RobosuiteLiftExpert:
+class _ObservationExpert:
+    """What the robosuite experts share: spaces, the sub-optimality knobs and their Generator.
+
+    Subclasses set `OBS_DIM` and `TASK`, implement `_reset_phases()` and `_expert_action(obs)`
+    (a (7,) float64 action before noise), and take their own geometry options.
+    """
+
+    OBS_DIM: int = 0
+    TASK: str = ""
+
+    def __init__(self, observation_space: gym.Space | None, action_space: gym.Space | None,
+                 noise: float, seed: int | None, random_action_prob: float) -> None:
+        who = type(self).__name__
+        if noise < 0 or not 0.0 <= random_action_prob <= 1.0:
+            raise ValueError(f"{who}: noise must be >= 0 and random_action_prob in [0, 1], "
+                             f"got {noise}, {random_action_prob}")
+        self.observation_space = observation_space or gym.spaces.Box(-10.0, 10.0, (self.OBS_DIM,), np.float32)
+        self.action_space = action_space or gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
+        if self.observation_space.shape != (self.OBS_DIM,):
+            raise ValueError(f"{who}: needs the {self.TASK} state observation ({self.OBS_DIM},), got "
+                             f"{self.observation_space.shape}")
+        self.noise, self.random_action_prob = float(noise), float(random_action_prob)
+        self._rng = np.random.default_rng(seed)
+
+    def reset(self, seed: int | None = None) -> None:
+        """Start a new episode's phase machine; `seed` reseeds the noise Generator."""
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        self._reset_phases()
+
+    def act(self, obs: Any) -> np.ndarray:
+        """The next (7,) float32 action in [-1, 1] for one observation."""
+        obs = np.asarray(obs, dtype=np.float64)
+        if obs.shape != (self.OBS_DIM,):
+            raise ValueError(f"{type(self).__name__}: expects one {self.TASK} observation of shape "
+                             f"({self.OBS_DIM},), got {obs.shape}")
+        action = self._expert_action(obs)
+        if self.noise:
+            action = action + self._rng.normal(0.0, self.noise, 7)
+        if self.random_action_prob and self._rng.random() < self.random_action_prob:
+            action = self._rng.uniform(-1.0, 1.0, 7)
+        return np.clip(action, -1.0, 1.0).astype(np.float32)
+
+    __call__ = act
+
+    def _reset_phases(self) -> None:
+        raise NotImplementedError
+
+    def _expert_action(self, obs: np.ndarray) -> np.ndarray:
+        raise NotImplementedError
+
+
+class RobosuiteLiftExpert(_ObservationExpert):
     """Policy for `steergym/Robosuite-Lift-v0` (state observations, one env at a time)."""
+
+    OBS_DIM, TASK = 19, "Lift"
 
     def __init__(
         self,
@@ -41,32 +95,17 @@ class RobosuiteLiftExpert:
         close_steps: int = 8,
         gain: float = 1.0,
     ) -> None:
-        if noise < 0 or not 0.0 <= random_action_prob <= 1.0:
-            raise ValueError(f"RobosuiteLiftExpert: noise must be >= 0 and random_action_prob in [0, 1], "
-                             f"got {noise}, {random_action_prob}")
-        self.observation_space = observation_space or gym.spaces.Box(-10.0, 10.0, (19,), np.float32)
-        self.action_space = action_space or gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
-        if self.observation_space.shape != (19,):
-            raise ValueError(f"RobosuiteLiftExpert: needs the Lift state observation (19,), got "
-                             f"{self.observation_space.shape}")
-        self.noise, self.random_action_prob = float(noise), float(random_action_prob)
+        super().__init__(observation_space, action_space, noise, seed, random_action_prob)
         self.hover, self.lift_height = hover, lift_height
         self.close_steps, self.gain = close_steps, gain
-        self._rng = np.random.default_rng(seed)
         self.reset()
 
-    def reset(self, seed: int | None = None) -> None:
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
+    def _reset_phases(self) -> None:
         self.phase = APPROACH
         self._closed_for = 0
         self._cube_start_z: float | None = None
 
-    def act(self, obs: Any) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
-        if obs.shape != (19,):
-            raise ValueError(f"RobosuiteLiftExpert: expects one Lift observation of shape (19,), "
-                             f"got {obs.shape}")
+    def _expert_action(self, obs: np.ndarray) -> np.ndarray:
         eef, cube = obs[0:3], obs[9:12]
         if self._cube_start_z is None:
             self._cube_start_z = float(cube[2])
@@ -100,13 +139,7 @@ class RobosuiteLiftExpert:
         action = np.zeros(7)
         action[:3] = np.clip(self.gain * (target - eef) / 0.05, -1.0, 1.0)
         action[6] = gripper
-        if self.noise:
-            action += self._rng.normal(0.0, self.noise, 7)
-        if self.random_action_prob and self._rng.random() < self.random_action_prob:
-            action = self._rng.uniform(-1.0, 1.0, 7)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
-
-    __call__ = act
+        return action
 
 
 # ---------------------------------------------------------------------------------------------- Can
@@ -133,7 +166,7 @@ def _quat_matrix(q: np.ndarray) -> np.ndarray:
                      [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
 
 
-class RobosuiteCanExpert:
+class RobosuiteCanExpert(_ObservationExpert):
     """Policy for `steergym/Robosuite-PickPlaceCan-v0` (state observations, one env at a time).
 
     Phases: approach a point `hover` above the can with the jaw open, descend to the can's centre,
@@ -151,6 +184,7 @@ class RobosuiteCanExpert:
     expert reads the world-frame entries only. Knobs as for `RobosuiteLiftExpert`.
     """
 
+    OBS_DIM, TASK = 23, "PickPlaceCan"
     CAN_POS, CAN_QUAT = slice(16, 19), slice(19, 23)
 
     def __init__(
@@ -170,25 +204,14 @@ class RobosuiteCanExpert:
         rot_gain: float = 1.0,
         tilt_slack: float = 0.25,
     ) -> None:
-        if noise < 0 or not 0.0 <= random_action_prob <= 1.0:
-            raise ValueError(f"RobosuiteCanExpert: noise must be >= 0 and random_action_prob in [0, 1], "
-                             f"got {noise}, {random_action_prob}")
-        self.observation_space = observation_space or gym.spaces.Box(-10.0, 10.0, (23,), np.float32)
-        self.action_space = action_space or gym.spaces.Box(-1.0, 1.0, (7,), np.float32)
-        if self.observation_space.shape != (23,):
-            raise ValueError(f"RobosuiteCanExpert: needs the PickPlaceCan state observation (23,), got "
-                             f"{self.observation_space.shape}")
-        self.noise, self.random_action_prob = float(noise), float(random_action_prob)
+        super().__init__(observation_space, action_space, noise, seed, random_action_prob)
         self.hover, self.carry_z, self.place_z = hover, carry_z, place_z
         self.close_steps, self.open_steps, self.settle_steps = close_steps, open_steps, settle_steps
         self.gain, self.rot_gain, self.tilt_slack = gain, rot_gain, tilt_slack
         self.target = np.array(CAN_PLACE_XY)
-        self._rng = np.random.default_rng(seed)
         self.reset()
 
-    def reset(self, seed: int | None = None) -> None:
-        if seed is not None:
-            self._rng = np.random.default_rng(seed)
+    def _reset_phases(self) -> None:
         self.phase = APPROACH
         self._count = 0
 
@@ -213,11 +236,7 @@ class RobosuiteCanExpert:
             error[2] += (turn + np.pi / 2) % np.pi - np.pi / 2  # the jaw is symmetric: +-90 deg
         return error
 
-    def act(self, obs: Any) -> np.ndarray:
-        obs = np.asarray(obs, dtype=np.float64)
-        if obs.shape != (23,):
-            raise ValueError(f"RobosuiteCanExpert: expects one PickPlaceCan observation of shape (23,), "
-                             f"got {obs.shape}")
+    def _expert_action(self, obs: np.ndarray) -> np.ndarray:
         eef, eef_quat, can = obs[0:3], obs[3:7], obs[self.CAN_POS]
         to_can = can - eef
         flat = float(np.linalg.norm(to_can[:2]))
@@ -269,10 +288,4 @@ class RobosuiteCanExpert:
         rotation = self._rotation(eef_quat, obs[self.CAN_QUAT])
         action[3:6] = np.clip(self.rot_gain * rotation / 0.5, -1.0, 1.0)
         action[6] = gripper
-        if self.noise:
-            action += self._rng.normal(0.0, self.noise, 7)
-        if self.random_action_prob and self._rng.random() < self.random_action_prob:
-            action = self._rng.uniform(-1.0, 1.0, 7)
-        return np.clip(action, -1.0, 1.0).astype(np.float32)
-
-    __call__ = act
+        return action
