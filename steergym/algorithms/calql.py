@@ -833,17 +833,11 @@ class CalQL:
         from safetensors.numpy import save_file as save_numpy
         from safetensors.torch import save_file
 
-        tensors: dict[str, torch.Tensor] = {}
-        for prefix, module in self._modules().items():
-            tensors.update(trainer_state.module_tensors(module, prefix))
+        tensors, optim_meta = trainer_state.training_tensors(self._modules(), self._optimizers())
         tensors["log_alpha"] = self.log_alpha.detach().cpu().clone()
         tensors["log_alpha_prime"] = self.log_alpha_prime.detach().cpu().clone()
         if self.obs_mean is not None:
             tensors["obs_mean"], tensors["obs_std"] = self.obs_mean.cpu().clone(), self.obs_std.cpu().clone()
-        optim_meta = {}
-        for prefix, opt in self._optimizers().items():
-            optim_tensors, optim_meta[prefix] = trainer_state.optimizer_state(opt, prefix)
-            tensors.update(optim_tensors)
         tensors["generator"] = self.generator.get_state().cpu()
         tensors["act_generator"] = self.act_generator.get_state().cpu()
         meta = {"format": FORMAT, "algorithm": "calql" if self.config.calibrated else "cql",
@@ -892,16 +886,13 @@ class CalQL:
                              f"({env.observation_space}, {env.action_space})")
         agent = cls(spaces, CalQLConfig.from_dict(meta["config"]), seed=int(meta["seed"]), device=device)
         try:
-            for prefix, module in agent._modules().items():
-                trainer_state.load_module_tensors(module, prefix, tensors)
+            trainer_state.load_training_tensors(agent._modules(), agent._optimizers(), tensors, meta["optimizers"])
             with torch.no_grad():
                 agent.log_alpha.copy_(tensors["log_alpha"])
                 agent.log_alpha_prime.copy_(tensors["log_alpha_prime"])
             if "obs_mean" in tensors:
                 agent.obs_mean = tensors["obs_mean"].to(agent.device)
                 agent.obs_std = tensors["obs_std"].to(agent.device)
-            for prefix, opt in agent._optimizers().items():
-                trainer_state.load_optimizer_state(opt, prefix, tensors, meta["optimizers"][prefix])
             agent.generator.set_state(tensors["generator"])
             if "act_generator" in tensors:
                 agent.act_generator.set_state(tensors["act_generator"])

@@ -375,13 +375,7 @@ class ChunkTrainer:
 
         from steergym.policies.checkpoint import save_policy
 
-        tensors: dict[str, torch.Tensor] = {}
-        for prefix, module in self._modules().items():
-            tensors.update(trainer_state.module_tensors(module, prefix))
-        optim_meta = {}
-        for prefix, opt in self._optimizers().items():
-            optim_tensors, optim_meta[prefix] = trainer_state.optimizer_state(opt, prefix)
-            tensors.update(optim_tensors)
+        tensors, optim_meta = trainer_state.training_tensors(self._modules(), self._optimizers())
         tensors["generator"] = self.generator.get_state().cpu()
         tensors["eval_generator"] = self.eval_generator.get_state().cpu()
         tensors.update(self._extra_tensors())
@@ -442,10 +436,7 @@ class ChunkTrainer:
 
     def _restore(self, path: Path, meta: dict, tensors: dict[str, torch.Tensor], arrays: dict) -> None:
         try:
-            for prefix, module in self._modules().items():
-                trainer_state.load_module_tensors(module, prefix, tensors)
-            for prefix, opt in self._optimizers().items():
-                trainer_state.load_optimizer_state(opt, prefix, tensors, meta["optimizers"][prefix])
+            trainer_state.load_training_tensors(self._modules(), self._optimizers(), tensors, meta["optimizers"])
             self.generator.set_state(tensors["generator"])
             self.eval_generator.set_state(tensors["eval_generator"])
             self._restore_extra_tensors(tensors)

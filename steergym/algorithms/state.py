@@ -95,3 +95,26 @@ def module_tensors(module: torch.nn.Module, prefix: str) -> dict[str, torch.Tens
 def load_module_tensors(module: torch.nn.Module, prefix: str, tensors: dict[str, torch.Tensor]) -> None:
     sub = {k[len(prefix) + 1:]: v for k, v in tensors.items() if k.startswith(prefix + "/")}
     module.load_state_dict(sub)
+
+
+def training_tensors(modules: dict[str, torch.nn.Module],
+                     optimizers: dict[str, torch.optim.Optimizer]) -> tuple[dict[str, torch.Tensor], dict]:
+    """Every named module's and optimiser's tensors (keyed by their prefixes) and the optimisers'
+    JSON part ({prefix: meta}), what a trainer checkpoint stores of its networks."""
+    tensors: dict[str, torch.Tensor] = {}
+    for prefix, module in modules.items():
+        tensors.update(module_tensors(module, prefix))
+    optim_meta = {}
+    for prefix, optimizer in optimizers.items():
+        optim_tensors, optim_meta[prefix] = optimizer_state(optimizer, prefix)
+        tensors.update(optim_tensors)
+    return tensors, optim_meta
+
+
+def load_training_tensors(modules: dict[str, torch.nn.Module], optimizers: dict[str, torch.optim.Optimizer],
+                          tensors: dict[str, torch.Tensor], optim_meta: dict) -> None:
+    """Inverse of `training_tensors` (KeyError / RuntimeError on missing or mis-shaped entries)."""
+    for prefix, module in modules.items():
+        load_module_tensors(module, prefix, tensors)
+    for prefix, optimizer in optimizers.items():
+        load_optimizer_state(optimizer, prefix, tensors, optim_meta[prefix])
