@@ -561,12 +561,12 @@ def _train_chunk(args: argparse.Namespace) -> int:
 
 
 def _train_calql(args: argparse.Namespace) -> int:
-    import csv
     import time
 
     import gymnasium as gym
 
     from steergym.algorithms.calql import CalQL, CalQLConfig
+    from steergym.algorithms.run_files import append_csv
     from steergym.bench.evaluate import make_env
     from steergym.data import load_transitions
 
@@ -604,16 +604,9 @@ def _train_calql(args: argparse.Namespace) -> int:
     if remaining:
         before = len(agent.history)
         agent.pretrain(data, remaining, progress=not args.quiet)
-        rows = agent.history[before:]
-        if rows:
-            offline_csv = out / "offline.csv"
-            out.mkdir(parents=True, exist_ok=True)
-            new = not offline_csv.exists()
-            with offline_csv.open("a", newline="") as handle:
-                writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-                if new:
-                    writer.writeheader()
-                writer.writerows(rows)
+        out.mkdir(parents=True, exist_ok=True)
+        for row in agent.history[before:]:
+            append_csv(out / "offline.csv", row)
         agent.save(pretrained)
     else:
         agent.set_offline_data(data, f"steergym train {args.trainer}")
