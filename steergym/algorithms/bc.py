@@ -14,7 +14,6 @@ Same seed, same data, same config -> the same weights, also across an interrupti
 
 from __future__ import annotations
 
-import csv
 import json
 import math
 import os
@@ -28,7 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steergym.algorithms import state as trainer_state
-from steergym.algorithms.run_files import append_csv
+from steergym.algorithms.run_files import append_csv, keep_csv_rows
 from steergym.data.chunks import ChunkData, load_chunk_data
 from steergym.policies.config import config_from_dict
 from steergym.policies.generative import GenerativePolicy
@@ -279,7 +278,7 @@ class BCTrainer:
         trainer.last_loss = float(meta.get("last_loss", float("nan")))
         trainer.evaluations = list(meta.get("evaluations", []))
         for log in ("progress.csv", "eval.csv"):  # drop rows logged after the saved state
-            _truncate_csv(run_dir / log, trainer.step)
+            keep_csv_rows(run_dir / log, lambda row: int(float(row["step"])) <= trainer.step)
         return trainer
 
     # ------------------------------------------------------------------------------ internals
@@ -334,22 +333,6 @@ class BCTrainer:
             else:
                 self._writer = SummaryWriter(str(self.run_dir / "tb"))
         return self._writer or None
-
-
-def _truncate_csv(path: Path, last_step: int) -> None:
-    if not path.exists():
-        return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    kept = [r for r in rows if int(float(r["step"])) <= last_step]
-    if len(kept) == len(rows):
-        return
-    tmp = path.with_name(f".{path.name}.partial")
-    with open(tmp, "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(kept)
-    os.replace(tmp, path)
 
 
 def train_bc(

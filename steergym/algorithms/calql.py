@@ -42,7 +42,6 @@ Box observations. PTR, pixel observations and V-GPS critics are not here yet.
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import json
 import math
@@ -60,7 +59,7 @@ from torch.nn import functional as F
 
 from steergym.algorithms import state as trainer_state
 from steergym.algorithms.replay import OnlineReplay
-from steergym.algorithms.run_files import write_json
+from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
 from steergym.algorithms.steering import TRAIN_SEED_OFFSET
 from steergym.atomic import atomic_folder
 from steergym.data.returns import monte_carlo_returns
@@ -1046,39 +1045,17 @@ class _RunLog:
         keep = {"progress": lambda r: float(r["step"]) <= step,  # written after update `step`
                 "eval": lambda r: float(r["env_steps"]) < next_eval}  # evaluations the checkpoint had done
         for kind, kept in keep.items():
-            path = self.out / f"{kind}.csv"
-            if path.exists():
-                with path.open(newline="") as handle:
-                    rows = [r for r in csv.DictReader(handle) if kept(r)]
-                if rows:
-                    _write_csv(path, rows)
-                else:
-                    path.unlink()
+            keep_csv_rows(self.out / f"{kind}.csv", kept)
         self.tb = SummaryWriter(str(self.out / "tb"), purge_step=step if step > 0 else None)
 
     def write(self, kind: str, row: dict[str, Any], step: int) -> None:
-        path = self.out / f"{kind}.csv"
-        new = not path.exists()
-        with path.open("a", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            if new:
-                writer.writeheader()
-            writer.writerow(row)
+        append_csv(self.out / f"{kind}.csv", row)
         for key, value in row.items():
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
                 self.tb.add_scalar(f"{kind}/{key}", value, step)
 
     def close(self) -> None:
         self.tb.close()
-
-
-def _write_csv(path: Path, rows: list[dict[str, Any]]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with tmp.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-    os.replace(tmp, path)
 
 
 def _single_spaces(env: Any) -> tuple[gym.Space, gym.Space]:
