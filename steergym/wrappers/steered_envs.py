@@ -30,6 +30,7 @@ rebuilds it. As for every env made through `gymnasium.make`, the innermost env's
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
@@ -52,12 +53,8 @@ def make_dsrl_env(base_id: str, policy: Any, noise_bound: float = 1.5, *,
         policy_seed: seed of a loaded policy's own generator (unused by DSRL's deterministic decode).
         env_kwargs: options of the base task (obs_mode, render_mode, image_size, ...).
     """
-    env = _make_base(base_id, base_max_episode_steps, env_kwargs)
-    try:
-        return SteeredNoiseActionWrapper(env, _resolve(policy, base_id, policy_seed), noise_bound)
-    except BaseException:
-        env.close()
-        raise
+    return _wrap_base(base_id, base_max_episode_steps, env_kwargs,
+                      lambda env: SteeredNoiseActionWrapper(env, _resolve(policy, base_id, policy_seed), noise_bound))
 
 
 def make_residual_env(base_id: str, policy: Any, scale: float = 0.1, *,
@@ -70,12 +67,8 @@ def make_residual_env(base_id: str, policy: Any, scale: float = 0.1, *,
     `scale` is the correction's weight in action units. The base policy is reseeded at each
     reset with the reset's seed (`policy_seed` seeds it until the first seeded reset).
     """
-    env = _make_base(base_id, base_max_episode_steps, env_kwargs)
-    try:
-        return SteeredResidualActionWrapper(env, _resolve(policy, base_id, policy_seed), scale)
-    except BaseException:
-        env.close()
-        raise
+    return _wrap_base(base_id, base_max_episode_steps, env_kwargs,
+                      lambda env: SteeredResidualActionWrapper(env, _resolve(policy, base_id, policy_seed), scale))
 
 
 class _SteeredSpec:
@@ -110,10 +103,17 @@ class SteeredResidualActionWrapper(_SteeredSpec, ResidualActionWrapper):
         self._base_id = env.spec.id if env.spec is not None else None
 
 
-def _make_base(base_id: str, max_episode_steps: int | None, env_kwargs: dict[str, Any]) -> gym.Env:
+def _wrap_base(base_id: str, max_episode_steps: int | None, env_kwargs: dict[str, Any],
+               wrap: Callable[[gym.Env], gym.Env]) -> gym.Env:
+    """`wrap(gymnasium.make(base_id, ...))`, closing the base env if wrapping fails."""
     if not isinstance(base_id, str):
         raise ValueError(f"base_id must be a registered env id, got {base_id!r}")
-    return gym.make(base_id, max_episode_steps=max_episode_steps, **env_kwargs)
+    env = gym.make(base_id, max_episode_steps=max_episode_steps, **env_kwargs)
+    try:
+        return wrap(env)
+    except BaseException:
+        env.close()
+        raise
 
 
 def _resolve(policy: Any, base_id: str, seed: int) -> Any:
