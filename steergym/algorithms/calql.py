@@ -399,6 +399,8 @@ class CalQL:
         self.curve: list[dict[str, Any]] = []  # evaluations of `learn`
         self._offline: dict[str, torch.Tensor] | None = None
         self._offline_fingerprint: str | None = None
+        self._offline_groups: list[np.ndarray] | None = None  # row indices per mixture group
+        self._offline_ratios: tuple[float, ...] = ()
         self._runner: _EnvRunner | None = None
 
     # ------------------------------------------------------------------------- one update
@@ -497,19 +499,19 @@ class CalQL:
     # ----------------------------------------------------------------------------- offline
     def pretrain(self, transitions, steps: int, progress: bool = True) -> "CalQL":
         """`steps` offline gradient steps on batches drawn uniformly from `transitions`
-        (`steergym.data.Transitions`; see `set_offline_data` for what is used). Every
+        (`steergym.data.Transitions`; see `set_offline_data` for what is used), or at fixed shares
+        per group for a mixture (`steergym.data.multitask.mix_transitions`, PTR's target mixing). Every
         `config.log_every` steps the current metrics are appended to `history`. The data is kept
         for `learn`, which mixes it with online data."""
         self.set_offline_data(transitions, "CalQL.pretrain")
         data = self._offline
-        size = data["actions"].shape[0]
         from tqdm.auto import tqdm
 
         start = self.step
         with tqdm(total=int(steps), desc="calql offline" if self.config.calibrated else "cql offline",
                   unit="step", disable=not progress, leave=False) as bar:
             for _ in range(int(steps)):
-                index = torch.as_tensor(self.rng.integers(0, size, self.config.batch_size), device=self.device)
+                index = self._offline_rows(self.config.batch_size)
                 log = (self.step + 1) % self.config.log_every == 0 or self.step + 1 == start + int(steps)
                 metrics = self.update(Batch(**{k: v[index] for k, v in data.items()}), metrics=log)
                 self.offline_steps += 1
@@ -530,15 +532,27 @@ class CalQL:
         other data is an error.
         """
         data = self._dataset_tensors(transitions, owner)
-        fingerprint = _fingerprint(data)
+        groups, ratios = _sampling_groups(transitions, data["actions"].shape[0], owner)
+        fingerprint = _fingerprint(data, None if groups is None else (transitions.sample_group, ratios))
         if self._offline_fingerprint is not None and fingerprint != self._offline_fingerprint:
             raise ValueError(f"{owner}: these offline transitions ({data['actions'].shape[0]} rows, fingerprint "
                              f"{fingerprint[:12]}) are not the data this agent was trained with (fingerprint "
                              f"{self._offline_fingerprint[:12]})")
         self._offline, self._offline_fingerprint = data, fingerprint
+        self._offline_groups, self._offline_ratios = groups, ratios
         if self.config.normalize_observations and self.obs_mean is None:
             self.obs_mean = data["obs"].mean(dim=0)
             self.obs_std = data["obs"].std(dim=0, unbiased=False) + 1e-3  # CORL's eps
+
+    def _offline_rows(self, n: int) -> torch.Tensor:
+        """(n,) offline row indices: uniform, or for a mixture round(n * ratio) rows per group
+        (largest cumulative shares first, so the counts always sum to n), each uniform in its group."""
+        if self._offline_groups is None:
+            return torch.as_tensor(self.rng.integers(0, self._offline["actions"].shape[0], n), device=self.device)
+        bounds = np.round(np.cumsum((0.0,) + self._offline_ratios) * n).astype(np.int64)
+        parts = [rows[self.rng.integers(0, len(rows), hi - lo)]
+                 for rows, lo, hi in zip(self._offline_groups, bounds[:-1], bounds[1:])]
+        return torch.as_tensor(np.concatenate(parts), device=self.device)
 
     def _normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
         """The networks' input: (obs - mean) / std with the offline data's statistics (identity
@@ -715,8 +729,7 @@ class CalQL:
             n_online = B
         parts = []
         if B - n_online > 0:
-            index = torch.as_tensor(self.rng.integers(0, self._offline["actions"].shape[0], B - n_online),
-                                    device=self.device)
+            index = self._offline_rows(B - n_online)
             parts.append({k: v[index] for k, v in self._offline.items()})
         if n_online > 0:
             rows = self.replay.sample(self.rng.integers(0, size, n_online))
@@ -1065,12 +1078,39 @@ def _single_spaces(env: Any) -> tuple[gym.Space, gym.Space]:
     return env.observation_space, env.action_space
 
 
-def _fingerprint(data: dict[str, torch.Tensor]) -> str:
+def _fingerprint(data: dict[str, torch.Tensor], mixture: tuple[np.ndarray, tuple[float, ...]] | None = None) -> str:
     digest = hashlib.sha256()
     for key in sorted(data):
         digest.update(key.encode())
         digest.update(data[key].detach().cpu().numpy().tobytes())
+    if mixture is not None:  # (uniform data keeps the fingerprint it had before mixtures existed)
+        digest.update(np.asarray(mixture[0], dtype=np.int64).tobytes())
+        digest.update(np.asarray(mixture[1], dtype=np.float64).tobytes())
     return digest.hexdigest()
+
+
+def _sampling_groups(transitions, size: int, owner: str) -> tuple[list[np.ndarray] | None, tuple[float, ...]]:
+    """The row indices of each group of a mixture and the groups' batch shares; (None, ()) if uniform."""
+    group = getattr(transitions, "sample_group", None)
+    ratios = getattr(transitions, "group_ratios", None)
+    if group is None and ratios is None:
+        return None, ()
+    if group is None or ratios is None:
+        raise ValueError(f"{owner}: a mixture needs both 'sample_group' and 'group_ratios' "
+                         f"(got {'no sample_group' if group is None else 'no group_ratios'})")
+    group, ratios = np.asarray(group), tuple(float(r) for r in ratios)
+    if group.shape != (size,) or group.dtype.kind not in "iu":
+        raise ValueError(f"{owner}: 'sample_group' must be ({size},) integers, got {group.shape} {group.dtype}")
+    if not ratios or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
+        raise ValueError(f"{owner}: 'group_ratios' must be >= 0 and sum to 1, got {ratios}")
+    if group.min() < 0 or group.max() >= len(ratios):
+        raise ValueError(f"{owner}: 'sample_group' values must be in [0, {len(ratios)}), "
+                         f"got [{group.min()}, {group.max()}]")
+    rows = [np.flatnonzero(group == g) for g in range(len(ratios))]
+    empty = [g for g, r in enumerate(rows) if len(r) == 0 and ratios[g] > 0]
+    if empty:
+        raise ValueError(f"{owner}: mixture group(s) {empty} have a share > 0 but no rows")
+    return rows, ratios
 
 
 def _episode_returns(rewards: np.ndarray, terminals: np.ndarray, episode_index: np.ndarray, discount: float,

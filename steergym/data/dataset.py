@@ -65,6 +65,9 @@ class Transitions:
         actions: (N, action_dim); rewards, mc_returns: (N,) float32; terminals, timeouts,
         successes: (N,) bool; episode_index: (N,) int, which episode each transition came from.
         metadata: the dataset's steergym.json (empty for a foreign Minari dataset).
+        sample_group, group_ratios: optional sampling mixture (`steergym.data.multitask.mix_transitions`):
+            (N,) int group of each row and the share of every batch each group fills (sums to 1).
+            None: rows are drawn uniformly.
     """
 
     observations: Any
@@ -77,6 +80,8 @@ class Transitions:
     successes: np.ndarray
     episode_index: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
+    sample_group: np.ndarray | None = None
+    group_ratios: tuple[float, ...] | None = None
 
     def __len__(self) -> int:
         return int(len(self.actions))

@@ -7,6 +7,8 @@
 | `ResidualActionWrapper`    | a correction c in [-1, 1]^d | clip(`policy.act(obs)` + scale * c)         |
 | `ProposalWrapper`          | an index k in [0, K)        | the k-th of K proposed chunks (V-GPS as RL) |
 
+`TaskConditionWrapper` appends a task one-hot to the observation (PTR's task conditioning).
+
 Vector envs, one batched policy call per vector step:
 
 | vector wrapper (builder)                             | steers                                      |
@@ -33,6 +35,7 @@ from steergym.wrappers.proposal import ProposalWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
 from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper, make_noise_vec_env
 from steergym.wrappers.steered_envs import make_dsrl_env, make_residual_env
+from steergym.wrappers.task_condition import TaskConditionWrapper
 
 __all__ = [
     "ActionChunkWrapper",
@@ -41,6 +44,7 @@ __all__ = [
     "NoiseActionWrapper",
     "ProposalWrapper",
     "ResidualActionWrapper",
+    "TaskConditionWrapper",
     "ValueGuidedPolicy",
     "make_dsrl_env",
     "make_noise_vec_env",
