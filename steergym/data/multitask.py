@@ -71,7 +71,8 @@ def concat_transitions(parts: Sequence[Transitions]) -> Transitions:
         raise ValueError("concat_transitions: a part is already a mixture; concatenate before mixing")
     shapes = {_layout(p.observations) for p in parts}
     if len(shapes) != 1:
-        raise ValueError(f"concat_transitions: the parts have different observation layouts {sorted(shapes)}")
+        raise ValueError(f"concat_transitions: the parts have different observation layouts {sorted(shapes)}; "
+                         "tasks whose observations differ in size cannot share one task-conditioned agent")
     offsets = np.cumsum([0] + [int(p.episode_index.max()) + 1 if len(p) else 0 for p in parts[:-1]])
     cat = lambda key: _concat([getattr(p, key) for p in parts])  # noqa: E731
     return Transitions(

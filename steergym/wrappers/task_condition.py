@@ -19,7 +19,7 @@ import numpy as np
 from steergym.data.multitask import TASK_KEY, append_task, task_one_hot
 
 
-class TaskConditionWrapper(gym.ObservationWrapper):
+class TaskConditionWrapper(gym.ObservationWrapper, gym.utils.RecordConstructorArgs):
     """Append the one-hot of `task` among `task_ids` to every observation.
 
     Args:
@@ -29,7 +29,8 @@ class TaskConditionWrapper(gym.ObservationWrapper):
     """
 
     def __init__(self, env: gym.Env, task_ids: Sequence[str], task: str | None = None) -> None:
-        super().__init__(env)
+        gym.utils.RecordConstructorArgs.__init__(self, task_ids=tuple(task_ids), task=task)
+        gym.ObservationWrapper.__init__(self, env)
         task = task if task is not None else getattr(env.spec, "id", None)
         self.task_ids, self.task = tuple(task_ids), task
         self.one_hot = task_one_hot(self.task_ids, task)
