@@ -3,6 +3,7 @@
     steergym list [--json]
     steergym eval [--env ID] [--policy expert|random|NAME|DIR] [--episodes N] [--seed S]
                   [--video out.mp4] [--obs-mode MODE] [--json out.json]
+                  [--steer vgps --critic DIR [--num-samples K] [--temperature T]]
     steergym policies [--json]
     steergym train bc --dataset NAME [--dataset NAME ...] --policy diffusion|flow --out DIR
                       [--steps N] [--resume] [--eval-every N] ...
@@ -11,6 +12,8 @@
     steergym train calql|cql --dataset NAME --out DIR [--env ID] [--pretrain-steps N] [--env-steps N]
                              [--resume] ...
     steergym train ogpo|dsrl-na --policy NAME|DIR --out DIR [--env ID] [--env-steps N] [--resume] ...
+    steergym train ptr --prior NAME [--prior NAME ...] --target NAME --out DIR [--demos 10] [--resume] ...
+    steergym train vgps --dataset NAME [--dataset NAME ...] --out DIR [--steps N] [--resume] ...
     steergym demo [--policy NAME] [--minutes M] [--episodes N] [--out DIR]
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
@@ -153,6 +156,10 @@ def _add_eval(sub) -> None:
     p.add_argument("--obs-mode", choices=OBS_MODES, help="observation mode (default: the env's, state)")
     p.add_argument("--reward-type", choices=REWARD_TYPES, help="reward type (default: the env's, sparse)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
+    p.add_argument("--steer", choices=("vgps",), help="vgps: re-rank the policy's samples with --critic")
+    p.add_argument("--critic", metavar="DIR", help="V-GPS value function (steergym train vgps ... value_function)")
+    p.add_argument("--num-samples", type=_positive_int, default=10, metavar="K", help="V-GPS candidates (default: 10)")
+    p.add_argument("--temperature", type=float, default=0.0, help="V-GPS softmax temperature; 0: argmax")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -168,6 +175,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if json_path is not None and json_path.is_dir():
         raise ValueError(f"--json {args.json!r} is a directory")
     policy, env_id = _eval_policy(args.policy, args.env, args.seed)
+    if args.steer == "vgps":
+        policy = _value_guided(policy, env_id, args)
+    elif args.critic:
+        raise ValueError("--critic needs --steer vgps")
     result = evaluate(
         env_id,
         policy=policy,
@@ -190,6 +201,24 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
         print(f"json: {json_path}")
     return 0
+
+
+def _value_guided(policy: Any, env_id: str, args: argparse.Namespace) -> Any:
+    """`policy` wrapped in V-GPS re-ranking with the value function in --critic, for `env_id`."""
+    from steergym.algorithms.vgps import ValueFunction
+    from steergym.policies.value_guided import ValueGuidedPolicy
+
+    if not args.critic:
+        raise ValueError("--steer vgps needs --critic DIR (a value function: steergym train vgps ...)")
+    if isinstance(policy, str) or not callable(getattr(policy, "sample_n", None)):
+        raise ValueError(f"--steer vgps needs a diffusion or flow policy to sample from, not {args.policy!r}")
+    value = ValueFunction.load(args.critic)
+    if env_id not in value.task_ids:
+        raise ValueError(f"--critic {args.critic} knows tasks {list(value.task_ids)}, not {env_id!r}")
+    steered = ValueGuidedPolicy(policy, value.critic(env_id), num_samples=args.num_samples,
+                                temperature=args.temperature, seed=args.seed)
+    steered.name = f"{getattr(policy, 'name', 'policy')}+vgps(K={args.num_samples})"
+    return steered
 
 
 def _positive_int(text: str) -> int:
@@ -313,6 +342,90 @@ def _add_train(sub) -> None:
         ("dsrl-na", "DSRL-NA: noise-aliased DSRL (Q on executed chunks, distilled into the noise space)"),
     ):
         _add_chunk_trainer(trainers, method, text)
+    _add_multitask_trainers(trainers)
+
+
+def _add_multitask_trainers(trainers) -> None:
+    from steergym.algorithms.ptr import ptr_calql_config
+    from steergym.algorithms.vgps import vgps_calql_config
+
+    ptr, vgps = ptr_calql_config(), vgps_calql_config()
+    p = trainers.add_parser(
+        "ptr", help="PTR: multi-task CQL pre-training, then a new task from a few demos",
+        description="Pre-train a task-conditioned CQL agent on the prior datasets (one task each, the env id "
+        "in their metadata), adapt it to the target dataset's first --demos episodes mixed into every batch "
+        "at --target-ratio, evaluate it on the target task, optionally fine-tune online. The run folder gets "
+        "run.json, offline.csv, checkpoints/offline (--resume continues from it) and agent/.")
+    p.add_argument("--prior", action="append", required=True, metavar="NAME", help="prior dataset id (repeat)")
+    p.add_argument("--target", required=True, metavar="NAME", help="dataset id of the new task's demos")
+    p.add_argument("--demos", type=_positive_int, default=10, help="target episodes used (default: 10)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--pretrain-steps", type=_non_negative_int, default=20_000, metavar="N")
+    p.add_argument("--adapt-steps", type=_non_negative_int, default=10_000, metavar="N")
+    p.add_argument("--env-steps", type=_non_negative_int, default=0, metavar="N",
+                   help="online fine-tuning env steps on the target task (default: 0, none)")
+    p.add_argument("--target-ratio", type=float, default=0.1, help="target rows per batch (default: 0.1)")
+    p.add_argument("--batch-size", type=_positive_int, default=ptr.batch_size)
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=list(ptr.critic_hidden), metavar="W")
+    p.add_argument("--cql-alpha", type=float, default=ptr.cql_alpha)
+    p.add_argument("--discount", type=float, default=ptr.discount)
+    p.add_argument("--eval-episodes", type=_positive_int, default=20, metavar="N")
+    p.add_argument("--eval-every", type=_positive_int, default=2_000, metavar="N", help="online env steps")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p = trainers.add_parser(
+        "vgps", help="V-GPS: a task-conditioned Cal-QL value function for re-ranking a generalist",
+        description="Train a V-GPS value function on mixed-quality datasets (one task each, sparse success "
+        "rewards). The run folder gets run.json, offline.csv, checkpoints/offline (--resume continues from "
+        "it) and value_function/, which `steergym eval --steer vgps --critic DIR/value_function` uses.")
+    p.add_argument("--dataset", action="append", required=True, metavar="NAME", help="dataset id (repeat)")
+    p.add_argument("--out", required=True, metavar="DIR", help="run folder")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--steps", type=_positive_int, default=10_000, help="offline gradient steps (default: 10000)")
+    p.add_argument("--batch-size", type=_positive_int, default=vgps.batch_size)
+    p.add_argument("--hidden", type=_positive_int, nargs="+", default=list(vgps.critic_hidden), metavar="W")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+    p.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def _train_multitask(args: argparse.Namespace) -> int:
+    """`steergym train ptr|vgps`."""
+    from steergym.algorithms.multitask_runs import run_ptr, run_vgps
+    from steergym.algorithms.ptr import ptr_calql_config
+    from steergym.algorithms.vgps import vgps_calql_config
+
+    hidden = tuple(args.hidden)
+    if args.trainer == "vgps":
+        config = vgps_calql_config(batch_size=args.batch_size, critic_hidden=hidden, actor_hidden=hidden,
+                                   log_every=max(1, min(1000, args.steps // 100)))
+        value = run_vgps(args.dataset, args.out, args.steps, config=config, seed=args.seed, root=args.root,
+                         resume=args.resume, progress=not args.quiet)
+        print(f"{args.out}: V-GPS value function over {len(value.task_ids)} task(s), "
+              f"{value.ptr.agent.offline_steps:,d} steps")
+        print(f"value function: {Path(args.out) / 'value_function'}  (steergym eval --policy NAME --env ID "
+              f"--steer vgps --critic {Path(args.out) / 'value_function'})")
+        return 0
+    steps = args.pretrain_steps + args.adapt_steps
+    calql = ptr_calql_config(batch_size=args.batch_size, critic_hidden=hidden, cql_alpha=args.cql_alpha,
+                             discount=args.discount, log_every=max(1, min(1000, steps // 100)))
+    ptr = run_ptr(args.prior, args.target, args.out, pretrain_steps=args.pretrain_steps,
+                  adapt_steps=args.adapt_steps, env_steps=args.env_steps, demos=args.demos,
+                  calql=calql, target_ratio=args.target_ratio, seed=args.seed,
+                  eval_episodes=args.eval_episodes, eval_every=args.eval_every, root=args.root,
+                  resume=args.resume, progress=not args.quiet)
+    run = json.loads((Path(args.out) / "run.json").read_text())
+    print(f"{args.out}: PTR, {ptr.agent.offline_steps:,d} offline steps over {len(ptr.task_ids)} tasks "
+          f"+ {ptr.agent.online.num_timesteps:,d} env steps")
+    print(f"{run['target_task']}: success {run['offline_eval']['success_rate']:.2f} after adaptation "
+          f"({run['offline_eval']['episodes']} episodes)"
+          + (f", {ptr.agent.curve[-1]['success_rate']:.2f} after online fine-tuning" if ptr.agent.curve else ""))
+    print(f"agent: {Path(args.out) / 'agent'}  (PTR.load)")
+    return 0
 
 
 def _add_chunk_trainer(trainers, method: str, text: str) -> None:
@@ -455,6 +568,8 @@ def cmd_train(args: argparse.Namespace) -> int:
         return _train_calql(args)
     if args.trainer in ("ogpo", "dsrl-na"):
         return _train_chunk(args)
+    if args.trainer in ("ptr", "vgps"):
+        return _train_multitask(args)
     if args.trainer != "bc":
         return _train_steering(args)
     config = BCConfig(steps=args.steps, batch_size=args.batch_size, lr=args.lr, seed=args.seed,

@@ -5,6 +5,7 @@ re-ranks a generalist's samples."""
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import gymnasium as gym
 import numpy as np
@@ -27,16 +28,22 @@ TASKS = (CARROT, SPOON, STACK)
 TINY = dict(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32), log_every=1)
 
 
+def dataset_name(task: str) -> str:
+    return f"steergym/{task.split('/')[1].removesuffix('-v0').lower()}/ptr-v0"
+
+
 @pytest.fixture(scope="module")
-def task_data(tmp_path_factory):
-    """Two mixed-quality episodes of each of three WidowX tasks, as Transitions per task."""
+def task_root(tmp_path_factory):
+    """A dataset folder with two mixed-quality episodes of each of three WidowX tasks."""
     root = tmp_path_factory.mktemp("multitask-data")
-    data = {}
     for k, task in enumerate(TASKS):
-        name = f"steergym/{task.split('/')[1].removesuffix('-v0').lower()}/ptr-v0"
-        collect(task, 2, "mixed", name, seed=10 * k, root=root, progress=False)
-        data[task] = load_transitions(name, root=root)
-    return data
+        collect(task, 2, "mixed", dataset_name(task), seed=10 * k, root=root, progress=False)
+    return root
+
+
+@pytest.fixture(scope="module")
+def task_data(task_root):
+    return {task: load_transitions(dataset_name(task), root=task_root) for task in TASKS}
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +216,50 @@ def test_value_function_plugs_into_value_guided_policy(value_function, tmp_path)
         value_function(np.repeat(obs[None], 6, 0), chunks, CARROT)
     with pytest.raises(ValueError, match="1 observations but 6 actions"):
         value_function(obs[None], chunks[:, 0], CARROT)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_train_vgps_resumes_and_steers_eval_from_the_command_line(task_root, tmp_path, capsys):
+    from steergym.cli import main
+
+    common = ["--dataset", dataset_name(CARROT), "--dataset", dataset_name(SPOON), "--batch-size", "16",
+              "--hidden", "16", "--root", str(task_root), "--quiet"]
+    assert main(["train", "vgps", *common, "--out", str(tmp_path / "straight"), "--steps", "40"]) == 0
+    assert main(["train", "vgps", *common, "--out", str(tmp_path / "killed"), "--steps", "25"]) == 0
+    capsys.readouterr()
+    assert main(["train", "vgps", *common, "--out", str(tmp_path / "killed"), "--steps", "40"]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", "vgps", *common, "--out", str(tmp_path / "killed"), "--steps", "40", "--resume"]) == 0
+    straight = ValueFunction.load(tmp_path / "straight" / "value_function")
+    resumed = ValueFunction.load(tmp_path / "killed" / "value_function")
+    obs = load_transitions(dataset_name(CARROT), root=task_root).observations[:4]
+    actions = np.zeros((4, 7), np.float32)
+    np.testing.assert_array_equal(resumed(obs, actions, CARROT), straight(obs, actions, CARROT))
+    assert resumed.ptr.agent.offline_steps == 40
+    out_json = tmp_path / "eval.json"
+    assert main(["eval", "--policy", "widowx-generalist-diffusion", "--env", CARROT, "--steer", "vgps",
+                 "--critic", str(tmp_path / "straight" / "value_function"), "--num-samples", "3",
+                 "--episodes", "1", "--json", str(out_json), "--quiet"]) == 0
+    assert "vgps(K=3)" in json.loads(out_json.read_text())["policy"]
+    capsys.readouterr()
+    assert main(["eval", "--policy", "widowx-generalist-diffusion", "--env", STACK, "--steer", "vgps",
+                 "--critic", str(tmp_path / "straight" / "value_function"), "--episodes", "1", "--quiet"]) == 2
+    assert "knows tasks" in capsys.readouterr().err
+
+
+def test_train_ptr_from_the_command_line(task_root, tmp_path, capsys):
+    from steergym.cli import main
+
+    out = tmp_path / "ptr"
+    assert main(["train", "ptr", "--prior", dataset_name(CARROT), "--prior", dataset_name(SPOON),
+                 "--target", dataset_name(STACK), "--demos", "1", "--out", str(out), "--pretrain-steps", "20",
+                 "--adapt-steps", "10", "--env-steps", "70", "--eval-every", "70", "--eval-episodes", "1",
+                 "--batch-size", "16", "--hidden", "16", "--root", str(task_root), "--quiet"]) == 0
+    run = json.loads((out / "run.json").read_text())
+    assert run["tasks"] == [CARROT, SPOON, STACK] and run["demo_episodes"] == 1
+    assert 0.0 <= run["offline_eval"]["success_rate"] <= 1.0 and len(run["online_curve"]) == 2
+    ptr = PTR.load(out / "agent", gym.make(STACK).observation_space)
+    assert [p["phase"] for p in ptr.phases] == ["pretrain", "adapt"]
+    assert [p["steps"] for p in ptr.phases] == [20, 10]
+    assert ptr.agent.online.num_timesteps == 70
+    assert "after adaptation" in capsys.readouterr().out

@@ -116,8 +116,7 @@ class PTR:
         data = concat_transitions(self.tag(prior))
         self._train(data, steps, progress)
         self.prior = data
-        self.phases.append({"phase": "pretrain", "tasks": list(prior), "steps": int(steps),
-                            "rows": len(self.prior)})
+        self._record({"phase": "pretrain", "tasks": list(prior), "rows": len(data)}, steps)
         return self
 
     def adapt(self, task: str, demos: Any, steps: int, prior: Mapping[str, Any] | None = None,
@@ -132,15 +131,24 @@ class PTR:
         mixture = mix_transitions([prior_data, target], (1.0 - ratio, ratio))
         self._train(mixture, steps, progress)
         self.offline = mixture
-        self.phases.append({"phase": "adapt", "task": task, "steps": int(steps), "demo_rows": len(target),
-                            "target_ratio": ratio})
+        self._record({"phase": "adapt", "task": task, "demo_rows": len(target), "target_ratio": ratio}, steps)
         return self
+
+    def _record(self, phase: dict[str, Any], steps: int) -> None:
+        """Append a phase to `phases`, or add the steps to the last one if it is the same phase
+        on the same data (a phase trained in slices, as the run folders do)."""
+        last = self.phases[-1] if self.phases else {}
+        if {k: v for k, v in last.items() if k != "steps"} == phase:
+            last["steps"] += int(steps)
+        else:
+            self.phases.append({**phase, "steps": int(steps)})
 
     def _train(self, data: Any, steps: int, progress: bool) -> None:
         # A new phase brings new data on purpose (CalQL refuses a silent data swap on resume).
         self.agent._offline_fingerprint = None
+        self.agent.set_offline_data(data, "PTR")  # fixes the standardisation statistics on first use
+        self._unscale_task_features()  # before any update sees the one-hot
         self.agent.pretrain(data, steps, progress=progress)
-        self._unscale_task_features()
 
     def _unscale_task_features(self) -> None:
         """The one-hot columns bypass standardisation (mean 0, std 1)."""
