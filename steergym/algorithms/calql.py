@@ -36,12 +36,23 @@ then `utd` updates on batches mixing finished online episodes (with their return
 when the episode ends: `steergym.algorithms.replay`) and offline data at `online_ratio`. The
 calibration floor stays on online, as in the JAX original (the CORL port switches it off).
 
-Scope of this module: Box action spaces (any finite bounds; the networks work in [-1, 1]) and flat
-Box observations. PTR, pixel observations and V-GPS critics are not here yet.
+Pixel observations (PTR, Kumar et al. 2023): a uint8 (H, W, C) image Box, or a Dict of image
+Boxes and 1-D vectors (WidowX `obs_mode="pixels_state"`, plus a task one-hot "task"). The actor
+and the critics then get separate conv encoders (`steergym.algorithms.encoders.PixelEncoder`,
+PTR's "encodersep"): the critic encoder, shared by the critic ensemble, is trained by the critic
+loss only, the actor encoder by the actor loss only (the actor sees the critic features detached),
+and the target critics have a Polyak-averaged copy of the critic encoder. Training batches get
+DrQ's random shift (`image_augmentation`), drawn from the agent's generator. Images stay uint8 in
+the offline data and the replay buffer; vector keys are standardised like flat observations.
+Flat observations take the fused-critic path unchanged.
+
+Scope of this module: Box action spaces (any finite bounds; the networks work in [-1, 1]), flat
+Box observations and the pixel observations above.
 """
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import math
@@ -58,6 +69,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from steergym.algorithms import state as trainer_state
+from steergym.algorithms.encoders import IMAGE_KEY, PixelEncoder, is_image_space, observation_layout, random_shift
 from steergym.algorithms.replay import OnlineReplay
 from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
 from steergym.algorithms.steering import TRAIN_SEED_OFFSET
@@ -70,6 +82,9 @@ MODEL_FILE = "model.safetensors"
 REPLAY_FILE = "replay.safetensors"
 FORMAT = "steergym.calql-v1"
 LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # JaxCQL model.py
+SHIFT_PAD = 4  # DrQ's random shift: pad 4 pixels, crop back
+
+Obs = Any  # a (B, o) tensor / array, or for pixel observations a dict {key: (B, ...)} of them
 
 
 @dataclass
@@ -117,10 +132,29 @@ class CalQLConfig:
     #   (Kitchen: 0.25 offline, i.e. 0.75 online); 1.0 = online data only
     utd: int = 1  # code `online_utd_ratio`: gradient updates per online transition
     buffer_size: int = 1_000_000  # code: online replay capacity (offline data is kept apart)
+    # pixel observations (PTR code, reference/algorithms.md section 2.3); unused for flat observations
+    encoder_channels: tuple[int, ...] = (32, 32, 32)  # ours, CPU-sized (PTR: ResNet-34 `resnet_34_v1`)
+    encoder_strides: tuple[int, ...] = (2, 2, 1)  # ours: 3x3 convs, padding 1
+    encoder_groups: int = 4  # PTR `encoder_norm group`; 4 groups as jaxrl2's ResNetEncoder GroupNorm
+    spatial_features: int = 8  # PTR `use_spatial_learned_embeddings 1`; 8 = jaxrl2 `num_spatial_blocks`
+    latent_dim: int = 64  # PTR: a Dense bottleneck to `latent_dim` after the embeddings; size ours
+    image_augmentation: bool = True  # ours: DrQ's random shift (pad 4) of every training batch's images
 
     def __post_init__(self) -> None:
         self.actor_hidden = tuple(int(h) for h in self.actor_hidden)
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
+        self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
+        self.encoder_strides = tuple(int(c) for c in self.encoder_strides)
+        if (not self.encoder_channels or len(self.encoder_strides) != len(self.encoder_channels)
+                or min(self.encoder_channels + self.encoder_strides) < 1):
+            raise ValueError(f"CalQLConfig: encoder_channels and encoder_strides must be non-empty, positive and "
+                             f"of one length, got {self.encoder_channels}, {self.encoder_strides}")
+        for name in ("encoder_groups", "spatial_features", "latent_dim"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"CalQLConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if any(c % self.encoder_groups for c in self.encoder_channels):
+            raise ValueError(f"CalQLConfig: encoder_groups {self.encoder_groups} must divide every entry of "
+                             f"encoder_channels {self.encoder_channels} (GroupNorm)")
         for name in ("batch_size", "cql_n_actions", "n_critics", "log_every", "utd", "buffer_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"CalQLConfig: {name} must be >= 1, got {getattr(self, name)}")
@@ -155,7 +189,8 @@ class CalQLConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["actor_hidden"], data["critic_hidden"] = list(self.actor_hidden), list(self.critic_hidden)
+        for name in ("actor_hidden", "critic_hidden", "encoder_channels", "encoder_strides"):
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -325,22 +360,59 @@ class FusedCritics(nn.Module):
         return self.q_values(obs, act.unsqueeze(1), detach).squeeze(-1)
 
 
+class PixelActor(nn.Module):
+    """The actor of pixel observations: its own `PixelEncoder`, then a `TanhGaussianActor`.
+    `forward(obs dict, normalised) -> (mean, log_std)`, each (B, action_dim)."""
+
+    def __init__(self, encoder: PixelEncoder, head: TanhGaussianActor) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.head(self.encoder(obs))
+
+
+class PixelCritics(nn.Module):
+    """The critics of pixel observations: one `PixelEncoder` shared by the `FusedCritics` ensemble.
+
+    `encode(obs) -> (B, F)` features; `q_values(obs, actions (B, K, d), detach) -> (n, B, K)` and
+    `forward(obs, act (B, d), detach) -> (n, B)` as `FusedCritics` (detach: no gradient reaches
+    the encoder or the heads).
+    """
+
+    def __init__(self, encoder: PixelEncoder, head: FusedCritics) -> None:
+        super().__init__()
+        self.encoder, self.head = encoder, head
+
+    def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.encoder(obs)
+
+    def q_values(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        features = self.encoder(obs)
+        return self.head.q_values(features.detach() if detach else features, actions, detach)
+
+    def forward(self, obs: dict[str, torch.Tensor], act: torch.Tensor, detach: bool = False) -> torch.Tensor:
+        return self.q_values(obs, act.unsqueeze(1), detach).squeeze(-1)
+
+
 # ------------------------------------------------------------------------------- the agent
 @dataclass
 class Batch:
-    """Tensors of one minibatch: obs, next_obs (B, o); actions (B, d) in [-1, 1]; rewards,
-    terminals (float 0/1), mc_returns (B,)."""
+    """Tensors of one minibatch: obs, next_obs (B, o), or for pixel observations dicts {key: (B, H,
+    W, C) uint8 | (B, d) float32}; actions (B, d) in [-1, 1]; rewards, terminals (float 0/1),
+    mc_returns (B,)."""
 
-    obs: torch.Tensor
+    obs: Obs
     actions: torch.Tensor
     rewards: torch.Tensor
-    next_obs: torch.Tensor
+    next_obs: Obs
     terminals: torch.Tensor
     mc_returns: torch.Tensor
 
 
 class CalQL:
-    """Cal-QL (or CQL with `config.calibrated=False`) on a Box action space and flat Box observations.
+    """Cal-QL (or CQL with `config.calibrated=False`) on a Box action space and flat Box, image Box
+    or Dict (images + vectors) observations (`obs_dim` is None for the latter two).
 
     Args:
         env_or_spaces: a Gymnasium env, or an (observation_space, action_space) pair.
@@ -360,7 +432,9 @@ class CalQL:
         self.config = config or CalQLConfig()
         self.seed = int(seed)
         self.device = torch.device(device)
-        self.obs_dim = int(observation_space.shape[0])
+        self._layout = observation_layout(observation_space, "CalQL")  # None: flat observations
+        self._bare_image = isinstance(observation_space, gym.spaces.Box) and self._layout is not None
+        self.obs_dim = int(observation_space.shape[0]) if self._layout is None else None
         self.action_dim = int(action_space.shape[0])
         self._low = torch.as_tensor(action_space.low, dtype=torch.float32, device=self.device)
         self._high = torch.as_tensor(action_space.high, dtype=torch.float32, device=self.device)
@@ -370,13 +444,24 @@ class CalQL:
 
         with torch.random.fork_rng(devices=[]):  # seeded init without touching the global generator
             torch.manual_seed(self.seed)
-            self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, cfg.actor_hidden, cfg.orthogonal_init)
-            self.critic = FusedCritics(self.obs_dim, self.action_dim, cfg.critic_hidden, cfg.n_critics,
-                                       cfg.orthogonal_init)
+            if self._layout is None:
+                self.actor = TanhGaussianActor(self.obs_dim, self.action_dim, cfg.actor_hidden, cfg.orthogonal_init)
+                self.critic = FusedCritics(self.obs_dim, self.action_dim, cfg.critic_hidden, cfg.n_critics,
+                                           cfg.orthogonal_init)
+            else:  # separate encoders for the actor and the critics (PTR's encodersep)
+                encoder = self._make_encoder()
+                self.actor = PixelActor(encoder, TanhGaussianActor(encoder.out_dim, self.action_dim, cfg.actor_hidden,
+                                                                   cfg.orthogonal_init))
+                encoder = self._make_encoder()
+                self.critic = PixelCritics(encoder, FusedCritics(encoder.out_dim, self.action_dim, cfg.critic_hidden,
+                                                                 cfg.n_critics, cfg.orthogonal_init))
         self.actor.to(self.device)
         self.critic.to(self.device)
-        self.critic_target = FusedCritics(self.obs_dim, self.action_dim, cfg.critic_hidden, cfg.n_critics,
-                                          cfg.orthogonal_init).to(self.device)
+        if self._layout is None:
+            self.critic_target = FusedCritics(self.obs_dim, self.action_dim, cfg.critic_hidden, cfg.n_critics,
+                                              cfg.orthogonal_init).to(self.device)
+        else:
+            self.critic_target = copy.deepcopy(self.critic)
         self.critic_target.load_state_dict(self.critic.state_dict())
         self.critic_target.requires_grad_(False)
         self.log_alpha = torch.tensor(math.log(cfg.alpha_init), device=self.device, requires_grad=cfg.auto_entropy)
@@ -392,8 +477,8 @@ class CalQL:
         self.metrics: dict[str, float] = {}
         self.history: list[dict[str, float]] = []
         self.offline_steps = 0  # gradient steps of `pretrain`
-        self.obs_mean: torch.Tensor | None = None  # input normalisation (set with the offline data)
-        self.obs_std: torch.Tensor | None = None
+        self.obs_mean: Any = None  # input normalisation (set with the offline data): (o,), or
+        self.obs_std: Any = None  # {key: (d,)} for the vector keys of dict observations
         self.online = OnlineState()
         self.replay: OnlineReplay | None = None
         self.curve: list[dict[str, Any]] = []  # evaluations of `learn`
@@ -403,63 +488,18 @@ class CalQL:
         self._offline_ratios: tuple[float, ...] = ()
         self._runner: _EnvRunner | None = None
 
+    def _make_encoder(self) -> PixelEncoder:
+        cfg = self.config
+        return PixelEncoder(self._layout, cfg.encoder_channels, cfg.encoder_strides, cfg.encoder_groups,
+                            cfg.spatial_features, cfg.latent_dim)
+
     # ------------------------------------------------------------------------- one update
     def update(self, batch: Batch, metrics: bool = True) -> dict[str, float]:
         """One gradient step of every module on `batch`; returns its metrics (floats), or `{}`
         with metrics=False (the trainers ask only on logging steps: no per-step conversions)."""
-        cfg, n, B, d = self.config, self.config.cql_n_actions, batch.obs.shape[0], self.action_dim
-        gen = self.generator
-        obs, next_obs = self._normalize_obs(batch.obs), self._normalize_obs(batch.next_obs)
-
-        mean, log_std = self.actor(obs)
-        with torch.no_grad():  # (one actor pass on cat(s, s') would backpropagate through 2B rows)
-            next_mean, next_log_std = self.actor(next_obs)
-        alpha = self.log_alpha.exp().detach()
-
-        # 1-2. entropy temperature and actor (the critics are used with detached weights)
-        new_actions, log_pi = tanh_gaussian_sample(mean, log_std, None, gen)
-        alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
-        q_new = self.critic(obs, new_actions, detach=True).min(dim=0).values
-        actor_loss = (alpha * log_pi - q_new).mean()
-
-        # 3. TD target from the target critics, no gradient
-        with torch.no_grad():
-            k = n if cfg.cql_max_target_backup else 1
-            next_actions, next_log_pi = tanh_gaussian_sample(next_mean, next_log_std, k, gen)  # (B, k, d)
-            q_target = self.critic_target.q_values(next_obs, next_actions).min(dim=0).values  # (B, k)
-            best = q_target.argmax(dim=1, keepdim=True)
-            q_target = q_target.gather(1, best).squeeze(1)
-            if cfg.backup_entropy:
-                q_target = q_target - alpha * next_log_pi.gather(1, best).squeeze(1)
-            y = batch.rewards + (1.0 - batch.terminals) * cfg.discount * q_target
-
-            # 4. CQL candidate actions: uniform, pi(.|s), pi(.|s') (policy samples carry no gradient)
-            rand_actions = torch.rand((B, n, d), generator=gen, device=self.device) * 2.0 - 1.0
-            cur_actions, logp_cur = tanh_gaussian_sample(mean.detach(), log_std.detach(), n, gen)
-            next_cql_actions, logp_next = tanh_gaussian_sample(next_mean, next_log_std, n, gen)
-
-        # Q_i(s, .) of the data actions and all 3N candidates in one pass per critic
-        actions_all = torch.cat([batch.actions.unsqueeze(1), rand_actions, cur_actions, next_cql_actions], dim=1)
-        q_all = self.critic.q_values(obs, actions_all)  # (n_critics, B, 1 + 3N)
-        q_data = q_all[:, :, 0]
-        q_rand, q_cur, q_next = q_all[:, :, 1:].split(n, dim=-1)
-
-        td_loss = (q_data - y).pow(2).mean(dim=1)  # (n_critics,)
-        cql_diff = cql_regularizer(
-            q_data, q_rand, q_cur, logp_cur, q_next, logp_next, d,
-            mc_returns=batch.mc_returns if cfg.calibrated else None, temperature=cfg.cql_temp,
-            importance_sample=cfg.cql_importance_sample, clip_min=cfg.cql_clip_diff_min,
-            clip_max=cfg.cql_clip_diff_max,
-        )
-        if cfg.cql_lagrange:
-            alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
-            cql_loss = alpha_prime.detach() * cfg.cql_alpha * (cql_diff - cfg.cql_target_action_gap)
-            alpha_prime_loss = -(alpha_prime * cfg.cql_alpha * (cql_diff.detach() - cfg.cql_target_action_gap)).mean()
-        else:
-            alpha_prime = torch.ones((), device=self.device)
-            cql_loss = cfg.cql_alpha * cql_diff
-            alpha_prime_loss = torch.zeros((), device=self.device)
-        critic_loss = (td_loss + cql_loss).sum()
+        cfg, out = self.config, self._losses(batch)
+        critic_loss, actor_loss, alpha_loss, alpha_prime_loss = (out[k] for k in ("critic", "actor", "alpha",
+                                                                                  "alpha_prime"))
 
         # one backward pass: each loss reaches only its own module (see the module docstring)
         optimizers = [self.actor_optimizer, self.critic_optimizer]
@@ -485,16 +525,87 @@ class CalQL:
         if not metrics:
             return {}
         with torch.no_grad():
-            floored = torch.cat([q_cur, q_next], dim=-1) < batch.mc_returns.reshape(1, -1, 1)
+            q_cur, q_next, mc_returns = out["q_cur"], out["q_next"], batch.mc_returns
+            floored = torch.cat([q_cur, q_next], dim=-1) < mc_returns.reshape(1, -1, 1)
             values = torch.stack([
-                td_loss.mean(), cql_loss.mean(), cql_diff.mean(), actor_loss, alpha_loss, alpha,
-                alpha_prime.detach(), q_data.mean(), q_cur.mean(), q_rand.mean(), y.mean(),
-                log_pi.detach().mean(), floored.float().mean(),
+                out["td"].mean(), out["cql"].mean(), out["cql_diff"].mean(), actor_loss, alpha_loss, out["alpha_value"],
+                out["alpha_prime_value"].detach(), out["q_data"].mean(), q_cur.mean(), out["q_rand"].mean(),
+                out["y"].mean(), out["log_pi"].detach().mean(), floored.float().mean(),
             ]).tolist()
         keys = ("td_loss", "cql_loss", "cql_diff", "actor_loss", "alpha_loss", "alpha", "alpha_prime",
                 "q_data", "q_policy", "q_random", "target_q", "log_pi", "bound_rate")
         self.metrics = {"step": self.step, **dict(zip(keys, values))}
         return self.metrics
+
+    def _losses(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Steps 1-4 of the module docstring on `batch`, before any parameter changes: the scalar
+        losses "critic", "actor", "alpha", "alpha_prime" (sharing one graph; each has a gradient
+        only for its own module) and the tensors the metrics are made of. Draws the step's noise
+        (and image shifts) from the agent's generator."""
+        cfg, n, B, d = self.config, self.config.cql_n_actions, batch.actions.shape[0], self.action_dim
+        gen = self.generator
+        obs, next_obs = batch.obs, batch.next_obs
+        pixels = self._layout is not None
+        if pixels and cfg.image_augmentation:  # DrQ random shift, s and s' independently
+            obs, next_obs = self._augment(obs), self._augment(next_obs)
+        obs, next_obs = self._normalize_obs(obs), self._normalize_obs(next_obs)
+        # what the critic heads see of s: the observation, or the critic encoder's features (once)
+        critic_head = self.critic.head if pixels else self.critic
+        critic_obs = self.critic.encode(obs) if pixels else obs
+
+        mean, log_std = self.actor(obs)
+        with torch.no_grad():  # (one actor pass on cat(s, s') would backpropagate through 2B rows)
+            next_mean, next_log_std = self.actor(next_obs)
+        alpha = self.log_alpha.exp().detach()
+
+        # 1-2. entropy temperature and actor (the critics are used with detached weights)
+        new_actions, log_pi = tanh_gaussian_sample(mean, log_std, None, gen)
+        alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
+        q_new = critic_head(critic_obs.detach(), new_actions, detach=True).min(dim=0).values
+        actor_loss = (alpha * log_pi - q_new).mean()
+
+        # 3. TD target from the target critics, no gradient
+        with torch.no_grad():
+            k = n if cfg.cql_max_target_backup else 1
+            next_actions, next_log_pi = tanh_gaussian_sample(next_mean, next_log_std, k, gen)  # (B, k, d)
+            q_target = self.critic_target.q_values(next_obs, next_actions).min(dim=0).values  # (B, k)
+            best = q_target.argmax(dim=1, keepdim=True)
+            q_target = q_target.gather(1, best).squeeze(1)
+            if cfg.backup_entropy:
+                q_target = q_target - alpha * next_log_pi.gather(1, best).squeeze(1)
+            y = batch.rewards + (1.0 - batch.terminals) * cfg.discount * q_target
+
+            # 4. CQL candidate actions: uniform, pi(.|s), pi(.|s') (policy samples carry no gradient)
+            rand_actions = torch.rand((B, n, d), generator=gen, device=self.device) * 2.0 - 1.0
+            cur_actions, logp_cur = tanh_gaussian_sample(mean.detach(), log_std.detach(), n, gen)
+            next_cql_actions, logp_next = tanh_gaussian_sample(next_mean, next_log_std, n, gen)
+
+        # Q_i(s, .) of the data actions and all 3N candidates in one pass per critic
+        actions_all = torch.cat([batch.actions.unsqueeze(1), rand_actions, cur_actions, next_cql_actions], dim=1)
+        q_all = critic_head.q_values(critic_obs, actions_all)  # (n_critics, B, 1 + 3N)
+        q_data = q_all[:, :, 0]
+        q_rand, q_cur, q_next = q_all[:, :, 1:].split(n, dim=-1)
+
+        td_loss = (q_data - y).pow(2).mean(dim=1)  # (n_critics,)
+        cql_diff = cql_regularizer(
+            q_data, q_rand, q_cur, logp_cur, q_next, logp_next, d,
+            mc_returns=batch.mc_returns if cfg.calibrated else None, temperature=cfg.cql_temp,
+            importance_sample=cfg.cql_importance_sample, clip_min=cfg.cql_clip_diff_min,
+            clip_max=cfg.cql_clip_diff_max,
+        )
+        if cfg.cql_lagrange:
+            alpha_prime = self.log_alpha_prime.exp().clamp(0.0, 1e6)
+            cql_loss = alpha_prime.detach() * cfg.cql_alpha * (cql_diff - cfg.cql_target_action_gap)
+            alpha_prime_loss = -(alpha_prime * cfg.cql_alpha * (cql_diff.detach() - cfg.cql_target_action_gap)).mean()
+        else:
+            alpha_prime = torch.ones((), device=self.device)
+            cql_loss = cfg.cql_alpha * cql_diff
+            alpha_prime_loss = torch.zeros((), device=self.device)
+        critic_loss = (td_loss + cql_loss).sum()
+        return {"critic": critic_loss, "actor": actor_loss, "alpha": alpha_loss, "alpha_prime": alpha_prime_loss,
+                "td": td_loss, "cql": cql_loss, "cql_diff": cql_diff, "alpha_value": alpha,
+                "alpha_prime_value": alpha_prime, "q_data": q_data, "q_rand": q_rand, "q_cur": q_cur,
+                "q_next": q_next, "y": y, "log_pi": log_pi}
 
     # ----------------------------------------------------------------------------- offline
     def pretrain(self, transitions, steps: int, progress: bool = True) -> "CalQL":
@@ -513,7 +624,7 @@ class CalQL:
             for _ in range(int(steps)):
                 index = self._offline_rows(self.config.batch_size)
                 log = (self.step + 1) % self.config.log_every == 0 or self.step + 1 == start + int(steps)
-                metrics = self.update(Batch(**{k: v[index] for k, v in data.items()}), metrics=log)
+                metrics = self.update(Batch(**{k: _take(v, index) for k, v in data.items()}), metrics=log)
                 self.offline_steps += 1
                 bar.update(1)
                 if log:
@@ -541,8 +652,13 @@ class CalQL:
         self._offline, self._offline_fingerprint = data, fingerprint
         self._offline_groups, self._offline_ratios = groups, ratios
         if self.config.normalize_observations and self.obs_mean is None:
-            self.obs_mean = data["obs"].mean(dim=0)
-            self.obs_std = data["obs"].std(dim=0, unbiased=False) + 1e-3  # CORL's eps
+            if self._layout is None:
+                self.obs_mean = data["obs"].mean(dim=0)
+                self.obs_std = data["obs"].std(dim=0, unbiased=False) + 1e-3  # CORL's eps
+            else:  # vector keys only; images are scaled to [0, 1] by the encoders
+                vectors = [k for k, space in self._layout.items() if not is_image_space(space)]
+                self.obs_mean = {k: data["obs"][k].mean(dim=0) for k in vectors}
+                self.obs_std = {k: data["obs"][k].std(dim=0, unbiased=False) + 1e-3 for k in vectors}
 
     def _offline_rows(self, n: int) -> torch.Tensor:
         """(n,) offline row indices: uniform, or for a mixture round(n * ratio) rows per group
@@ -554,10 +670,33 @@ class CalQL:
                  for rows, lo, hi in zip(self._offline_groups, bounds[:-1], bounds[1:])]
         return torch.as_tensor(np.concatenate(parts), device=self.device)
 
-    def _normalize_obs(self, obs: torch.Tensor) -> torch.Tensor:
+    def _normalize_obs(self, obs: Obs) -> Obs:
         """The networks' input: (obs - mean) / std with the offline data's statistics (identity
-        before any offline data is set, or with normalize_observations=False)."""
-        return obs if self.obs_mean is None else (obs - self.obs_mean) / self.obs_std
+        before any offline data is set, or with normalize_observations=False). Dict observations:
+        the vector keys are standardised, images pass unchanged."""
+        if self.obs_mean is None:
+            return obs
+        if isinstance(obs, dict):
+            return {k: (v - self.obs_mean[k]) / self.obs_std[k] if k in self.obs_mean else v for k, v in obs.items()}
+        return (obs - self.obs_mean) / self.obs_std
+
+    def _augment(self, obs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Random shift of every image key (in sorted key order), from the agent's generator."""
+        return {k: random_shift(obs[k], SHIFT_PAD, self.generator) if is_image_space(space) else obs[k]
+                for k, space in self._layout.items()}
+
+    def _obs_tensor(self, obs: Obs) -> Obs:
+        """Numpy observations (as `_EnvRunner` / `_batch_obs` give) as tensors on the device."""
+        if isinstance(obs, dict):
+            return {k: torch.as_tensor(v, device=self.device) for k, v in obs.items()}
+        return torch.as_tensor(obs, device=self.device)
+
+    def _replay_spec(self) -> Any:
+        """`OnlineReplay`'s observation spec: the flat size, or {key: (shape, dtype)}."""
+        if self._layout is None:
+            return self.obs_dim
+        return {k: (tuple(space.shape), space.dtype if is_image_space(space) else np.float32)
+                for k, space in self._layout.items()}
 
     # ------------------------------------------------------------------------------ online
     def learn(self, env: gym.Env, total_timesteps: int, offline=None, *, eval_env: Any = "auto",
@@ -611,10 +750,10 @@ class CalQL:
             raise ValueError(f"{name}: no offline data to mix in at online_ratio={cfg.online_ratio}: pass "
                              f"offline=transitions or call pretrain first, or set online_ratio=1.0{hint}")
         if self.replay is None:
-            self.replay = OnlineReplay(cfg.buffer_size, self.obs_dim, self.action_dim, cfg.discount,
+            self.replay = OnlineReplay(cfg.buffer_size, self._replay_spec(), self.action_dim, cfg.discount,
                                        cfg.failure_value)
         if self._runner is None or self._runner.env is not env:  # another env: its episodes start afresh
-            self._runner = _EnvRunner(env, TRAIN_SEED_OFFSET + self.seed)
+            self._runner = _EnvRunner(env, TRAIN_SEED_OFFSET + self.seed, self._layout)
             self.replay.set_num_envs(self._runner.num_envs)
         runner = self._runner
         own_eval_env = False
@@ -695,7 +834,7 @@ class CalQL:
         cfg, state = self.config, self.online
         obs = runner.observe(state)
         with torch.no_grad():
-            mean, log_std = self.actor(self._normalize_obs(torch.as_tensor(obs, device=self.device)))
+            mean, log_std = self.actor(self._normalize_obs(self._obs_tensor(obs)))
             action, _ = tanh_gaussian_sample(mean, log_std, None, self.act_generator)
             env_action = (self._low + (action + 1.0) * 0.5 * (self._high - self._low)).cpu().numpy()
         action = action.cpu().numpy()
@@ -703,7 +842,7 @@ class CalQL:
         rewards = cfg.transform_reward(result.rewards.astype(np.float64))
         collected = 0
         for i in np.flatnonzero(result.valid):
-            self.replay.add(i, obs[i], action[i], rewards[i], result.next_obs[i], result.terminated[i])
+            self.replay.add(i, _take(obs, i), action[i], rewards[i], _take(result.next_obs, i), result.terminated[i])
             state.episode_return[i] += float(result.rewards[i])
             state.episode_success[i] = state.episode_success[i] or bool(result.success[i])
             collected += 1
@@ -730,12 +869,11 @@ class CalQL:
         parts = []
         if B - n_online > 0:
             index = self._offline_rows(B - n_online)
-            parts.append({k: v[index] for k, v in self._offline.items()})
+            parts.append({k: _take(v, index) for k, v in self._offline.items()})
         if n_online > 0:
             rows = self.replay.sample(self.rng.integers(0, size, n_online))
-            parts.append({k: torch.as_tensor(v, device=self.device) for k, v in rows.items()})
-        return Batch(**{k: torch.cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k]
-                        for k in parts[0]})
+            parts.append({k: self._obs_tensor(v) for k, v in rows.items()})
+        return Batch(**{k: _cat([p[k] for p in parts]) if len(parts) > 1 else parts[0][k] for k in parts[0]})
 
     def _evaluate_row(self, env: gym.Env, episodes: int, seed: int) -> dict[str, Any]:
         scores = evaluate_agent(self, env, episodes, seed)
@@ -750,16 +888,19 @@ class CalQL:
     def _dataset_tensors(self, transitions, name: str) -> dict[str, torch.Tensor]:
         """Validated dataset arrays as tensors on the device, actions rescaled to [-1, 1], rewards
         transformed, returns-to-go recomputed per episode when `episode_index` is there."""
-        fields = {}
+        fields, pixel_obs = {}, {}
         for key in ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns"):
             value = getattr(transitions, key, None)
             if value is None:
                 raise ValueError(f"{name}: the transitions have no {key!r}"
                                  + (" (Cal-QL's reference values; load with steergym.data.load_transitions)"
                                     if key == "mc_returns" else ""))
+            if self._layout is not None and key in ("observations", "next_observations"):
+                pixel_obs[key] = value  # checked below, once N is known
+                continue
             if isinstance(value, dict):
-                raise ValueError(f"{name}: {key!r} is a dict (Dict observations); only flat Box observations "
-                                 "are supported for now")
+                raise ValueError(f"{name}: {key!r} is a dict (Dict observations), but this agent has flat Box "
+                                 f"observations {self.observation_space}")
             fields[key] = np.asarray(value)
         size = fields["actions"].shape[0] if fields["actions"].ndim else 0
         if size == 0:
@@ -767,6 +908,8 @@ class CalQL:
         expected = {"observations": (size, self.obs_dim), "next_observations": (size, self.obs_dim),
                     "actions": (size, self.action_dim), "rewards": (size,), "terminals": (size,),
                     "mc_returns": (size,)}
+        for key in pixel_obs:
+            del expected[key]
         for key, shape in expected.items():
             if fields[key].shape != shape:
                 raise ValueError(f"{name}: {key!r} has shape {fields[key].shape}, expected {shape} "
@@ -798,23 +941,83 @@ class CalQL:
             raise ValueError(f"{name}: reward_scale/reward_bias ({cfg.reward_scale}, {cfg.reward_bias}) need "
                              "'episode_index' to recompute the returns-to-go; the transitions have none")
         as_tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)  # noqa: E731
-        return {"obs": as_tensor(fields["observations"]),
+        if pixel_obs:
+            obs, next_obs = (self._obs_tensor(self._check_obs(pixel_obs[key], key, name, size))
+                             for key in ("observations", "next_observations"))
+        else:
+            obs, next_obs = as_tensor(fields["observations"]), as_tensor(fields["next_observations"])
+        return {"obs": obs,
                 "actions": self._normalize_action(as_tensor(fields["actions"])),
-                "rewards": as_tensor(fields["rewards"]), "next_obs": as_tensor(fields["next_observations"]),
+                "rewards": as_tensor(fields["rewards"]), "next_obs": next_obs,
                 "terminals": as_tensor(fields["terminals"]), "mc_returns": as_tensor(fields["mc_returns"])}
+
+    def _check_obs(self, value: Any, label: str, owner: str, size: int | None) -> dict[str, np.ndarray]:
+        """Pixel observations as {key: array}: images uint8 (N, H, W, C) as given, vectors float32
+        (N, d); `size` None: one observation or a batch, whichever they are (a single one gets a
+        batch axis). ValueError naming the key, its shape or dtype, for anything else."""
+        layout, name = self._layout, (lambda key: label if self._bare_image else f"{label}[{key!r}]")
+        if self._bare_image:
+            if isinstance(value, dict):
+                raise ValueError(f"{owner}: {label} is a dict with keys {sorted(value)}, but this agent's "
+                                 f"observations are images {self.observation_space}")
+            value = {IMAGE_KEY: value}
+        elif not isinstance(value, dict):
+            raise ValueError(f"{owner}: {label} must be a dict with keys {list(layout)} (Dict observations "
+                             f"{self.observation_space}), got {type(value).__name__} of shape {np.shape(value)}")
+        missing, extra = [k for k in layout if k not in value], sorted(set(value) - set(layout))
+        if missing or extra:
+            raise ValueError(f"{owner}: {label} " + (f"misses the key(s) {missing}" if missing else
+                                                     f"has key(s) {extra} not in the observation space")
+                             + f"; expected keys {list(layout)}")
+        arrays = {k: np.asarray(value[k]) for k in layout}
+        if size is None:  # one observation or a batch: decided by the first key's rank
+            first = next(iter(layout))
+            rank = arrays[first].ndim - len(layout[first].shape)
+            if rank not in (0, 1):
+                raise ValueError(f"{owner}: {name(first)} has shape {arrays[first].shape}, expected "
+                                 f"{layout[first].shape} or (N, *{layout[first].shape})")
+            if rank == 0:
+                arrays = {k: v[None] for k, v in arrays.items()}
+            size = arrays[first].shape[0]
+        out = {}
+        for k, space in layout.items():
+            array, shape = arrays[k], (size, *space.shape)
+            if array.shape != shape:
+                raise ValueError(f"{owner}: {name(k)} has shape {array.shape}, expected {shape} "
+                                 f"({'uint8 images (H, W, C)' if is_image_space(space) else 'vectors'} of {space})")
+            if is_image_space(space):
+                if array.dtype != np.uint8:
+                    raise ValueError(f"{owner}: {name(k)} has dtype {array.dtype} (shape {array.shape}), expected "
+                                     "uint8 images (H, W, C) in [0, 255]")
+                out[k] = array
+            else:
+                if array.dtype.kind not in "biuf":
+                    raise ValueError(f"{owner}: {name(k)} has dtype {array.dtype}, expected numbers")
+                bad = ~np.isfinite(array.astype(np.float64))
+                if bad.any():
+                    raise ValueError(f"{owner}: {name(k)} holds {int(bad.sum())} non-finite values "
+                                     f"(first at row {int(np.argwhere(bad)[0][0])})")
+                out[k] = array.astype(np.float32)
+        return out
 
     # ----------------------------------------------------------------------------- acting
     @torch.no_grad()
     def predict(self, obs: np.ndarray, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """SB3-shaped: (action, None) for one observation (o,) or a batch (N, o). Deterministic
-        actions are tanh(mean) (JaxCQL), mapped to the action space's bounds."""
-        obs_arr = np.asarray(obs, dtype=np.float32)
-        single = obs_arr.ndim == 1
-        if obs_arr.shape[-1:] != (self.obs_dim,) or obs_arr.ndim not in (1, 2):
-            raise ValueError(f"CalQL.predict: observation shape {obs_arr.shape}, expected ({self.obs_dim},) "
-                             f"or (N, {self.obs_dim})")
-        x = self._normalize_obs(torch.as_tensor(obs_arr.reshape(-1, self.obs_dim), device=self.device))
+        """SB3-shaped: (action, None) for one observation (o,) or a batch (N, o); for pixel
+        observations one image (H, W, C) / dict of single entries, or a batch (N, H, W, C) / dict of
+        (N, ...) entries. Deterministic actions are tanh(mean) (JaxCQL), mapped to the action
+        space's bounds."""
+        if self._layout is not None:
+            single = _is_single(obs, self._layout, self._bare_image)
+            x = self._normalize_obs(self._obs_tensor(self._check_obs(obs, "the observation", "CalQL.predict", None)))
+        else:
+            obs_arr = np.asarray(obs, dtype=np.float32)
+            single = obs_arr.ndim == 1
+            if obs_arr.shape[-1:] != (self.obs_dim,) or obs_arr.ndim not in (1, 2):
+                raise ValueError(f"CalQL.predict: observation shape {obs_arr.shape}, expected ({self.obs_dim},) "
+                                 f"or (N, {self.obs_dim})")
+            x = self._normalize_obs(torch.as_tensor(obs_arr.reshape(-1, self.obs_dim), device=self.device))
         mean, log_std = self.actor(x)
         if deterministic:
             action = torch.tanh(mean)
@@ -848,13 +1051,17 @@ class CalQL:
         tensors, optim_meta = trainer_state.training_tensors(self._modules(), self._optimizers())
         tensors["log_alpha"] = self.log_alpha.detach().cpu().clone()
         tensors["log_alpha_prime"] = self.log_alpha_prime.detach().cpu().clone()
-        if self.obs_mean is not None:
+        if isinstance(self.obs_mean, dict):
+            for k in self.obs_mean:
+                tensors[f"obs_mean/{k}"] = self.obs_mean[k].cpu().clone()
+                tensors[f"obs_std/{k}"] = self.obs_std[k].cpu().clone()
+        elif self.obs_mean is not None:
             tensors["obs_mean"], tensors["obs_std"] = self.obs_mean.cpu().clone(), self.obs_std.cpu().clone()
         tensors["generator"] = self.generator.get_state().cpu()
         tensors["act_generator"] = self.act_generator.get_state().cpu()
         meta = {"format": FORMAT, "algorithm": "calql" if self.config.calibrated else "cql",
                 "config": self.config.to_dict(), "seed": self.seed, "step": self.step,
-                "offline_steps": self.offline_steps, "observation_space": _box_to_json(self.observation_space),
+                "offline_steps": self.offline_steps, "observation_space": _space_to_json(self.observation_space),
                 "action_space": _box_to_json(self.action_space), "optimizers": optim_meta,
                 "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
                 "online": self.online.to_dict(), "curve": self.curve,
@@ -892,7 +1099,10 @@ class CalQL:
             tensors = load_file(str(path / MODEL_FILE))
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path / MODEL_FILE}: unreadable ({exc})") from exc
-        spaces = (_box_from_json(meta["observation_space"]), _box_from_json(meta["action_space"]))
+        try:
+            spaces = (_space_from_json(meta["observation_space"]), _box_from_json(meta["action_space"]))
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"{path / CONFIG_FILE}: unreadable spaces ({exc!r})") from exc
         if env is not None and (env.observation_space != spaces[0] or env.action_space != spaces[1]):
             raise ValueError(f"{path}: saved spaces {spaces} differ from the env's "
                              f"({env.observation_space}, {env.action_space})")
@@ -905,6 +1115,10 @@ class CalQL:
             if "obs_mean" in tensors:
                 agent.obs_mean = tensors["obs_mean"].to(agent.device)
                 agent.obs_std = tensors["obs_std"].to(agent.device)
+            keys = [k.split("/", 1)[1] for k in tensors if k.startswith("obs_mean/")]
+            if keys:
+                agent.obs_mean = {k: tensors[f"obs_mean/{k}"].to(agent.device) for k in keys}
+                agent.obs_std = {k: tensors[f"obs_std/{k}"].to(agent.device) for k in keys}
             agent.generator.set_state(tensors["generator"])
             if "act_generator" in tensors:
                 agent.act_generator.set_state(tensors["act_generator"])
@@ -915,7 +1129,7 @@ class CalQL:
                     arrays = load_numpy(str(path / REPLAY_FILE))
                 except (SafetensorError, OSError, ValueError) as exc:
                     raise ValueError(f"{path / REPLAY_FILE}: unreadable ({exc})") from exc
-                agent.replay = OnlineReplay.from_state(arrays, meta["replay"], agent.obs_dim, agent.action_dim)
+                agent.replay = OnlineReplay.from_state(arrays, meta["replay"], agent._replay_spec(), agent.action_dim)
         except (KeyError, RuntimeError) as exc:
             raise ValueError(f"{path}: checkpoint does not match its config ({exc})") from exc
         trainer_state.set_numpy_rng_state(agent.rng, meta["numpy_rng"])
@@ -935,13 +1149,30 @@ def _repeat(x: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None:
+    """ValueError unless the action space is a bounded 1-D Box (observations: `observation_layout`)."""
     if not isinstance(action_space, gym.spaces.Box) or len(action_space.shape) != 1:
         raise ValueError(f"CalQL: needs a 1-D Box action space, got {action_space}")
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise ValueError(f"CalQL: the action space needs finite bounds, got {action_space}")
-    if not isinstance(observation_space, gym.spaces.Box) or len(observation_space.shape) != 1:
-        raise ValueError(f"CalQL: needs flat (1-D) Box observations for now, got {observation_space}; "
-                         "flatten Dict observations (e.g. gymnasium.wrappers.FlattenObservation)")
+
+
+def _take(value: Any, index: Any) -> Any:
+    """Rows `index` of a tensor / array, or of every entry of a dict of them."""
+    return {k: v[index] for k, v in value.items()} if isinstance(value, dict) else value[index]
+
+
+def _cat(parts: list[Any]) -> Any:
+    """Concatenate tensors (or dicts of tensors, key by key) along the batch axis."""
+    if isinstance(parts[0], dict):
+        return {k: torch.cat([p[k] for p in parts]) for k in parts[0]}
+    return torch.cat(parts)
+
+
+def _is_single(obs: Any, layout: dict[str, gym.spaces.Box], bare_image: bool) -> bool:
+    """Whether a pixel observation is one observation (not a batch), by its first key's rank."""
+    key = next(iter(layout))
+    value = obs if bare_image or not isinstance(obs, dict) else obs.get(key)
+    return np.ndim(value) == len(layout[key].shape)
 
 
 # ---------------------------------------------------------------------- online machinery
@@ -981,8 +1212,8 @@ class _StepResult:
 class _EnvRunner:
     """Steps a Gymnasium env or vector env and reports transitions uniformly as batches of n envs."""
 
-    def __init__(self, env: Any, seed_base: int) -> None:
-        self.env, self.seed_base = env, int(seed_base)
+    def __init__(self, env: Any, seed_base: int, layout: dict[str, gym.spaces.Box] | None = None) -> None:
+        self.env, self.seed_base, self.layout = env, int(seed_base), layout
         self.vector = isinstance(env, gym.vector.VectorEnv)
         self.num_envs = int(env.num_envs) if self.vector else 1
         self.mode = gym.vector.AutoresetMode(env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)) \
@@ -994,7 +1225,7 @@ class _EnvRunner:
         if self.obs is None:  # first call, or a single env's episode ended: reset with the next seed
             obs, _ = self.env.reset(seed=self.seed_base + state.resets)
             state.resets += self.num_envs
-            self.obs = np.asarray(obs, np.float32).reshape(self.num_envs, -1)
+            self.obs = _batch_obs(obs, self.layout, self.num_envs)
             self.skip[:] = False
             if len(state.episode_return) != self.num_envs or not self.vector:
                 state.episode_return, state.episode_success = [0.0] * self.num_envs, [False] * self.num_envs
@@ -1003,31 +1234,48 @@ class _EnvRunner:
     def step(self, actions: np.ndarray) -> _StepResult:
         if not self.vector:
             obs, reward, terminated, truncated, info = self.env.step(actions[0])
-            next_obs = np.asarray(obs, np.float32).reshape(1, -1)
+            next_obs = _batch_obs(obs, self.layout, 1)
             self.obs = None if terminated or truncated else next_obs
             return _StepResult(next_obs, np.array([reward], np.float64), np.array([bool(terminated)]),
                                np.array([bool(truncated)]), np.array([bool(info.get("is_success", False))]),
                                np.ones(1, bool), int(info.get("steps", 1)))
         obs, reward, terminated, truncated, info = self.env.step(actions)
-        obs = np.asarray(obs, np.float32).reshape(self.num_envs, -1)
+        obs = _batch_obs(obs, self.layout, self.num_envs)
         terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
         done, valid = terminated | truncated, ~self.skip
-        next_obs, success = obs.copy(), _info_array(info, "is_success", self.num_envs, False).astype(bool)
+        next_obs = {k: v.copy() for k, v in obs.items()} if isinstance(obs, dict) else obs.copy()
+        success = _info_array(info, "is_success", self.num_envs, False).astype(bool)
         if self.mode == gym.vector.AutoresetMode.SAME_STEP and done.any():
             final_obs, final_info = info["final_obs"], info.get("final_info", {})
             final_success = _info_array(final_info, "is_success", self.num_envs, False).astype(bool)
             for i in np.flatnonzero(done):
-                next_obs[i] = np.asarray(final_obs[i], np.float32).reshape(-1)
+                final = _batch_obs(final_obs[i], self.layout, 1)
+                if isinstance(next_obs, dict):
+                    for k in next_obs:
+                        next_obs[k][i] = final[k][0]
+                else:
+                    next_obs[i] = final[0]
                 success[i] = final_success[i]
         steps = _info_array(info, "steps", self.num_envs, 1).astype(np.int64)
         if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
             self.skip = done.copy()  # the next step of these envs is their reset, not a transition
         elif self.mode == gym.vector.AutoresetMode.DISABLED and done.any():
             obs, _ = self.env.reset(options={"reset_mask": done})
-            obs = np.asarray(obs, np.float32).reshape(self.num_envs, -1)
+            obs = _batch_obs(obs, self.layout, self.num_envs)
         self.obs = obs
         return _StepResult(next_obs, np.asarray(reward, np.float64), terminated, truncated, success, valid,
                            int(steps[valid].sum()))
+
+
+def _batch_obs(obs: Any, layout: dict[str, gym.spaces.Box] | None, n: int) -> Any:
+    """An env's observation(s) of n envs as a batch: flat (n, o) float32, or {key: (n, *shape)} in
+    the space's dtype for pixel observations (a bare image gets the key IMAGE_KEY)."""
+    if layout is None:
+        return np.asarray(obs, np.float32).reshape(n, -1)
+    if not isinstance(obs, dict):
+        obs = {IMAGE_KEY: obs}
+    return {k: np.asarray(obs[k], space.dtype if is_image_space(space) else np.float32).reshape(n, *space.shape)
+            for k, space in layout.items()}
 
 
 def _info_array(info: dict, key: str, n: int, default: Any) -> np.ndarray:
@@ -1082,7 +1330,12 @@ def _fingerprint(data: dict[str, torch.Tensor], mixture: tuple[np.ndarray, tuple
     digest = hashlib.sha256()
     for key in sorted(data):
         digest.update(key.encode())
-        digest.update(data[key].detach().cpu().numpy().tobytes())
+        if isinstance(data[key], dict):  # dict observations: every entry under its key
+            for sub in sorted(data[key]):
+                digest.update(f"{key}/{sub}".encode())
+                digest.update(data[key][sub].detach().cpu().numpy().tobytes())
+        else:
+            digest.update(data[key].detach().cpu().numpy().tobytes())
     if mixture is not None:  # (uniform data keeps the fingerprint it had before mixtures existed)
         digest.update(np.asarray(mixture[0], dtype=np.int64).tobytes())
         digest.update(np.asarray(mixture[1], dtype=np.float64).tobytes())
@@ -1124,13 +1377,30 @@ def _episode_returns(rewards: np.ndarray, terminals: np.ndarray, episode_index: 
 
 
 def _box_to_json(space: gym.spaces.Box) -> dict[str, Any]:
-    return {"low": space.low.tolist(), "high": space.high.tolist(), "shape": list(space.shape),
-            "dtype": str(space.dtype)}
+    """A Box as JSON: per-element bounds for 1-D Boxes; one number each for an image-like Box whose
+    bounds are all equal (not 2 x H x W x C numbers)."""
+    low, high = space.low.tolist(), space.high.tolist()
+    if len(space.shape) > 1 and np.all(space.low == space.low.flat[0]) and np.all(space.high == space.high.flat[0]):
+        low, high = space.low.flat[0].item(), space.high.flat[0].item()
+    return {"low": low, "high": high, "shape": list(space.shape), "dtype": str(space.dtype)}
+
+
+def _space_to_json(space: gym.Space) -> dict[str, Any]:
+    """A Box (`_box_to_json`) or a Dict of Boxes ({"dict": {key: box}}) as JSON."""
+    if isinstance(space, gym.spaces.Dict):
+        return {"dict": {k: _box_to_json(v) for k, v in space.spaces.items()}}
+    return _box_to_json(space)
+
+
+def _space_from_json(data: dict[str, Any]) -> gym.Space:
+    if "dict" in data:
+        return gym.spaces.Dict({k: _box_from_json(v) for k, v in data["dict"].items()})
+    return _box_from_json(data)
 
 
 def _box_from_json(data: dict[str, Any]) -> gym.spaces.Box:
-    dtype = np.dtype(data["dtype"])
-    low = np.asarray(data["low"], dtype=np.float64).astype(dtype)
-    high = np.asarray(data["high"], dtype=np.float64).astype(dtype)
-    return gym.spaces.Box(low, high, shape=tuple(data["shape"]), dtype=dtype)
+    dtype, shape = np.dtype(data["dtype"]), tuple(data["shape"])
+    low = np.broadcast_to(np.asarray(data["low"], dtype=np.float64), shape).astype(dtype)
+    high = np.broadcast_to(np.asarray(data["high"], dtype=np.float64), shape).astype(dtype)
+    return gym.spaces.Box(low, high, shape=shape, dtype=dtype)
 
