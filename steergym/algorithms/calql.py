@@ -655,7 +655,8 @@ class CalQL:
             if self._layout is None:
                 self.obs_mean = data["obs"].mean(dim=0)
                 self.obs_std = data["obs"].std(dim=0, unbiased=False) + 1e-3  # CORL's eps
-            else:  # vector keys only; images are scaled to [0, 1] by the encoders
+            elif any(not is_image_space(space) for space in self._layout.values()):
+                # vector keys only; images are scaled to [0, 1] by the encoders
                 vectors = [k for k, space in self._layout.items() if not is_image_space(space)]
                 self.obs_mean = {k: data["obs"][k].mean(dim=0) for k in vectors}
                 self.obs_std = {k: data["obs"][k].std(dim=0, unbiased=False) + 1e-3 for k in vectors}
@@ -969,22 +970,21 @@ class CalQL:
             raise ValueError(f"{owner}: {label} " + (f"misses the key(s) {missing}" if missing else
                                                      f"has key(s) {extra} not in the observation space")
                              + f"; expected keys {list(layout)}")
-        arrays = {k: np.asarray(value[k]) for k in layout}
+        arrays, single = {k: np.asarray(value[k]) for k in layout}, False
         if size is None:  # one observation or a batch: decided by the first key's rank
             first = next(iter(layout))
             rank = arrays[first].ndim - len(layout[first].shape)
             if rank not in (0, 1):
                 raise ValueError(f"{owner}: {name(first)} has shape {arrays[first].shape}, expected "
                                  f"{layout[first].shape} or (N, *{layout[first].shape})")
-            if rank == 0:
-                arrays = {k: v[None] for k, v in arrays.items()}
-            size = arrays[first].shape[0]
+            single, size = rank == 0, 1 if rank == 0 else arrays[first].shape[0]
         out = {}
         for k, space in layout.items():
-            array, shape = arrays[k], (size, *space.shape)
-            if array.shape != shape:
-                raise ValueError(f"{owner}: {name(k)} has shape {array.shape}, expected {shape} "
+            shape = tuple(space.shape) if single else (size, *space.shape)
+            if arrays[k].shape != shape:
+                raise ValueError(f"{owner}: {name(k)} has shape {arrays[k].shape}, expected {shape} "
                                  f"({'uint8 images (H, W, C)' if is_image_space(space) else 'vectors'} of {space})")
+            array = arrays[k][None] if single else arrays[k]
             if is_image_space(space):
                 if array.dtype != np.uint8:
                     raise ValueError(f"{owner}: {name(k)} has dtype {array.dtype} (shape {array.shape}), expected "
