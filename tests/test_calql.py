@@ -487,3 +487,23 @@ def test_cli_trains_calql_offline_then_online_and_resumes(tmp_path, capsys, monk
     assert "5 offline steps + 50 env steps (55 updates)" in capsys.readouterr().out
     assert main(["train", "cql", *common[2:], "--resume"]) == 2  # a calql run is not resumed as cql
     assert "is a calql run, not cql" in capsys.readouterr().err
+
+
+def test_q_values_are_the_min_over_the_target_critics():
+    agent = CalQL(spaces(), CalQLConfig(**TINY), seed=0)
+    agent.set_offline_data(synthetic())
+    agent.pretrain(synthetic(), 5, progress=False)
+    obs = np.random.default_rng(1).normal(size=(6, 4)).astype(np.float32)
+    actions = np.random.default_rng(2).uniform(-2, 2, (6, 2)).astype(np.float32)
+    with torch.no_grad():
+        x = agent._normalize_obs(torch.as_tensor(obs))
+        a = torch.as_tensor(actions) / 2.0  # the action space is [-2, 2]
+        target = agent.critic_target(x, a).min(dim=0).values.numpy()
+        online = agent.critic(x, a).min(dim=0).values.numpy()
+    np.testing.assert_allclose(agent.q_values(obs, actions), target, rtol=1e-6)
+    np.testing.assert_allclose(agent.q_values(obs, actions, target=False), online, rtol=1e-6)
+    assert not np.allclose(target, online)  # 5 updates moved the critics away from their targets
+    with pytest.raises(ValueError, match="needs a batch"):
+        agent.q_values(obs[0], actions[:1])
+    with pytest.raises(ValueError, match="needs a batch"):
+        agent.q_values(obs, actions[:3])

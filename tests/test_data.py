@@ -143,3 +143,21 @@ def test_cli_collect_writes_a_dataset(tmp_path, capsys):
     code = main(["collect", "--env", "steergym/Nope-v0", "--episodes", "1", "--out", "x/y-v0",
                  "--root", str(tmp_path), "--quiet"])
     assert code == 2 and "steergym/Nope-v0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("size", [(16, 16), (32, 32)])
+def test_image_observations_load_as_dense_uint8_arrays(tmp_path, size):
+    # Minari stores images as JPEG and decodes only >= 32x32 ones itself; smaller ones must still
+    # come back as (T+1, H, W, C) uint8 close to what was recorded (JPEG is lossy).
+    from steergym.data.collect import collect_episodes
+
+    kwargs = {"obs_mode": "pixels_state", "image_size": size}
+    recorded, env = collect_episodes(LIFT, 1, "expert", 0, kwargs, progress=False)
+    env.close()
+    collect(LIFT, 1, "expert", "steergym/lift/tiny-pixels-v0", seed=0, env_kwargs=kwargs, root=tmp_path,
+            progress=False)
+    (episode,), _ = load_episodes("steergym/lift/tiny-pixels-v0", root=tmp_path)
+    pixels = episode.observations["pixels"]
+    assert pixels.dtype == np.uint8 and pixels.shape == (len(episode) + 1, *size, 3)
+    error = np.abs(pixels.astype(np.int16) - recorded[0].observations["pixels"].astype(np.int16))
+    assert error.mean() < 8.0

@@ -152,6 +152,29 @@ def test_ptr_adapts_to_a_target_task_and_resumes_from_disk(task_data, obs_space,
     assert policy.act(obs[0]).shape == (7,)
 
 
+def test_ptr_on_pixel_observations(tmp_path):
+    kwargs = {"obs_mode": "pixels_state", "image_size": (16, 16)}
+    data = {}
+    for k, task in enumerate((CARROT, STACK)):
+        collect(task, 1, "expert", f"steergym/pix{k}-v0", seed=k, env_kwargs=kwargs, root=tmp_path, progress=False)
+        data[task] = load_transitions(f"steergym/pix{k}-v0", root=tmp_path)
+    env = gym.make(CARROT, **kwargs)
+    space = env.observation_space
+    calql = ptr_calql_config(**TINY, encoder_channels=(4, 4), encoder_strides=(2, 2), latent_dim=8)
+    ptr = PTR(space, env.action_space, PTRConfig(TASKS, calql=calql), seed=0)
+    ptr.pretrain({CARROT: data[CARROT]}, 20, progress=False)
+    ptr.adapt(STACK, data[STACK], 10, progress=False)
+    assert torch.all(ptr.agent.obs_std["task"] == 1.0) and torch.all(ptr.agent.obs_mean["task"] == 0.0)
+    obs, _ = env.reset(seed=0)
+    env.close()
+    action, _ = ptr.predict(obs, STACK)
+    assert action.shape == (7,) and np.all(np.abs(action) <= 1.0)
+    batch = {k: np.stack([v, v]) for k, v in obs.items()}
+    actions = ptr.predict(batch, STACK)[0]
+    assert actions.shape == (2, 7)
+    np.testing.assert_allclose(actions[0], action, rtol=1e-5, atol=1e-6)
+
+
 def test_ptr_rejects_foreign_data(task_data, obs_space):
     ptr = PTR(obs_space, gym.spaces.Box(-1, 1, (7,), np.float32), ptr_config(), seed=0)
     with pytest.raises(ValueError, match="not one of the task_ids"):

@@ -1008,16 +1008,7 @@ class CalQL:
         observations one image (H, W, C) / dict of single entries, or a batch (N, H, W, C) / dict of
         (N, ...) entries. Deterministic actions are tanh(mean) (JaxCQL), mapped to the action
         space's bounds."""
-        if self._layout is not None:
-            single = _is_single(obs, self._layout, self._bare_image)
-            x = self._normalize_obs(self._obs_tensor(self._check_obs(obs, "the observation", "CalQL.predict", None)))
-        else:
-            obs_arr = np.asarray(obs, dtype=np.float32)
-            single = obs_arr.ndim == 1
-            if obs_arr.shape[-1:] != (self.obs_dim,) or obs_arr.ndim not in (1, 2):
-                raise ValueError(f"CalQL.predict: observation shape {obs_arr.shape}, expected ({self.obs_dim},) "
-                                 f"or (N, {self.obs_dim})")
-            x = self._normalize_obs(torch.as_tensor(obs_arr.reshape(-1, self.obs_dim), device=self.device))
+        x, single = self._network_input(obs, "CalQL.predict")
         mean, log_std = self.actor(x)
         if deterministic:
             action = torch.tanh(mean)
@@ -1026,6 +1017,34 @@ class CalQL:
         action = self._low + (action + 1.0) * 0.5 * (self._high - self._low)
         action = action.cpu().numpy().astype(self.action_space.dtype)
         return (action[0] if single else action), None
+
+    @torch.no_grad()
+    def q_values(self, obs: Any, actions: np.ndarray, target: bool = True) -> np.ndarray:
+        """(N,) float64 min over the critics of Q(obs, actions) for a batch: obs as `predict` takes
+        a batch, actions (N, d) in env units. `target=True` uses the target critics (V-GPS's
+        `get_q_values`)."""
+        x, single = self._network_input(obs, "CalQL.q_values")
+        actions = np.asarray(actions, dtype=np.float32)
+        rows = 1 if single else (x[next(iter(x))] if isinstance(x, dict) else x).shape[0]
+        if single or actions.shape != (rows, self.action_dim):
+            raise ValueError(f"CalQL.q_values: needs a batch of N observations and actions (N, {self.action_dim}), "
+                             f"got {'one observation' if single else f'{rows} observations'} and actions "
+                             f"{actions.shape}")
+        critic = self.critic_target if target else self.critic
+        q = critic(x, self._normalize_action(torch.as_tensor(actions, device=self.device)))
+        return q.min(dim=0).values.cpu().numpy().astype(np.float64)
+
+    def _network_input(self, obs: Any, who: str) -> tuple[Any, bool]:
+        """(normalised network input for a batch, whether `obs` was a single observation)."""
+        if self._layout is not None:
+            single = _is_single(obs, self._layout, self._bare_image)
+            return self._normalize_obs(self._obs_tensor(self._check_obs(obs, "the observation", who, None))), single
+        obs_arr = np.asarray(obs, dtype=np.float32)
+        if obs_arr.shape[-1:] != (self.obs_dim,) or obs_arr.ndim not in (1, 2):
+            raise ValueError(f"{who}: observation shape {obs_arr.shape}, expected ({self.obs_dim},) "
+                             f"or (N, {self.obs_dim})")
+        x = torch.as_tensor(obs_arr.reshape(-1, self.obs_dim), device=self.device)
+        return self._normalize_obs(x), obs_arr.ndim == 1
 
     def _normalize_action(self, action: torch.Tensor) -> torch.Tensor:
         scaled = 2.0 * (action - self._low) / (self._high - self._low) - 1.0

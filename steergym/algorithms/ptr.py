@@ -37,7 +37,7 @@ import torch
 
 from steergym.algorithms.calql import CalQL, CalQLConfig
 from steergym.algorithms.run_files import write_json
-from steergym.data.multitask import append_task, concat_transitions, mix_transitions, task_one_hot, with_task
+from steergym.data.multitask import TASK_KEY, append_task, concat_transitions, mix_transitions, task_one_hot, with_task
 from steergym.policies.base import is_batched
 from steergym.wrappers.task_condition import TaskConditionWrapper
 
@@ -151,10 +151,15 @@ class PTR:
         self.agent.pretrain(data, steps, progress=progress)
 
     def _unscale_task_features(self) -> None:
-        """The one-hot columns bypass standardisation (mean 0, std 1)."""
+        """The one-hot bypasses standardisation (mean 0, std 1): the last T columns of a flat
+        observation, the "task" entry of a Dict one."""
         agent, n = self.agent, len(self.task_ids)
-        if agent.obs_mean is not None and agent.obs_mean.ndim == 1 and not isinstance(
-                self.base_observation_space, gym.spaces.Dict):
+        if isinstance(agent.obs_mean, dict):
+            if TASK_KEY not in agent.obs_mean:
+                return
+            agent.obs_mean[TASK_KEY] = torch.zeros_like(agent.obs_mean[TASK_KEY])
+            agent.obs_std[TASK_KEY] = torch.ones_like(agent.obs_std[TASK_KEY])
+        elif agent.obs_mean is not None:
             agent.obs_mean[-n:] = 0.0
             agent.obs_std[-n:] = 1.0
 

@@ -83,7 +83,7 @@ class ValueFunction:
         if rows != n:
             raise ValueError(f"ValueFunction: {rows} observations but {n} actions")
         conditioned = append_task(obs, task_one_hot(self.task_ids, task), n if isinstance(obs, dict) else None)
-        return _q_values(agent, conditioned, actions, self.use_target)
+        return agent.q_values(conditioned, actions, target=self.use_target)
 
     def critic(self, task: str) -> "TaskCritic":
         """The `critic(obs, chunks) -> (N,)` of `ValueGuidedPolicy` for `task` (first action scored)."""
@@ -142,14 +142,6 @@ def train_value_function(data: Mapping[str, Any], steps: int, config: CalQLConfi
     ptr = PTR(observation_space, action_space, PTRConfig(task_ids, calql=config or vgps_calql_config()), seed=seed)
     ptr.pretrain(data, steps, progress=progress)
     return ValueFunction(ptr)
-
-
-def _q_values(agent: Any, obs: Any, actions: np.ndarray, target: bool) -> np.ndarray:
-    """(N,) min over the (target) critics of Q(obs, actions), flat observations (N, o), env-unit actions."""
-    obs_t = agent._normalize_obs(torch.as_tensor(np.asarray(obs, dtype=np.float32), device=agent.device))
-    act_t = agent._normalize_action(torch.as_tensor(actions, device=agent.device))
-    critic = agent.critic_target if target else agent.critic
-    return critic(obs_t, act_t).min(dim=0).values.cpu().numpy().astype(np.float64)
 
 
 def _task_spaces(env_id: str) -> tuple[gym.Space, gym.Space]:

@@ -250,7 +250,7 @@ def load_episodes(
         successes = np.asarray(infos.get("is_success", np.zeros(n, dtype=bool)), dtype=bool)
         episodes.append(
             Episode(
-                observations=ep.observations,
+                observations=_dense(ep.observations),
                 actions=np.asarray(ep.actions, dtype=np.float32),
                 rewards=np.asarray(ep.rewards, dtype=np.float64),
                 terminations=np.asarray(ep.terminations, dtype=bool),
@@ -261,6 +261,24 @@ def load_episodes(
             )
         )
     return episodes, metadata
+
+
+def _dense(obs: Any) -> Any:
+    """Observations as dense arrays. Minari's HDF5 storage writes every uint8 image as JPEG but
+    decodes only images of at least 32x32 on reading (`minari_storage.is_image_space`); smaller
+    ones come back as an object array of JPEG byte strings, decoded here the way Minari decodes
+    the large ones. (So image observations in these datasets are JPEG-compressed, lossy.)"""
+    if isinstance(obs, dict):
+        return {k: _dense(v) for k, v in obs.items()}
+    array = np.asarray(obs)
+    if array.dtype != object:
+        return array
+    import io
+
+    from PIL import Image
+
+    return np.stack([np.asarray(Image.open(io.BytesIO(np.asarray(frame, np.uint8).tobytes())), dtype=np.uint8)
+                     for frame in array])
 
 
 def _take(obs: Any, index: np.ndarray) -> Any:
