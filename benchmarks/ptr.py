@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
 import time
@@ -38,7 +37,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from run_context import cpu_name, git_state, load_average  # benchmarks/ is on sys.path when run as a script
+from run_context import cpu_name, git_state, load_average, save_figure, write_results  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).parent / "results"
 PRIOR = (
@@ -134,10 +133,7 @@ def plot(results: dict, path: Path) -> None:
     ax.set_title(f"{results['settings']['target'].split('/')[1]} from {results['settings']['demos']} demos",
                  fontsize=9)
     fig.tight_layout()
-    tmp = path.with_name(f".{path.name}.tmp.png")
-    fig.savefig(tmp, dpi=120)
-    plt.close(fig)
-    os.replace(tmp, path)
+    save_figure(fig, path)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -190,11 +186,7 @@ def main(argv: list[str] | None = None) -> int:
                     "goal": "PTR beats BC and single-task CQL on the same 10 demos",
                     "goal_met": "ptr" in mean and all(mean["ptr"] > v for m, v in mean.items() if m != "ptr")},
     }
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp_out = out.with_name(f".{out.name}.tmp")
-    tmp_out.write_text(json.dumps(results, indent=1) + "\n")
-    os.replace(tmp_out, out)
+    out = write_results(args.out, results)
     plot(results, out.with_suffix(".png"))
     print(json.dumps(results["summary"], indent=1))
     return 0
