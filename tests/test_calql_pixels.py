@@ -17,6 +17,7 @@ from steergym.algorithms.encoders import PixelEncoder, SpatialLearnedEmbeddings,
 from steergym.data import collect, load_transitions
 from steergym.data.multitask import mix_transitions, with_task
 from steergym.wrappers import TaskConditionWrapper
+from test_calql import agent_state
 
 LIFT = "steergym/WidowXLiftCube-v0"
 PIXELS = dict(obs_mode="pixels_state", image_size=(32, 32))
@@ -24,14 +25,6 @@ TASKS = (LIFT, "steergym/WidowXPutCarrotOnPlate-v0")
 # tiny networks: two 8-channel convs, 4 spatial features, 16-d latent, 32-wide heads
 TINY = dict(batch_size=32, actor_hidden=(32, 32), critic_hidden=(32, 32), log_every=1, cql_n_actions=4,
             encoder_channels=(8, 8), encoder_strides=(2, 2), encoder_groups=2, spatial_features=4, latent_dim=16)
-
-
-def agent_state(agent: CalQL) -> dict[str, torch.Tensor]:
-    out = {}
-    for prefix, module in agent._modules().items():
-        out.update({f"{prefix}/{k}": v.clone() for k, v in module.state_dict().items()})
-    out["log_alpha"] = agent.log_alpha.detach().clone()
-    return out
 
 
 def assert_same_state(a: CalQL, b: CalQL) -> None:
