@@ -17,9 +17,13 @@ are written into the JSON, so a result always states what ran.
 Results: benchmarks/results/finetune_generative.json (rewritten atomically after every finished run;
 `--resume` skips finished runs) and finetune_generative_<task>.png when matplotlib is installed.
 Issue 6's goal: OGPO reaches >= 0.9 success with no expert data online and beats the steering and
-residual methods at equal budget; DSRL-NA is more sample-efficient than DSRL-SAC. The shipped
-policies are 28% (lift, diffusion) and 44% (lift, flow) successful, above the issue's <= 20% "poor"
-init: a weaker BC policy (few or noisy demos) still has to be trained for the full protocol.
+residual methods at equal budget; DSRL-NA is more sample-efficient than DSRL-SAC.
+
+Policies: the default is the issue's "poorly initialised" pair, `weak:widowx-lift-flow-weak` (3
+demos, 0.10 over seeds 0-99) and `weak:widowx-push-flow-weak` (10 demos, 0.18), flow policies made
+by `recipes/shipped_policies.py`'s WEAK_RECIPES into `--work` on first use (about a minute each,
+deterministic on one machine; a recipe whose success leaves the 0.05-0.2 band stops the run).
+A shipped policy's name (e.g. `widowx-lift-diffusion`, 0.28) works too.
 """
 
 from __future__ import annotations
@@ -37,8 +41,17 @@ from typing import Any
 from run_context import REPO, cpu_name, git_state, load_average  # benchmarks/ is on sys.path as a script
 
 METHODS = ("ogpo", "dsrl-na", "dsrl-sac", "residual")
-DEFAULT_POLICIES = ("widowx-lift-diffusion",)
+WEAK = "weak:"  # a policy name with this prefix is made by recipes/shipped_policies.py's WEAK_RECIPES
+DEFAULT_POLICIES = ("weak:widowx-lift-flow-weak", "weak:widowx-push-flow-weak")
 RESULTS = REPO / "benchmarks" / "results"
+
+
+def weak_policy(policy_name: str, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint folder and recipe entry of a `weak:NAME` policy, made once under `--work`."""
+    sys.path.insert(0, str(REPO / "recipes"))
+    from shipped_policies import make_weak
+
+    return make_weak(policy_name.removeprefix(WEAK), Path(args.work))
 
 
 def configs(scale: str) -> dict[str, dict[str, Any]]:
@@ -63,10 +76,15 @@ def run_one(policy_name: str, method: str, seed: int, args: argparse.Namespace) 
     from steergym.algorithms.steering import SteeringConfig, make_task_env, train_steering
     from steergym.policies.zoo import load_shipped, shipped_policies
 
-    env_id = shipped_policies()[policy_name].env_ids[0]
     overrides = configs(args.scale)
     steering_cfg = SteeringConfig(**overrides["steering"])
-    policy = load_shipped(policy_name, seed=seed)
+    if policy_name.startswith(WEAK):
+        from steergym.policies.checkpoint import load_policy
+
+        folder, entry = weak_policy(policy_name, args)
+        env_id, policy = entry["env_ids"][0], load_policy(folder, seed=seed)
+    else:
+        env_id, policy = shipped_policies()[policy_name].env_ids[0], load_shipped(policy_name, seed=seed)
     start = time.perf_counter()
     if method in ("dsrl-sac", "residual"):
         result = train_steering(env_id, "dsrl" if method == "dsrl-sac" else "residual", policy=policy,
@@ -104,8 +122,16 @@ def main() -> None:
     parser.add_argument("--scale", choices=("paper", "cpu"), default="paper")
     parser.add_argument("--out", default=str(RESULTS / "finetune_generative.json"))
     parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--work", default=str(REPO / "runs" / "finetune_generative"),
+                        help="where weak:NAME policies and their demos are made (reused when present)")
     args = parser.parse_args()
     os.environ.setdefault("MUJOCO_GL", "egl")
+    initial = {}
+    for policy_name in args.policies:  # made up front, so every run starts from the same checkpoint
+        if policy_name.startswith(WEAK):
+            folder, entry = weak_policy(policy_name, args)
+            initial[policy_name] = entry["success_rate"]
+            print(f"{policy_name}: {folder} (success {entry['success_rate']} over {entry['episodes']} seeds)")
 
     out = Path(args.out)
     runs: list[dict[str, Any]] = []
@@ -116,6 +142,7 @@ def main() -> None:
         "benchmark": "finetune_generative", "scale": args.scale, "env_steps": args.env_steps,
         "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "seeds": args.seeds,
         "cpu": cpu_name(), "python": platform.python_version(), **git_state(),
+        "initial_success": initial,
         "note": ("cpu scale: networks, batches and update ratios shrunk to fit a 2-core CPU; not the "
                  "paper's settings" if args.scale == "cpu" else "each trainer's paper defaults"),
     }
@@ -139,7 +166,7 @@ def main() -> None:
         for policy_name in args.policies:
             curves = {m: [r["curve"] for r in runs if r["policy"] == policy_name and r["method"] == m]
                       for m in args.methods}
-            path = out.with_name(f"{out.stem}_{policy_name}.png")
+            path = out.with_name(f"{out.stem}_{policy_name.removeprefix(WEAK)}.png")
             success_curve_plot(curves, path, title=f"{policy_name}: fine-tuning at equal env steps")
             print(f"plot: {path}")
     except ImportError as exc:

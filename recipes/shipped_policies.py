@@ -87,6 +87,20 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+# Poorly initialised policies for the fine-tuning benchmark (issue 6: "<= 20% success, trained on
+# few or noisy demos"). They are not shipped in the package (no steered ids, no CI evaluation):
+# `benchmarks/finetune_generative.py --policies weak:NAME` makes them with `make_weak` into its work
+# folder. Flow policies, as OGPO's public code uses. Measured on seeds 0-99 when chosen: lift 3 demos /
+# 300 steps 0.10 (10 / 150: 0.04, 10 / 300: 0.27), push 10 demos / 1,000 steps 0.18 (50 / 2,000: 0.24).
+WEAK_RECIPES: dict[str, Recipe] = {
+    "widowx-lift-flow-weak": Recipe(("steergym/WidowXLiftCube-v0",), "flow", 3, 300,
+                                    "lift the red cube (flow, 3 demos: a poor initialisation)", band=(0.05, 0.2)),
+    "widowx-push-flow-weak": Recipe(("steergym/WidowXPushCube-v0",), "flow", 10, 1_000,
+                                    "push the blue cube to the goal (flow, 10 demos: a poor initialisation)",
+                                    band=(0.05, 0.2)),
+}
+
+
 def dataset_id(env_id: str, episodes: int) -> str:
     """The demonstrations of `env_id`: `episodes` expert episodes, reset seeds DATA_SEED + i."""
     return f"recipes/{env_id.split('/')[-1].removesuffix('-v0')}/expert{episodes}-v0"
@@ -141,6 +155,30 @@ def make(name: str, recipe: Recipe, work: Path, out: Path, force: bool, threads:
         }
         policy.save(out / name, metadata)
     return entry
+
+
+def make_weak(name: str, work: Path, threads: int = 1) -> tuple[Path, dict]:
+    """Make (or reuse) the weak policy `name` of WEAK_RECIPES under `work`; returns its checkpoint
+    folder and index entry. Raises if its success falls outside the recipe's band."""
+    from steergym.data.collect import collect
+    from steergym.data.dataset import datasets_root
+
+    if name not in WEAK_RECIPES:
+        raise ValueError(f"no weak recipe {name!r}; weak recipes: {', '.join(WEAK_RECIPES)}")
+    recipe, out = WEAK_RECIPES[name], work / "policies"
+    entry_file = out / f"{name}.json"
+    if (out / name).is_dir() and entry_file.exists():
+        return out / name, json.loads(entry_file.read_text())
+    for env_id in recipe.env_ids:
+        ds = dataset_id(env_id, recipe.episodes)
+        if not (datasets_root(work / "datasets") / ds).exists():
+            collect(env_id, recipe.episodes, "expert", ds, seed=DATA_SEED, root=work / "datasets", progress=False)
+    out.mkdir(parents=True, exist_ok=True)
+    entry = make(name, recipe, work, out, force=False, threads=threads)
+    if not entry.pop("written"):
+        raise RuntimeError(f"{name}: success {entry['success_rate']} is outside its band {recipe.band}")
+    entry_file.write_text(json.dumps(entry, indent=1) + "\n")
+    return out / name, entry
 
 
 def update_index(out: Path, entries: dict[str, dict]) -> None:
