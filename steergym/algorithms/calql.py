@@ -69,7 +69,14 @@ from torch import nn
 from torch.nn import functional as F
 
 from steergym.algorithms import state as trainer_state
-from steergym.algorithms.encoders import IMAGE_KEY, PixelEncoder, is_image_space, observation_layout, random_shift
+from steergym.algorithms.encoders import (
+    IMAGE_KEY,
+    PixelEncoder,
+    check_pixel_obs,
+    is_image_space,
+    observation_layout,
+    random_shift,
+)
 from steergym.algorithms.replay import OnlineReplay
 from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
 from steergym.algorithms.steering import TRAIN_SEED_OFFSET
@@ -311,17 +318,26 @@ class FusedCritics(nn.Module):
     critic pass with its backward from ~149 to ~109 ms (the ReLU backward ran ~4x faster).
     `forward(obs, act)` is the K = 1 case, (n, B). With `detach=True` the weights are used detached
     (the actor's loss must not train the critics).
+
+    `layer_norm=True` puts a per-critic LayerNorm after each hidden linear layer, before its ReLU
+    (OGPO's public critics); its affine parameters are stacked too, `norm_weights[j]` and
+    `norm_biases[j]` of shape (n, hidden[j]) (init 1 and 0). Off (the default), the module has
+    exactly the parameters it had before the flag existed.
     """
 
     CHUNK_ROWS = 1024
+    LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
 
     def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], n: int = 2,
-                 orthogonal: bool = True) -> None:
+                 orthogonal: bool = True, layer_norm: bool = False) -> None:
         super().__init__()
         sizes = (obs_dim + action_dim, *hidden, 1)
-        self.n, self.obs_dim = n, obs_dim
+        self.n, self.obs_dim, self.layer_norm = n, obs_dim, bool(layer_norm)
         self.weights = nn.ParameterList(nn.Parameter(torch.empty(n, a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
         self.biases = nn.ParameterList(nn.Parameter(torch.zeros(n, 1, b)) for b in sizes[1:])
+        if self.layer_norm:  # (registered after the layers: without it the parameter order is unchanged)
+            self.norm_weights = nn.ParameterList(nn.Parameter(torch.ones(n, h)) for h in hidden)
+            self.norm_biases = nn.ParameterList(nn.Parameter(torch.zeros(n, h)) for h in hidden)
         for k, weight in enumerate(self.weights):
             last = k == len(self.weights) - 1
             for i in range(n):  # init only
@@ -335,6 +351,9 @@ class FusedCritics(nn.Module):
     def q_values(self, obs: torch.Tensor, actions: torch.Tensor, detach: bool = False) -> torch.Tensor:
         weights = [w.detach() if detach else w for w in self.weights]
         biases = [b.detach() if detach else b for b in self.biases]
+        if self.layer_norm:
+            norms = [(g.detach(), b.detach()) if detach else (g, b)
+                     for g, b in zip(self.norm_weights, self.norm_biases)]
         B, K, _ = actions.shape
         w0_obs, w0_act = weights[0][:, :self.obs_dim], weights[0][:, self.obs_dim:]
         # action columns in chunks of ~CHUNK_ROWS rows: activations that stay in cache make the
@@ -344,17 +363,28 @@ class FusedCritics(nn.Module):
         for i in range(self.n):
             # critic i's layers, selected once (a selection per chunk would cost a gradient copy each)
             w_act, layers = w0_act[i], [(weights[j][i], biases[j][i]) for j in range(1, len(weights))]
+            # one (gain, shift) per hidden layer, or None: no LayerNorm
+            layer_norms = [(g[i], b[i]) for g, b in norms] if self.layer_norm else [None] * len(layers)
             h_obs = torch.addmm(biases[0][i], obs, w0_obs[i]).unsqueeze(1)  # (B, 1, H), once per state
             columns = []
             for start in range(0, K, step):
                 chunk = actions[:, start:start + step]
                 k = chunk.shape[1]
-                h = (torch.mm(chunk.reshape(B * k, -1), w_act).view(B, k, -1) + h_obs).relu_().view(B * k, -1)
-                for w, b in layers[:-1]:
-                    h = torch.addmm(b, h, w).relu_()
+                h = self._activate(torch.mm(chunk.reshape(B * k, -1), w_act).view(B, k, -1) + h_obs,
+                                   layer_norms[0]).view(B * k, -1)
+                for (w, b), norm in zip(layers[:-1], layer_norms[1:]):
+                    h = self._activate(torch.addmm(b, h, w), norm)
                 columns.append(torch.addmm(layers[-1][1], h, layers[-1][0]).view(B, k))
             out.append(columns[0] if len(columns) == 1 else torch.cat(columns, dim=1))
         return torch.stack(out)
+
+    def _activate(self, h: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
+        """ReLU (in place) of a hidden layer's pre-activation, after its LayerNorm when `norm` is given."""
+        return (h if norm is None else self._norm(h, *norm)).relu_()
+
+    def _norm(self, h: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
+        """LayerNorm over the last axis of `h` with one critic's (hidden,) gain and shift."""
+        return F.layer_norm(h, (h.shape[-1],), gain, shift, self.LAYER_NORM_EPS)
 
     def forward(self, obs: torch.Tensor, act: torch.Tensor, detach: bool = False) -> torch.Tensor:
         return self.q_values(obs, act.unsqueeze(1), detach).squeeze(-1)
@@ -953,52 +983,8 @@ class CalQL:
                 "terminals": as_tensor(fields["terminals"]), "mc_returns": as_tensor(fields["mc_returns"])}
 
     def _check_obs(self, value: Any, label: str, owner: str, size: int | None) -> dict[str, np.ndarray]:
-        """Pixel observations as {key: array}: images uint8 (N, H, W, C) as given, vectors float32
-        (N, d); `size` None: one observation or a batch, whichever they are (a single one gets a
-        batch axis). ValueError naming the key, its shape or dtype, for anything else."""
-        layout, name = self._layout, (lambda key: label if self._bare_image else f"{label}[{key!r}]")
-        if self._bare_image:
-            if isinstance(value, dict):
-                raise ValueError(f"{owner}: {label} is a dict with keys {sorted(value)}, but this agent's "
-                                 f"observations are images {self.observation_space}")
-            value = {IMAGE_KEY: value}
-        elif not isinstance(value, dict):
-            raise ValueError(f"{owner}: {label} must be a dict with keys {list(layout)} (Dict observations "
-                             f"{self.observation_space}), got {type(value).__name__} of shape {np.shape(value)}")
-        missing, extra = [k for k in layout if k not in value], sorted(set(value) - set(layout))
-        if missing or extra:
-            raise ValueError(f"{owner}: {label} " + (f"misses the key(s) {missing}" if missing else
-                                                     f"has key(s) {extra} not in the observation space")
-                             + f"; expected keys {list(layout)}")
-        arrays, single = {k: np.asarray(value[k]) for k in layout}, False
-        if size is None:  # one observation or a batch: decided by the first key's rank
-            first = next(iter(layout))
-            rank = arrays[first].ndim - len(layout[first].shape)
-            if rank not in (0, 1):
-                raise ValueError(f"{owner}: {name(first)} has shape {arrays[first].shape}, expected "
-                                 f"{layout[first].shape} or (N, *{layout[first].shape})")
-            single, size = rank == 0, 1 if rank == 0 else arrays[first].shape[0]
-        out = {}
-        for k, space in layout.items():
-            shape = tuple(space.shape) if single else (size, *space.shape)
-            if arrays[k].shape != shape:
-                raise ValueError(f"{owner}: {name(k)} has shape {arrays[k].shape}, expected {shape} "
-                                 f"({'uint8 images (H, W, C)' if is_image_space(space) else 'vectors'} of {space})")
-            array = arrays[k][None] if single else arrays[k]
-            if is_image_space(space):
-                if array.dtype != np.uint8:
-                    raise ValueError(f"{owner}: {name(k)} has dtype {array.dtype} (shape {array.shape}), expected "
-                                     "uint8 images (H, W, C) in [0, 255]")
-                out[k] = array
-            else:
-                if array.dtype.kind not in "biuf":
-                    raise ValueError(f"{owner}: {name(k)} has dtype {array.dtype}, expected numbers")
-                bad = ~np.isfinite(array.astype(np.float64))
-                if bad.any():
-                    raise ValueError(f"{owner}: {name(k)} holds {int(bad.sum())} non-finite values "
-                                     f"(first at row {int(np.argwhere(bad)[0][0])})")
-                out[k] = array.astype(np.float32)
-        return out
+        """Pixel observations as {key: array} with a batch axis (`encoders.check_pixel_obs`)."""
+        return check_pixel_obs(value, self._layout, self.observation_space, label, owner, size)[0]
 
     # ----------------------------------------------------------------------------- acting
     @torch.no_grad()

@@ -5,8 +5,16 @@ A trainer acts on an `ActionChunkWrapper` around the task env: one agent step = 
 primitive actions, its reward the sum of the k <= H rewards. Budgets (`learn(total_timesteps)`) and
 logs count *primitive* env steps, so methods are compared at equal robot time.
 
-Critics see flat observations standardised with the base policy's statistics (fixed, clipped to
-+-10) and action chunks scaled from the env's bounds to [-1, 1]^(H*d) (flat).
+Critics see observations standardised with the base policy's statistics (fixed, clipped to +-10)
+and action chunks scaled from the env's bounds to [-1, 1]^(H*d) (flat).
+
+Observations: a flat (1-D) float Box, or pixels as Cal-QL takes them (`encoders.observation_layout`):
+a uint8 (H, W, C) image Box, or a Dict of image Boxes and 1-D float vectors (WidowX
+`obs_mode="pixels_state"`). Inside the trainers pixel observations are dicts {key: (B, ...)} (a bare
+image gets the key IMAGE_KEY); the replay keeps each key in its dtype (images uint8), only the
+vector keys are standardised, and the critics are a `PixelEncoder` + `FusedCritics` head
+(`calql.PixelCritics`; a target critic has its own Polyak-averaged encoder copy). Critic training
+batches get DrQ's random shift (`image_augmentation`), drawn from the agent's generator.
 
 Run folder (`learn(..., out=RUN)`):
     run.json             algorithm, config, seed, budget
@@ -17,8 +25,9 @@ Run folder (`learn(..., out=RUN)`):
 
 Checkpoint folder (`save(path)`, atomic): config.json (config, spaces, counters, optimiser
 hyper-parameters, numpy generator state), model.safetensors (networks, Adam moments, torch
-generator states), replay.npz (buffers; loaded with allow_pickle=False), policy/ (the generative
-policy as a steergym policy checkpoint). Nothing is pickled.
+generator states), replay.npz (buffers, dict observations one array per key; loaded with
+allow_pickle=False), policy/ (the generative policy as a steergym policy checkpoint). Nothing is
+pickled.
 
 Resume semantics: every `learn` call starts a new episode (seeded by the episode counter), so
 `learn(a); save; learn(b)` and `load; learn(b)` make identical updates; an episode cut by the end of
@@ -37,8 +46,19 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
+from torch import nn
 
 from steergym.algorithms import state as trainer_state
+from steergym.algorithms.calql import SHIFT_PAD, FusedCritics, PixelCritics
+from steergym.algorithms.encoders import (
+    IMAGE_KEY,
+    PixelEncoder,
+    check_pixel_obs,
+    is_image_space,
+    observation_layout,
+    random_shift,
+)
+from steergym.algorithms.replay import MIN_ROWS, ObsSpec
 from steergym.algorithms.run_files import append_csv, write_json
 from steergym.atomic import atomic_folder
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
@@ -50,41 +70,125 @@ POLICY_DIR = "policy"
 TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (steering.py)
 CLIP_OBS = 10.0
 
+Obs = Any  # a batch of observations: (B, o) float32, or {key: (B, *shape)} arrays / tensors for pixels
+
+
+# ------------------------------------------------------------------------- observation batches
+def empty_obs(spec: ObsSpec, rows: int) -> Obs:
+    """Zeros for `rows` observations of `spec` (a flat size, or {key: (shape, dtype)})."""
+    if isinstance(spec, dict):
+        return {k: np.zeros((rows, *shape), dtype) for k, (shape, dtype) in spec.items()}
+    return np.zeros((rows, spec), np.float32)
+
+
+def num_rows(obs: Obs) -> int:
+    """B of a batch (arrays or tensors, or a dict of them)."""
+    return int((next(iter(obs.values())) if isinstance(obs, dict) else obs).shape[0])
+
+
+def take_rows(obs: Obs, index: Any) -> Obs:
+    """Rows `index` (an index array or a slice) of a batch, key by key for dicts."""
+    return {k: v[index] for k, v in obs.items()} if isinstance(obs, dict) else obs[index]
+
+
+def concat_rows(a: Obs, b: Obs) -> Obs:
+    """The rows of `a`, then those of `b` (numpy; key by key for dicts)."""
+    return {k: np.concatenate([a[k], b[k]]) for k in a} if isinstance(a, dict) else np.concatenate([a, b])
+
+
+def obs_arrays(prefix: str, obs: Obs) -> dict[str, np.ndarray]:
+    """A batch as named arrays for a .npz file: `prefix` (flat), or `prefix/key` per key."""
+    if isinstance(obs, dict):
+        return {f"{prefix}/{k}": np.ascontiguousarray(v) for k, v in obs.items()}
+    return {prefix: obs}
+
+
+def obs_from_arrays(arrays: dict[str, np.ndarray], prefix: str, spec: ObsSpec, where: str,
+                    rows: int | None = None) -> Obs:
+    """Inverse of `obs_arrays`, checked against `spec` (and `rows` when given): ValueError naming
+    the array and both shapes; KeyError for a missing one."""
+    parts = ({f"{prefix}/{k}": (k, tuple(shape), np.dtype(dtype)) for k, (shape, dtype) in spec.items()}
+             if isinstance(spec, dict) else {prefix: (None, (int(spec),), np.dtype(np.float32))})
+    out = {}
+    for name, (key, shape, dtype) in parts.items():
+        value = arrays[name]
+        n = len(value) if rows is None else rows
+        if value.shape != (n, *shape) or value.dtype != dtype:
+            raise ValueError(f"{where}: {name} has shape {value.shape} and dtype {value.dtype}, expected "
+                             f"({n}, *{shape}) {dtype}")
+        out[key] = value
+    return out if isinstance(spec, dict) else out[None]
+
 
 class ChunkReplay:
-    """Ring buffer of chunk transitions (numpy): obs, next_obs (N, o) raw; actions (N, A) in the
-    critics' [-1, 1] units; rewards (N,) chunk sums; terminals (N,) 0/1; steps (N,) primitive steps k."""
+    """Ring buffer of chunk transitions (numpy), grown as transitions arrive (powers of two from
+    MIN_ROWS up to `capacity`, as Cal-QL's `OnlineReplay`: a large image ring is never allocated up
+    front). Fields: obs, next_obs raw, (N, o) float32 or, for pixel observations, {key: (N, *shape)}
+    in each key's dtype (images uint8); actions (N, A) in the critics' [-1, 1] units; rewards (N,)
+    chunk sums; terminals (N,) 0/1; steps (N,) primitive steps k.
+
+    Args:
+        capacity: transitions kept (the oldest are overwritten past it).
+        obs_spec: the flat observation size, or {key: (shape, dtype)} of dict observations.
+        action_dim: A = H * d.
+    """
 
     FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "steps")
 
-    def __init__(self, capacity: int, obs_dim: int, action_dim: int) -> None:
+    def __init__(self, capacity: int, obs_spec: ObsSpec, action_dim: int) -> None:
         self.capacity = int(capacity)
-        self.data = {
-            "obs": np.zeros((self.capacity, obs_dim), np.float32),
-            "actions": np.zeros((self.capacity, action_dim), np.float32),
-            "rewards": np.zeros(self.capacity, np.float32),
-            "next_obs": np.zeros((self.capacity, obs_dim), np.float32),
-            "terminals": np.zeros(self.capacity, np.float32),
-            "steps": np.zeros(self.capacity, np.int64),
-        }
+        self.obs_spec: ObsSpec = ({k: (tuple(int(n) for n in shape), np.dtype(dtype))
+                                   for k, (shape, dtype) in obs_spec.items()}
+                                  if isinstance(obs_spec, dict) else int(obs_spec))
+        self.action_dim = int(action_dim)
+        self.data: dict[str, Any] = self._empty(0)
         self.size = 0
         self.pos = 0
 
-    def add(self, **row: Any) -> int:
-        """Store one transition; returns its slot."""
-        slot = self.pos
+    def _empty(self, rows: int) -> dict[str, Any]:
+        return {"obs": empty_obs(self.obs_spec, rows), "actions": np.zeros((rows, self.action_dim), np.float32),
+                "rewards": np.zeros(rows, np.float32), "next_obs": empty_obs(self.obs_spec, rows),
+                "terminals": np.zeros(rows, np.float32), "steps": np.zeros(rows, np.int64)}
+
+    @property
+    def rows(self) -> int:
+        """Rows allocated so far (<= capacity)."""
+        return len(self.data["rewards"])
+
+    def _reserve(self, rows: int) -> None:
+        """Grow every array to hold at least `rows` rows (a power of two >= MIN_ROWS, at most capacity)."""
+        have = self.rows
+        if rows <= have:
+            return
+        new = self._empty(min(self.capacity, max(MIN_ROWS, 1 << (int(rows) - 1).bit_length())))
         for key in self.FIELDS:
-            self.data[key][slot] = row[key]
+            for old, grown in _pairs(self.data[key], new[key]):
+                grown[:have] = old
+        self.data = new
+
+    def add(self, **row: Any) -> int:
+        """Store one transition (obs / next_obs: one observation, a dict for pixels); returns its slot."""
+        slot = self.pos
+        self._reserve(slot + 1)  # before the ring wraps, pos == size
+        for key in self.FIELDS:
+            store = self.data[key]
+            if isinstance(store, dict):
+                for k in store:
+                    store[k][slot] = row[key][k]
+            else:
+                store[slot] = row[key]
         self.pos = (self.pos + 1) % self.capacity
         self.size = min(self.size + 1, self.capacity)
         return slot
 
-    def sample(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
+    def sample(self, rng: np.random.Generator, n: int) -> dict[str, Any]:
         index = rng.integers(0, self.size, int(n))
-        return {k: v[index] for k, v in self.data.items()}
+        return {k: take_rows(v, index) for k, v in self.data.items()}
 
     def arrays(self, prefix: str) -> dict[str, np.ndarray]:
-        out = {f"{prefix}/{k}": v[: self.size] for k, v in self.data.items()}
+        out: dict[str, np.ndarray] = {}
+        for key, value in self.data.items():
+            out.update(obs_arrays(f"{prefix}/{key}", take_rows(value, slice(0, self.size))))
         out[f"{prefix}/meta"] = np.array([self.size, self.pos, self.capacity], np.int64)
         return out
 
@@ -92,20 +196,61 @@ class ChunkReplay:
         size, pos, capacity = (int(x) for x in arrays[f"{prefix}/meta"])
         if capacity != self.capacity or size > capacity:
             raise ValueError(f"{where}: buffer {prefix!r} holds capacity {capacity}, the config says {self.capacity}")
+        self._reserve(size)
         for key in self.FIELDS:
-            value = arrays[f"{prefix}/{key}"]
-            if value.shape[1:] != self.data[key].shape[1:] or len(value) != size:
-                raise ValueError(f"{where}: buffer {prefix}/{key} has shape {value.shape}, expected "
-                                 f"({size}, *{self.data[key].shape[1:]})")
-            self.data[key][:size] = value
+            store = self.data[key]
+            if key in ("obs", "next_obs"):
+                value = obs_from_arrays(arrays, f"{prefix}/{key}", self.obs_spec, where, size)
+            else:
+                value = arrays[f"{prefix}/{key}"]
+                if value.shape[1:] != store.shape[1:] or len(value) != size:
+                    raise ValueError(f"{where}: buffer {prefix}/{key} has shape {value.shape}, expected "
+                                     f"({size}, *{store.shape[1:]})")
+            for saved, target in _pairs(value, store):
+                target[:size] = saved
         self.size, self.pos = size, pos
 
 
+def _pairs(a: Any, b: Any) -> list[tuple[np.ndarray, np.ndarray]]:
+    """(a, b) array pairs: the arrays themselves, or the entries of two dicts key by key."""
+    return [(a[k], b[k]) for k in b] if isinstance(b, dict) else [(a, b)]
+
+
 def check_flat_box(who: str, space: gym.Space) -> int:
+    """The size o of a flat (1-D) float Box; ValueError naming `who` and the space otherwise."""
     if not (isinstance(space, gym.spaces.Box) and len(space.shape) == 1 and np.issubdtype(space.dtype, np.floating)):
-        raise ValueError(f"{who}: the critics need a flat (1-D) float Box observation space, got {space}; "
-                         "pixel and Dict observations are not supported by these trainers yet")
+        raise ValueError(f"{who}: needs a flat (1-D) float Box, a uint8 (H, W, C) image Box or a Dict of image "
+                         f"Boxes and 1-D vectors as the observation space, got {space}")
     return int(space.shape[0])
+
+
+def observation_spec(who: str, space: gym.Space) -> tuple[dict[str, gym.spaces.Box] | None, ObsSpec]:
+    """(layout, replay spec) of an observation space: (None, o) for a flat float Box; for pixels
+    ({key: Box} as `observation_layout` gives, {key: (shape, dtype)}: images uint8, vectors float32).
+    ValueError naming `who` and the space (or the offending Dict key) for anything else."""
+    if isinstance(space, gym.spaces.Box) and len(space.shape) == 1:
+        return None, check_flat_box(who, space)
+    layout = observation_layout(space, who)
+    return layout, {k: (tuple(box.shape), box.dtype if is_image_space(box) else np.dtype(np.float32))
+                    for k, box in layout.items()}
+
+
+def check_encoder_config(owner: str, cfg: Any) -> None:
+    """ValueError unless `cfg`'s pixel-encoder fields (encoder_channels, encoder_strides,
+    encoder_groups, spatial_features, latent_dim) describe a valid `PixelEncoder`."""
+    cfg.encoder_channels = tuple(int(c) for c in cfg.encoder_channels)
+    cfg.encoder_strides = tuple(int(c) for c in cfg.encoder_strides)
+    if (not cfg.encoder_channels or len(cfg.encoder_strides) != len(cfg.encoder_channels)
+            or min(cfg.encoder_channels + cfg.encoder_strides) < 1):
+        raise ValueError(f"{owner}: encoder_channels and encoder_strides must be non-empty, positive and of one "
+                         f"length, got {cfg.encoder_channels}, {cfg.encoder_strides}")
+    for name in ("encoder_groups", "spatial_features", "latent_dim"):
+        value = getattr(cfg, name)
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+            raise ValueError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
+    if any(c % cfg.encoder_groups for c in cfg.encoder_channels):
+        raise ValueError(f"{owner}: encoder_groups {cfg.encoder_groups} must divide every entry of "
+                         f"encoder_channels {cfg.encoder_channels} (GroupNorm)")
 
 
 def chunk_env_of(who: str, env: gym.Env, policy: Any) -> ActionChunkWrapper:
@@ -156,7 +301,8 @@ class ChunkTrainer:
             self.env = self._wrap_env(env, policy)
         self.observation_space = policy.observation_space
         self.primitive_action_space = policy.action_space
-        self.obs_dim = check_flat_box(who, self.observation_space)
+        self._layout, self._obs_spec = observation_spec(who, self.observation_space)  # layout None: flat
+        self.obs_dim: int | None = self._obs_spec if self._layout is None else None
         self.horizon, self.action_dim = (int(n) for n in policy.noise_shape)
         self.chunk_dim = self.horizon * self.action_dim
         space = self.primitive_action_space
@@ -164,17 +310,18 @@ class ChunkTrainer:
             raise ValueError(f"{who}: the action space needs finite bounds, got {space}")
         self._low = torch.as_tensor(space.low, dtype=torch.float32, device=self.device)
         self._high = torch.as_tensor(space.high, dtype=torch.float32, device=self.device)
-        normalizers = getattr(policy, "obs_normalizers", None)
-        if config.normalize_observations and normalizers is not None and "obs" in normalizers:
-            loc, scale = normalizers["obs"].loc, normalizers["obs"].scale
-        else:
-            loc, scale = torch.zeros(self.obs_dim), torch.ones(self.obs_dim)
-        self._obs_loc = loc.detach().to(self.device, torch.float32).clone()
-        self._obs_scale = scale.detach().to(self.device, torch.float32).clone()
+        normalizers = getattr(policy, "obs_normalizers", None) if config.normalize_observations else None
+        if self._layout is None:
+            self._obs_loc, self._obs_scale = self._standardiser(normalizers, "obs", self.obs_dim)
+        else:  # vector keys only (GenerativePolicy names their normalisers "obs_<key>"); images stay uint8
+            stats = {k: self._standardiser(normalizers, f"obs_{k}", int(box.shape[0]))
+                     for k, box in self._layout.items() if not is_image_space(box)}
+            self._obs_loc = {k: loc for k, (loc, _) in stats.items()}
+            self._obs_scale = {k: scale for k, (_, scale) in stats.items()}
         self.generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.eval_generator = torch.Generator(device=self.device).manual_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
-        self.replay = ChunkReplay(config.buffer_size, self.obs_dim, self.chunk_dim)
+        self.replay = ChunkReplay(config.buffer_size, self._obs_spec, self.chunk_dim)
         self.num_timesteps = 0  # primitive env steps
         self.agent_steps = 0  # chunks
         self.episodes = 0
@@ -184,6 +331,36 @@ class ChunkTrainer:
         self.history: list[dict[str, Any]] = []  # progress rows (every config.log_every updates)
         self.eval_history: list[dict[str, Any]] = []  # evaluation rows
         return policy
+
+    def _standardiser(self, normalizers: Any, name: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loc, scale) (dim,) of the base policy's normaliser `name`, or (0, 1) without one."""
+        if normalizers is not None and name in normalizers:
+            loc, scale = normalizers[name].loc, normalizers[name].scale
+        else:
+            loc, scale = torch.zeros(dim), torch.ones(dim)
+        return (loc.detach().to(self.device, torch.float32).clone(),
+                scale.detach().to(self.device, torch.float32).clone())
+
+    def make_encoder(self) -> PixelEncoder:
+        """A fresh `PixelEncoder` of the observation layout, sized by the config's encoder fields."""
+        cfg = self.config
+        return PixelEncoder(self._layout, cfg.encoder_channels, cfg.encoder_strides, cfg.encoder_groups,
+                            cfg.spatial_features, cfg.latent_dim)
+
+    def make_critics(self, hidden: tuple[int, ...], n: int, layer_norm: bool) -> nn.Module:
+        """A critic ensemble Q(s, a) over flat chunks a (A = H*d) on the device: `FusedCritics` for
+        flat observations, `PixelCritics` (its own `PixelEncoder` + a `FusedCritics` head) for pixels."""
+        if self._layout is None:
+            return FusedCritics(self.obs_dim, self.chunk_dim, hidden, n, layer_norm=layer_norm).to(self.device)
+        encoder = self.make_encoder()
+        head = FusedCritics(encoder.out_dim, self.chunk_dim, hidden, n, layer_norm=layer_norm)
+        return PixelCritics(encoder, head).to(self.device)
+
+    def target_critics(self, critic: nn.Module, hidden: tuple[int, ...], n: int, layer_norm: bool) -> nn.Module:
+        """A frozen copy of `critic` (with its own encoder copy for pixels), for Polyak averaging."""
+        target = self.make_critics(hidden, n, layer_norm)
+        target.load_state_dict(critic.state_dict())
+        return target.requires_grad_(False)
 
     def set_env(self, env: gym.Env) -> None:
         """Attach (or replace) the training env; its spaces must fit the policy's."""
@@ -199,10 +376,47 @@ class ChunkTrainer:
         return self.env.chunk_from_action(action)
 
     # ------------------------------------------------------------------------ conversions
-    def obs_tensor(self, obs: np.ndarray) -> torch.Tensor:
-        """Raw observations (B, o) -> the critics' standardised, clipped inputs."""
-        x = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
-        return ((x - self._obs_loc) / self._obs_scale).clamp(-CLIP_OBS, CLIP_OBS)
+    def obs_row(self, obs: Any) -> Any:
+        """One env observation as the replay stores it: unchanged (flat, a dict), or {IMAGE_KEY: image}."""
+        return {IMAGE_KEY: obs} if self._layout is not None and not isinstance(obs, dict) else obs
+
+    def single_batch(self, obs: Any) -> Obs:
+        """One env observation -> a batch of 1: (1, o), or {key: (1, *shape)} for pixels."""
+        if self._layout is None:
+            return obs[None]
+        row = self.obs_row(obs)
+        return {k: np.asarray(row[k])[None] for k in self._layout}
+
+    def policy_obs(self, obs: Obs) -> Any:
+        """A batch as the base policy takes it: (B, o) float32, the (B, H, W, C) images of a bare image
+        Box, or the dict itself."""
+        if self._layout is None:
+            return np.asarray(obs, np.float32)
+        return obs if isinstance(self.observation_space, gym.spaces.Dict) else obs[IMAGE_KEY]
+
+    def obs_tensor(self, obs: Obs) -> torch.Tensor | dict[str, torch.Tensor]:
+        """Raw observations (B, o) -> the critics' standardised, clipped inputs; for pixels a dict
+        of tensors: images (B, H, W, C) uint8 as stored, vector keys standardised and clipped."""
+        if self._layout is None:
+            x = torch.as_tensor(np.asarray(obs, np.float32), device=self.device)
+            return ((x - self._obs_loc) / self._obs_scale).clamp(-CLIP_OBS, CLIP_OBS)
+        out = {}
+        for k, box in self._layout.items():
+            if is_image_space(box):
+                out[k] = torch.as_tensor(np.asarray(obs[k], np.uint8), device=self.device)
+            else:
+                x = torch.as_tensor(np.asarray(obs[k], np.float32), device=self.device)
+                out[k] = ((x - self._obs_loc[k]) / self._obs_scale[k]).clamp(-CLIP_OBS, CLIP_OBS)
+        return out
+
+    def critic_input(self, obs: Obs) -> torch.Tensor | dict[str, torch.Tensor]:
+        """`obs_tensor` of a training batch; pixels with `image_augmentation` get DrQ's random shift
+        of every image key (sorted key order), drawn from the agent's generator."""
+        x = self.obs_tensor(obs)
+        if self._layout is None or not self.config.image_augmentation:
+            return x
+        return {k: random_shift(v, SHIFT_PAD, self.generator) if is_image_space(self._layout[k]) else v
+                for k, v in x.items()}
 
     def critic_action(self, chunk: torch.Tensor) -> torch.Tensor:
         """Chunks in env units (B, H, d) -> flat (B, H*d) in [-1, 1] (the critics' action units)."""
@@ -217,7 +431,14 @@ class ChunkTrainer:
     # ----------------------------------------------------------------------------- acting
     def predict(self, obs: Any, state: Any = None, episode_start: Any = None,
                 deterministic: bool = True) -> tuple[np.ndarray, None]:
-        """SB3-shaped: (action (A,) or (N, A), None) for the env the agent steps (see the subclass)."""
+        """SB3-shaped: (action (A,) or (N, A), None) for the env the agent steps (see the subclass).
+        `obs`: one observation or a batch (N, ...); pixels: an image / dict, or a batch of them."""
+        if self._layout is not None:
+            batch, single = check_pixel_obs(obs, self._layout, self.observation_space, "the observation",
+                                            f"{type(self).__name__}.predict")
+            actions = self._predict_actions(batch, deterministic)
+            flat = actions.reshape(actions.shape[0], -1).cpu().numpy().astype(np.float32)
+            return (flat[0] if single else flat), None
         arr = np.asarray(obs, dtype=np.float32)
         single = arr.shape == (self.obs_dim,)
         if not single and not (arr.ndim == 2 and arr.shape[1] == self.obs_dim):
@@ -291,8 +512,9 @@ class ChunkTrainer:
                 planned = self._executed_chunk(env_action, info)  # (H, d), env units, clipped
                 steps = int(info.get("steps", self.horizon))
                 action = self.critic_action(torch.as_tensor(planned[None], dtype=torch.float32, device=self.device))
-                slot = self.replay.add(obs=obs, actions=action[0].cpu().numpy(), rewards=float(reward),
-                                       next_obs=next_obs, terminals=float(terminated), steps=steps)
+                slot = self.replay.add(obs=self.obs_row(obs), actions=action[0].cpu().numpy(),
+                                       rewards=float(reward), next_obs=self.obs_row(next_obs),
+                                       terminals=float(terminated), steps=steps)
                 self._on_transition(slot)
                 episode_success = episode_success or bool(info.get("is_success", False))
                 self.num_timesteps += steps

@@ -26,7 +26,14 @@ fitted on the whole Gaussian noise distribution each step, gives the actor a lan
 it never tried in the env ("noise aliasing": many w decode to similar a).
 
 The discount is gamma per agent step (per chunk), as DSRL. Networks: `FusedCritics` and
-`TanhGaussianActor` from calql.py (ReLU MLPs; DSRL uses Tanh + LayerNorm 3 x 2048 on a GPU).
+`TanhGaussianActor` from calql.py (ReLU MLPs; DSRL uses Tanh + LayerNorm 3 x 2048 on a GPU;
+`critic_layer_norm` adds the LayerNorm to the critics).
+
+Pixel observations (a uint8 image Box, or a Dict of images and vectors such as WidowX
+`obs_mode="pixels_state"`; chunk_rl.py): Q^A, Q^W and the noise actor each get their own conv
+`PixelEncoder` (Cal-QL's `PixelCritics` / `PixelActor`; the target Q^A its own encoder copy), the
+actor loss reaches only the actor's encoder, and the SAC and distillation batches get DrQ random
+shifts (`image_augmentation`). The base policy always sees the raw observations.
 """
 
 from __future__ import annotations
@@ -41,8 +48,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from steergym.algorithms.calql import FusedCritics, TanhGaussianActor, tanh_gaussian_sample
-from steergym.algorithms.chunk_rl import ChunkTrainer, _primitive
+from steergym.algorithms.calql import PixelActor, TanhGaussianActor, tanh_gaussian_sample
+from steergym.algorithms.chunk_rl import ChunkTrainer, Obs, _primitive, check_encoder_config, num_rows
 from steergym.policies.config import config_from_dict
 from steergym.wrappers.chunk import check_generative
 from steergym.wrappers.noise import NoiseActionWrapper
@@ -63,6 +70,7 @@ class DSRLNAConfig:
     distill_steps: int = 10  # noise_critic_grad_steps
     hidden: tuple[int, ...] = (2048, 2048, 2048)  # configs layer_size 2048 x num_layers 3 (robomimic)
     n_critics: int = 2  # configs
+    critic_layer_norm: bool = False  # ours: off (ReLU MLPs as before); DSRL's own networks use LayerNorm
     backup_combine: str = "min"  # critic_backup_combine_type (alternative "mean")
     target_entropy: float = 0.0  # configs target_ent
     alpha_init: float = 1.0  # SB3 ent_coef "auto" starts at 1.0
@@ -72,9 +80,17 @@ class DSRLNAConfig:
     buffer_size: int = 1_000_000  # DSRL: 2e7, more than any run here fills
     normalize_observations: bool = True  # ours: critics and actor see the base policy's standardised states
     log_every: int = 1000  # ours: updates between progress rows
+    # pixel observations (the critics' and the actor's encoders; unused for flat observations), as CalQLConfig
+    encoder_channels: tuple[int, ...] = (32, 32, 32)  # ours, CPU-sized PTR-style convs (3x3, GroupNorm)
+    encoder_strides: tuple[int, ...] = (2, 2, 1)  # ours
+    encoder_groups: int = 4  # PTR GroupNorm (jaxrl2: 4 groups)
+    spatial_features: int = 8  # PTR learned spatial embeddings (jaxrl2 num_spatial_blocks 8)
+    latent_dim: int = 64  # ours: the bottleneck after the embeddings
+    image_augmentation: bool = True  # ours (DrQ): random shift (pad 4) of the training batches' images
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
+        check_encoder_config("DSRLNAConfig", self)
         for name in ("batch_size", "utd", "distill_steps", "n_critics", "buffer_size", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -96,7 +112,8 @@ class DSRLNAConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["hidden"] = list(self.hidden)
+        for name in ("hidden", "encoder_channels", "encoder_strides"):
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -105,7 +122,8 @@ class DSRLNAConfig:
 
 
 class DSRLNA(ChunkTrainer):
-    """DSRL-NA on a `NoiseActionWrapper` (or a bare env plus `policy`, wrapped here).
+    """DSRL-NA on a `NoiseActionWrapper` (or a bare env plus `policy`, wrapped here), flat Box or pixel
+    observations (an image Box, or a Dict of images and vectors).
 
     Args:
         env: a `NoiseActionWrapper` around the task (its policy is the base policy), or the task env
@@ -135,14 +153,17 @@ class DSRLNA(ChunkTrainer):
         policy = self._setup_common(env, policy, config, seed, device, "DSRLNA")
         self.policy = policy
         d = self.chunk_dim
+        critic_shape = (config.hidden, config.n_critics, config.critic_layer_norm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.actor = TanhGaussianActor(self.obs_dim, d, config.hidden).to(self.device)
-            self.critic_a = FusedCritics(self.obs_dim, d, config.hidden, config.n_critics).to(self.device)
-            self.critic_w = FusedCritics(self.obs_dim, d, config.hidden, config.n_critics).to(self.device)
-        self.critic_a_target = FusedCritics(self.obs_dim, d, config.hidden, config.n_critics).to(self.device)
-        self.critic_a_target.load_state_dict(self.critic_a.state_dict())
-        self.critic_a_target.requires_grad_(False)
+            if self._layout is None:
+                self.actor = TanhGaussianActor(self.obs_dim, d, config.hidden).to(self.device)
+            else:  # its own encoder (PTR's encodersep), as Cal-QL's pixel actor
+                encoder = self.make_encoder()
+                self.actor = PixelActor(encoder, TanhGaussianActor(encoder.out_dim, d, config.hidden)).to(self.device)
+            self.critic_a = self.make_critics(*critic_shape)
+            self.critic_w = self.make_critics(*critic_shape)
+        self.critic_a_target = self.target_critics(self.critic_a, *critic_shape)
         self.log_alpha = torch.tensor(math.log(config.alpha_init), device=self.device, requires_grad=True)
         lr = config.learning_rate
         self.actor_optimizer = torch.optim.Adam(self.actor.parameters(), lr=lr)
@@ -170,31 +191,31 @@ class DSRLNA(ChunkTrainer):
         return np.clip(chunk, self.primitive_action_space.low, self.primitive_action_space.high)
 
     # ----------------------------------------------------------------------------- acting
-    def noise_sample(self, obs: torch.Tensor, deterministic: bool = False,
+    def noise_sample(self, obs: Any, deterministic: bool = False,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """(w (B, H*d), log pi^W(w|s) (B,)) at standardised states; reparameterised."""
+        """(w (B, H*d), log pi^W(w|s) (B,)) at standardised states (`obs_tensor`); reparameterised."""
         mean, log_std = self.actor(obs)
         if deterministic:
             return self.config.noise_scale * torch.tanh(mean), torch.zeros(mean.shape[0], device=self.device)
         w, logp = tanh_gaussian_sample(mean, log_std, None, generator or self.generator)
         return self.config.noise_scale * w, logp - self._log_scale
 
-    def _act(self, obs: np.ndarray) -> np.ndarray:
+    def _act(self, obs: Any) -> np.ndarray:
         with torch.no_grad():
             if self.agent_steps < self.config.learning_starts:  # warm-up: the base policy, w ~ N(0, I)
                 w = torch.randn((1, self.chunk_dim), generator=self.generator, device=self.device)
             else:
-                w, _ = self.noise_sample(self.obs_tensor(obs[None]))
+                w, _ = self.noise_sample(self.obs_tensor(self.single_batch(obs)))
         return w[0].cpu().numpy()
 
-    def _predict_actions(self, obs: np.ndarray, deterministic: bool) -> torch.Tensor:
+    def _predict_actions(self, obs: Obs, deterministic: bool) -> torch.Tensor:
         """Noise (N, H*d): tanh(mean) scaled when deterministic, else a sample (eval generator)."""
         with torch.no_grad():
             return self.noise_sample(self.obs_tensor(obs), deterministic, self.eval_generator)[0]
 
-    def decode(self, obs: np.ndarray, noise: torch.Tensor) -> torch.Tensor:
-        """pi_dp(s, w) as critic actions: raw obs (B, o), noise (B, H*d) -> (B, H*d) in [-1, 1]."""
-        chunk = np.asarray(self.policy.sample(np.asarray(obs, np.float32), noise.detach().cpu().numpy()))
+    def decode(self, obs: Obs, noise: torch.Tensor) -> torch.Tensor:
+        """pi_dp(s, w) as critic actions: raw obs (B rows), noise (B, H*d) -> (B, H*d) in [-1, 1]."""
+        chunk = np.asarray(self.policy.sample(self.policy_obs(obs), noise.detach().cpu().numpy()))
         return self.critic_action(torch.as_tensor(chunk, dtype=torch.float32, device=self.device))
 
     # ------------------------------------------------------------------------ the updates
@@ -209,10 +230,11 @@ class DSRLNA(ChunkTrainer):
     def _combine(self, q: torch.Tensor) -> torch.Tensor:
         return q.min(0).values if self.config.backup_combine == "min" else q.mean(0)
 
-    def sac_update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-        """One step of Q^A (TD through the decoded next noise), the noise actor and the temperature."""
+    def sac_update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One step of Q^A (TD through the decoded next noise), the noise actor and the temperature
+        (pixels: s and s' randomly shifted, independently; the base policy decodes the raw s')."""
         cfg = self.config
-        obs, next_obs = self.obs_tensor(batch["obs"]), self.obs_tensor(batch["next_obs"])
+        obs, next_obs = self.critic_input(batch["obs"]), self.critic_input(batch["next_obs"])
         alpha = self.log_alpha.exp().detach()
         with torch.no_grad():
             w_next, logp_next = self.noise_sample(next_obs)
@@ -236,16 +258,19 @@ class DSRLNA(ChunkTrainer):
         return {"critic_a_loss": float(critic_loss.detach()), "actor_loss": float(actor_loss.detach()),
                 "alpha": float(alpha), "log_pi": float(logp.detach().mean()), "q_a": float(q.detach().mean())}
 
-    def distillation_target(self, obs: np.ndarray, noise: torch.Tensor) -> torch.Tensor:
-        """Q^A_i(s, pi_dp(s, w)) (n_critics, B), no gradient: what Q^W_i(s, w) is fitted to."""
+    def distillation_target(self, obs: Obs, noise: torch.Tensor, obs_t: Any = None) -> torch.Tensor:
+        """Q^A_i(s, pi_dp(s, w)) (n_critics, B), no gradient: what Q^W_i(s, w) is fitted to. `obs` raw
+        (decoded by the base policy); `obs_t` the critics' input (default `obs_tensor(obs)`)."""
         with torch.no_grad():
-            return self.critic_a(self.obs_tensor(obs), self.decode(obs, noise))
+            return self.critic_a(self.obs_tensor(obs) if obs_t is None else obs_t, self.decode(obs, noise))
 
-    def distill_update(self, obs: np.ndarray) -> dict[str, float]:
-        """One step of Q^W towards Q^A at the decoded chunks of fresh Gaussian noise (unclipped)."""
-        noise = torch.randn((len(obs), self.chunk_dim), generator=self.generator, device=self.device)
-        target = self.distillation_target(obs, noise)
-        pred = self.critic_w(self.obs_tensor(obs), noise)
+    def distill_update(self, obs: Obs) -> dict[str, float]:
+        """One step of Q^W towards Q^A at the decoded chunks of fresh Gaussian noise (unclipped);
+        pixels: both critics see the same random shift of the images."""
+        noise = torch.randn((num_rows(obs), self.chunk_dim), generator=self.generator, device=self.device)
+        obs_t = self.critic_input(obs)
+        target = self.distillation_target(obs, noise, obs_t)
+        pred = self.critic_w(obs_t, noise)
         loss = 0.5 * (pred - target).pow(2).mean(1).sum()
         self.critic_w_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -276,6 +301,7 @@ class DSRLNA(ChunkTrainer):
         path = Path(path)
         meta, tensors, arrays, saved_policy = cls._read_checkpoint(path)
         policy = policy if policy is not None else saved_policy
+        # (checkpoints from before `critic_layer_norm` existed: the default, False, is what they had)
         agent = cls(env, policy, DSRLNAConfig.from_dict(meta["config"]), seed=int(meta["seed"]), device=device)
         agent._restore(path, meta, tensors, arrays)
         return agent

@@ -1,8 +1,9 @@
-"""Pixel observations for the Q-learning trainers: which observation spaces are images, PTR's small
-conv encoder, and DrQ's random-shift augmentation.
+"""Pixel observations for the Q-learning trainers: which observation spaces are images, checking
+observations against them, PTR's small conv encoder, and DrQ's random-shift augmentation.
 
     layout = observation_layout(env.observation_space)    # {"pixels": Box(uint8 H W C), "state": Box(d)}
     encoder = PixelEncoder(layout)                        # dict of (B, ...) tensors -> (B, encoder.out_dim)
+    batch, single = check_pixel_obs(obs, layout, env.observation_space, "obs", "Owner")  # {key: (B, ...)}
 
 The encoder follows PTR (Kumar et al. 2023, reference/algorithms.md section 2.3) at CPU size: conv
 layers each followed by GroupNorm and ReLU (PTR: ResNet-34 with `encoder_norm group`), then PTR's
@@ -16,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
@@ -57,6 +59,62 @@ def observation_layout(space: gym.Space, owner: str = "observation_layout") -> d
         raise ValueError(f"{owner}: the Dict observation space has no image key ({space}); use flat Box "
                          "observations (gymnasium.wrappers.FlattenObservation) for vectors only")
     return layout
+
+
+def check_pixel_obs(value: Any, layout: Mapping[str, gym.spaces.Box], space: gym.Space, label: str, owner: str,
+                    size: int | None = None) -> tuple[dict[str, np.ndarray], bool]:
+    """Pixel observations (an image or a dict, as the env gives them) as ({key: array}, single):
+    images uint8 (N, H, W, C) as given, vectors float32 (N, d), keys those of `layout` (a bare
+    image Box's observation gets IMAGE_KEY). `size` None: one observation or a batch, whichever they
+    are (a single one gets a batch axis; `single` says which); else a batch of `size` rows.
+    ValueError naming `owner`, the key and its shape or dtype, for anything else."""
+    bare_image = isinstance(space, gym.spaces.Box)
+
+    def name(key: str) -> str:
+        return label if bare_image else f"{label}[{key!r}]"
+
+    if bare_image:
+        if isinstance(value, dict):
+            raise ValueError(f"{owner}: {label} is a dict with keys {sorted(value)}, but this agent's "
+                             f"observations are images {space}")
+        value = {IMAGE_KEY: value}
+    elif not isinstance(value, dict):
+        raise ValueError(f"{owner}: {label} must be a dict with keys {list(layout)} (Dict observations "
+                         f"{space}), got {type(value).__name__} of shape {np.shape(value)}")
+    missing, extra = [k for k in layout if k not in value], sorted(set(value) - set(layout))
+    if missing or extra:
+        raise ValueError(f"{owner}: {label} " + (f"misses the key(s) {missing}" if missing else
+                                                 f"has key(s) {extra} not in the observation space")
+                         + f"; expected keys {list(layout)}")
+    arrays, single = {k: np.asarray(value[k]) for k in layout}, False
+    if size is None:  # one observation or a batch: decided by the first key's rank
+        first = next(iter(layout))
+        rank = arrays[first].ndim - len(layout[first].shape)
+        if rank not in (0, 1):
+            raise ValueError(f"{owner}: {name(first)} has shape {arrays[first].shape}, expected "
+                             f"{layout[first].shape} or (N, *{layout[first].shape})")
+        single, size = rank == 0, 1 if rank == 0 else arrays[first].shape[0]
+    out = {}
+    for k, sub in layout.items():
+        shape = tuple(sub.shape) if single else (size, *sub.shape)
+        if arrays[k].shape != shape:
+            raise ValueError(f"{owner}: {name(k)} has shape {arrays[k].shape}, expected {shape} "
+                             f"({'uint8 images (H, W, C)' if is_image_space(sub) else 'vectors'} of {sub})")
+        array = arrays[k][None] if single else arrays[k]
+        if is_image_space(sub):
+            if array.dtype != np.uint8:
+                raise ValueError(f"{owner}: {name(k)} has dtype {array.dtype} (shape {array.shape}), expected "
+                                 "uint8 images (H, W, C) in [0, 255]")
+            out[k] = array
+        else:
+            if array.dtype.kind not in "biuf":
+                raise ValueError(f"{owner}: {name(k)} has dtype {array.dtype}, expected numbers")
+            bad = ~np.isfinite(array.astype(np.float64))
+            if bad.any():
+                raise ValueError(f"{owner}: {name(k)} holds {int(bad.sum())} non-finite values "
+                                 f"(first at row {int(np.argwhere(bad)[0][0])})")
+            out[k] = array.astype(np.float32)
+    return out, single
 
 
 def conv_output_size(size: int, stride: int, kernel: int = 3, padding: int = 1) -> int:

@@ -32,8 +32,15 @@ executed action chunk; after the warm-up, each agent step makes `utd_critic` cri
 
 Acting during training samples the stochastic chain of the current actor; `predict(...,
 deterministic=True)` and evaluation use the policy's deterministic sampler (DDIM eta = 0 / Euler
-ODE). Scope: flat Box observations for the critics (the policy itself may take any observation it
-supports, but states are stored flat); pixel observations and a critic LayerNorm are not here yet.
+ODE). Critics have a LayerNorm before each hidden ReLU as the public code's (`critic_layer_norm`).
+
+Observations: flat float Boxes, or pixels (a uint8 image Box, or a Dict of images and vectors such as
+WidowX `obs_mode="pixels_state"`; chunk_rl.py). On pixels the critics are a conv `PixelEncoder`
+with the fused ensemble head (the target critics with their own encoder copy), trained on DrQ
+random shifts of the replay images (`image_augmentation`); the actor is the generative policy
+itself, which encodes the images with its own encoder, fine-tuned with the rest of the chain.
+The group's G chains per state share one encoding of the state (the policy's condition and the
+critic features are computed per state, then repeated).
 """
 
 from __future__ import annotations
@@ -48,8 +55,17 @@ import numpy as np
 import torch
 from torch import nn
 
-from steergym.algorithms.calql import FusedCritics
-from steergym.algorithms.chunk_rl import ChunkTrainer
+from steergym.algorithms.chunk_rl import (
+    ChunkTrainer,
+    Obs,
+    check_encoder_config,
+    concat_rows,
+    empty_obs,
+    num_rows,
+    obs_arrays,
+    obs_from_arrays,
+    take_rows,
+)
 from steergym.algorithms.denoising_chain import ChainNoise, chain_action, chain_log_prob, num_steps, sample_chain
 from steergym.policies.config import config_from_dict
 
@@ -68,7 +84,8 @@ class OGPOConfig:
     # --- critics
     gamma: float = 0.99  # yaml; applied as gamma^k per chunk of k primitive steps (code: gamma^H)
     n_critics: int = 10  # yaml num_qs
-    critic_hidden: tuple[int, ...] = (512, 512, 512, 512)  # yaml 4 x 512 (the code adds LayerNorm; FusedCritics has none)
+    critic_hidden: tuple[int, ...] = (512, 512, 512, 512)  # yaml 4 x 512
+    critic_layer_norm: bool = True  # yaml/OGPO_public critic LayerNorm (after each hidden linear, before ReLU)
     critic_lr: float = 3e-4  # yaml, constant
     critic_weight_decay: float = 1e-5  # yaml (AdamW)
     tau_critic: float = 0.05  # square.sh critic EMA
@@ -109,9 +126,17 @@ class OGPOConfig:
     # --- ours
     normalize_observations: bool = True  # critics see observations standardised by the policy's statistics
     log_every: int = 1000  # updates between rows of progress.csv / `history`
+    # --- pixel observations (the critics' encoder; unused for flat observations), as CalQLConfig
+    encoder_channels: tuple[int, ...] = (32, 32, 32)  # ours, CPU-sized PTR-style convs (3x3, GroupNorm)
+    encoder_strides: tuple[int, ...] = (2, 2, 1)  # ours
+    encoder_groups: int = 4  # PTR GroupNorm (jaxrl2: 4 groups)
+    spatial_features: int = 8  # PTR learned spatial embeddings (jaxrl2 num_spatial_blocks 8)
+    latent_dim: int = 64  # ours: the bottleneck after the embeddings
+    image_augmentation: bool = True  # ours (DrQ): random shift (pad 4) of the critic batches' images
 
     def __post_init__(self) -> None:
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
+        check_encoder_config("OGPOConfig", self)
         ints = ("n_critics", "batch_size", "utd_critic", "buffer_size", "utd_actor", "group_size",
                 "ppo_batch_size", "success_batch_size", "q_vr_samples", "log_every")
         for name in ints:
@@ -154,7 +179,8 @@ class OGPOConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
-        data["critic_hidden"] = list(self.critic_hidden)
+        for name in ("critic_hidden", "encoder_channels", "encoder_strides"):
+            data[name] = list(getattr(self, name))
         return data
 
     @classmethod
@@ -222,8 +248,9 @@ def reduce_samples(q: torch.Tensor, how: str) -> torch.Tensor:
 
 # ------------------------------------------------------------------------------- the agent
 class OGPO(ChunkTrainer):
-    """OGPO on any Gymnasium env with a Box action space, flat Box observations, and a diffusion or
-    flow `GenerativePolicy` (a copy of it is fine-tuned; the argument is left untouched).
+    """OGPO on any Gymnasium env with a Box action space, flat Box or pixel observations (an image
+    Box, or a Dict of images and vectors), and a diffusion or flow `GenerativePolicy` on the same
+    observations (a copy of it is fine-tuned; the argument is left untouched).
 
     Args:
         env: the task env (primitive actions (d,)) or an `ActionChunkWrapper` of the policy's horizon
@@ -253,44 +280,55 @@ class OGPO(ChunkTrainer):
         self.actor_target = _clone(policy, self.device).requires_grad_(False)
         self.actor_slow = _clone(policy, self.device).requires_grad_(False) if config.chi2 else None
         self.steps = num_steps(self.policy)
+        critic_shape = (config.critic_hidden, config.n_critics, config.critic_layer_norm)
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
-            self.critic = FusedCritics(self.obs_dim, self.chunk_dim, config.critic_hidden, config.n_critics).to(self.device)
-        self.critic_target = FusedCritics(self.obs_dim, self.chunk_dim, config.critic_hidden,
-                                          config.n_critics).to(self.device)
-        self.critic_target.load_state_dict(self.critic.state_dict())
-        self.critic_target.requires_grad_(False)
+            self.critic = self.make_critics(*critic_shape)
+        self.critic_target = self.target_critics(self.critic, *critic_shape)
         self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=config.critic_lr,
                                                   weight_decay=config.critic_weight_decay)
         self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.actor_lr)
-        self.success_obs = np.zeros((0, self.obs_dim), np.float32)
+        self.success_obs: Obs = empty_obs(self._obs_spec, 0)
         self.success_actions = np.zeros((0, self.chunk_dim), np.float32)
         self._episode_slots: list[int] = []
 
     # ----------------------------------------------------------------------------- sampling
-    def _cond(self, policy, obs: np.ndarray) -> torch.Tensor:
-        obs_t, _ = policy._obs_to_tensors(np.asarray(obs, np.float32))
-        return policy._condition(obs_t, None, obs_t[next(iter(obs_t))].shape[0])
+    def _cond(self, policy, obs: Obs, repeat: int = 1) -> torch.Tensor:
+        """The policy's condition (B * repeat, F) at raw observations (B rows), each row repeated
+        `repeat` times consecutively (the policy encodes each state once)."""
+        obs_t, _ = policy._obs_to_tensors(self.policy_obs(obs))
+        cond = policy._condition(obs_t, None, obs_t[next(iter(obs_t))].shape[0])
+        return cond.repeat_interleave(repeat, dim=0) if repeat > 1 else cond
 
     def _initial_noise(self, batch: int, generator: torch.Generator) -> torch.Tensor:
         return torch.randn((batch, self.chunk_dim), generator=generator, device=self.device)
 
-    def sample_chains(self, policy, obs: np.ndarray, generator: torch.Generator | None = None,
-                      stochastic: bool = True) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Chains of `policy` (the actor, or its target) at raw observations obs (B, o), no gradient:
-        (xs (K+1, B, D), log-probs (B,), chunks in env units (B, H, d))."""
+    def sample_chains(self, policy, obs: Obs, generator: torch.Generator | None = None,
+                      stochastic: bool = True, repeat: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Chains of `policy` (the actor, or its target) at raw observations obs (B rows), no gradient:
+        (xs (K+1, N, D), log-probs (N,), chunks in env units (N, H, d)), N = B * repeat chains, the
+        `repeat` chains of a state consecutive."""
         generator = generator or self.generator
         with torch.no_grad():
-            cond = self._cond(policy, obs)
+            cond = self._cond(policy, obs, repeat)
             xs, logp = sample_chain(policy, cond, self._initial_noise(cond.shape[0], generator), self.noise,
                                     generator, stochastic)
             return xs, logp, chain_action(policy, xs[-1], self._low, self._high)
 
-    def _act(self, obs: np.ndarray) -> np.ndarray:
-        _, _, chunk = self.sample_chains(self.policy, obs[None])
+    def _act(self, obs: Any) -> np.ndarray:
+        _, _, chunk = self.sample_chains(self.policy, self.single_batch(obs))
         return chunk[0].cpu().numpy()
 
-    def _predict_actions(self, obs: np.ndarray, deterministic: bool) -> torch.Tensor:
+    def critic_values(self, critic: nn.Module, obs_t: Any, actions: torch.Tensor, n: int = 1) -> torch.Tensor:
+        """(M, B * n) values of n actions per state: obs_t the critic inputs of B states
+        (`obs_tensor` / `critic_input`), actions (B * n, A) in [-1, 1], a state's n consecutive.
+        Pixel critics encode each state once (`q_values` over the n actions)."""
+        if self._layout is None:
+            return critic(obs_t.repeat_interleave(n, dim=0) if n > 1 else obs_t, actions)
+        B = num_rows(obs_t)
+        return critic.q_values(obs_t, actions.reshape(B, n, -1)).reshape(-1, B * n)
+
+    def _predict_actions(self, obs: Obs, deterministic: bool) -> torch.Tensor:
         """Chunks (N, H, d) for `predict` (flattened there to the chunked env's (N, H*d) actions).
 
         `deterministic=True` runs the policy's deterministic sampler (no per-step noise; the initial
@@ -315,17 +353,19 @@ class OGPO(ChunkTrainer):
             metrics.update(self.actor_update(batch))
         return metrics
 
-    def td_target(self, batch: dict[str, np.ndarray]) -> torch.Tensor:
+    def td_target(self, batch: dict[str, Any], next_obs_t: Any = None) -> torch.Tensor:
         """y (B,) = r + gamma^k (1 - terminal) agg_m Qbar_m(s', a') with a' from the target actor's chain
-        (n = q_vr_samples of them reduced by q_vr_reduce under Q-variance reduction)."""
+        (n = q_vr_samples of them reduced by q_vr_reduce under Q-variance reduction). `next_obs_t`:
+        the target critics' input for s' (default `obs_tensor(batch["next_obs"])`); the chain sees
+        the raw s'."""
         cfg = self.config
         n = cfg.q_vr_samples if cfg.q_variance_reduction else 1
         next_obs = batch["next_obs"]
-        size = next_obs.shape[0]
+        size = num_rows(next_obs)
         with torch.no_grad():
-            repeated = np.repeat(next_obs, n, axis=0)
-            _, _, chunk = self.sample_chains(self.actor_target, repeated)
-            q = self.critic_target(self.obs_tensor(repeated), self.critic_action(chunk))  # (M, B*n)
+            _, _, chunk = self.sample_chains(self.actor_target, next_obs, repeat=n)
+            next_obs_t = self.obs_tensor(next_obs) if next_obs_t is None else next_obs_t
+            q = self.critic_values(self.critic_target, next_obs_t, self.critic_action(chunk), n)  # (M, B*n)
             q = q.mean(0) if cfg.target_agg == "mean" else q.min(0).values
             q = q.reshape(size, n)
             q_next = reduce_samples(q, cfg.q_vr_reduce) if n > 1 else q[:, 0]
@@ -334,10 +374,12 @@ class OGPO(ChunkTrainer):
             mask = 1.0 - torch.as_tensor(batch["terminals"], device=self.device)
             return reward + discount * mask * q_next
 
-    def critic_update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
-        """One TD step of the ensemble on `batch` (a replay sample) and the Polyak update of its targets."""
-        y = self.td_target(batch)
-        q = self.critic(self.obs_tensor(batch["obs"]), torch.as_tensor(batch["actions"], device=self.device))
+    def critic_update(self, batch: dict[str, Any]) -> dict[str, float]:
+        """One TD step of the ensemble on `batch` (a replay sample) and the Polyak update of its targets
+        (pixels: s and s' randomly shifted, independently)."""
+        obs_t, next_obs_t = self.critic_input(batch["obs"]), self.critic_input(batch["next_obs"])
+        y = self.td_target(batch, next_obs_t)
+        q = self.critic(obs_t, torch.as_tensor(batch["actions"], device=self.device))
         td = (q - y).pow(2).mean(1)
         loss = td.sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
@@ -348,10 +390,10 @@ class OGPO(ChunkTrainer):
                                  self.config.tau_critic)
         return {"td_loss": float(td.detach().mean()), "q_data": float(q.detach().mean()), "target_q": float(y.mean())}
 
-    def actor_losses(self, obs: np.ndarray, success: tuple[np.ndarray, np.ndarray] | None = None,
+    def actor_losses(self, obs: Obs, success: tuple[Obs, np.ndarray] | None = None,
                      chains: tuple[torch.Tensor, torch.Tensor] | None = None,
                      q: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
-        """The actor's loss terms at raw states obs (P, o).
+        """The actor's loss terms at raw states obs (P rows: (P, o), or a dict for pixels).
 
         G chains per state are drawn from the target actor (or given: `chains` = (xs (K+1, P*G, D),
         old log-probs (P*G,)), states repeated G times consecutively); their ensemble values come from
@@ -359,25 +401,24 @@ class OGPO(ChunkTrainer):
         BC term. Returns loss (to minimise), ppo, bc, advantages (P, G), log_ratio (P, G), ratio stats.
         """
         cfg = self.config
-        P, G = obs.shape[0], cfg.group_size
-        repeated = np.repeat(obs, G, axis=0)
+        P, G = num_rows(obs), cfg.group_size
         if chains is None:
-            xs, logp_old, chunk = self.sample_chains(self.actor_target, repeated)
+            xs, logp_old, chunk = self.sample_chains(self.actor_target, obs, repeat=G)
         else:
             xs, logp_old = chains
             with torch.no_grad():
                 chunk = chain_action(self.actor_target, xs[-1], self._low, self._high)
         if q is None:
             with torch.no_grad():
-                q = self.critic_target(self.obs_tensor(repeated), self.critic_action(chunk))
+                q = self.critic_values(self.critic_target, self.obs_tensor(obs), self.critic_action(chunk), G)
         q = q.reshape(q.shape[0], P, G)
         scale = self.steps * self.chunk_dim if cfg.normalize_log_prob else 1.0
-        logp_new = chain_log_prob(self.policy, self._cond(self.policy, repeated), xs, self.noise)
+        logp_new = chain_log_prob(self.policy, self._cond(self.policy, obs, G), xs, self.noise)
         log_ratio = ((logp_new - logp_old) / scale).reshape(P, G)
         upper = None
         if cfg.chi2:
             with torch.no_grad():
-                logp_slow = chain_log_prob(self.actor_slow, self._cond(self.actor_slow, repeated), xs, self.noise)
+                logp_slow = chain_log_prob(self.actor_slow, self._cond(self.actor_slow, obs, G), xs, self.noise)
                 log_rho = ((logp_new.detach() - logp_slow) / scale).reshape(P, G)
                 advantages, upper = chi2_advantages(q, log_rho, cfg.clip_epsilon, cfg.chi2_alpha, cfg.chi2_beta,
                                                     cfg.chi2_q_std_target, cfg.chi2_r_max)
@@ -388,14 +429,14 @@ class OGPO(ChunkTrainer):
         if cfg.success_buffer_bc and success is not None:
             s_obs, s_act = success
             chunks = self.env_chunk(torch.as_tensor(s_act, device=self.device))
-            bc = self.policy.loss(s_obs, chunks, generator=self.generator)
+            bc = self.policy.loss(self.policy_obs(s_obs), chunks, generator=self.generator)
         return {"loss": ppo + cfg.bc_coef * bc, "ppo": ppo, "bc": bc, "advantages": advantages,
                 "log_ratio": log_ratio}
 
-    def actor_update(self, batch: dict[str, np.ndarray]) -> dict[str, float]:
+    def actor_update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One PPO step of the whole generative chain on states of `batch`, then the EMA updates."""
         cfg = self.config
-        obs = batch["obs"][: cfg.ppo_batch_size]
+        obs = take_rows(batch["obs"], slice(0, cfg.ppo_batch_size))
         success = self._success_batch(batch) if cfg.success_buffer_bc else None
         terms = self.actor_losses(obs, success)
         self.actor_optimizer.zero_grad(set_to_none=True)
@@ -414,16 +455,16 @@ class OGPO(ChunkTrainer):
                 "adv_abs": float(terms["advantages"].abs().mean()),
                 "adv_zero": float((terms["advantages"] == 0).float().mean()),
                 "clip_frac": float(clipped), "grad_norm": float(grad_norm),
-                "success_buffer": float(len(self.success_obs))}
+                "success_buffer": float(len(self.success_actions))}
 
-    def _success_batch(self, batch: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    def _success_batch(self, batch: dict[str, Any]) -> tuple[Obs, np.ndarray]:
         """(obs, chunks) for the BC term: from the success buffer, or the replay batch while it is empty."""
-        size = len(self.success_obs)
+        size = len(self.success_actions)
         if size == 0:
-            n = min(self.config.success_batch_size, len(batch["obs"]))
-            return batch["obs"][:n], batch["actions"][:n]
+            n = min(self.config.success_batch_size, len(batch["actions"]))
+            return take_rows(batch["obs"], slice(0, n)), batch["actions"][:n]
         index = self.rng.integers(0, size, self.config.success_batch_size)
-        return self.success_obs[index], self.success_actions[index]
+        return take_rows(self.success_obs, index), self.success_actions[index]
 
     # ---------------------------------------------------------------------- success buffer
     def _episode_start(self) -> None:
@@ -434,10 +475,10 @@ class OGPO(ChunkTrainer):
 
     def _episode_end(self, success: bool) -> None:
         if success and self._episode_slots:
-            slots = np.asarray(self._episode_slots)
-            self.success_obs = np.concatenate([self.success_obs, self.replay.data["obs"][slots]])[-self.config.buffer_size:]
-            self.success_actions = np.concatenate(
-                [self.success_actions, self.replay.data["actions"][slots]])[-self.config.buffer_size:]
+            slots, keep = np.asarray(self._episode_slots), slice(-self.config.buffer_size, None)
+            new_obs, new_actions = take_rows(self.replay.data["obs"], slots), self.replay.data["actions"][slots]
+            self.success_obs = take_rows(concat_rows(self.success_obs, new_obs), keep)
+            self.success_actions = np.concatenate([self.success_actions, new_actions])[keep]
         self._episode_slots = []
 
     # ------------------------------------------------------------------------- persistence
@@ -451,14 +492,15 @@ class OGPO(ChunkTrainer):
         return {"actor_optim": self.actor_optimizer, "critic_optim": self.critic_optimizer}
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {"success/obs": self.success_obs, "success/actions": self.success_actions}
+        return {**obs_arrays("success/obs", self.success_obs), "success/actions": self.success_actions}
 
     def _restore_extra_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
-        obs, actions = arrays["success/obs"], arrays["success/actions"]
-        if obs.shape[1:] != (self.obs_dim,) or actions.shape != (len(obs), self.chunk_dim):
-            raise ValueError(f"{where}: success buffer shapes {obs.shape}, {actions.shape} do not fit "
-                             f"obs dim {self.obs_dim}, chunk dim {self.chunk_dim}")
-        self.success_obs, self.success_actions = obs.astype(np.float32), actions.astype(np.float32)
+        actions = arrays["success/actions"]
+        if actions.ndim != 2 or actions.shape[1] != self.chunk_dim:
+            raise ValueError(f"{where}: success buffer actions have shape {actions.shape}, "
+                             f"expected (N, {self.chunk_dim})")
+        obs = obs_from_arrays(arrays, "success/obs", self._obs_spec, f"{where} (success buffer)", len(actions))
+        self.success_obs, self.success_actions = obs, actions.astype(np.float32)
 
     @classmethod
     def load(cls, path: str | Any, env: gym.Env | None = None, device: str | torch.device = "cpu") -> "OGPO":
@@ -469,7 +511,9 @@ class OGPO(ChunkTrainer):
         meta, tensors, arrays, policy = cls._read_checkpoint(path)
         if policy is None:
             raise ValueError(f"{path}: not a steergym ogpo checkpoint (no policy/ folder)")
-        agent = cls(env, policy, OGPOConfig.from_dict(meta["config"]), seed=int(meta["seed"]), device=device)
+        # checkpoints from before `critic_layer_norm` existed have critics without LayerNorm
+        config = OGPOConfig.from_dict({"critic_layer_norm": False, **meta["config"]})
+        agent = cls(env, policy, config, seed=int(meta["seed"]), device=device)
         agent._restore(path, meta, tensors, arrays)
         return agent
 
