@@ -11,7 +11,7 @@
     steergym train sac --env ID --out DIR [--env-steps N] ...
     steergym train calql|cql --dataset NAME --out DIR [--env ID] [--pretrain-steps N] [--env-steps N]
                              [--resume] ...
-    steergym train ogpo|dsrl-na --policy NAME|DIR --out DIR [--env ID] [--env-steps N] [--resume] ...
+    steergym train ogpo|dsrl-na --policy NAME|DIR --out DIR [--env ID] [--obs-mode M] [--env-steps N] [--resume] ...
     steergym train ptr --prior NAME [--prior NAME ...] --target NAME --out DIR [--demos 10] [--resume] ...
     steergym train vgps --dataset NAME [--dataset NAME ...] --out DIR [--steps N] [--resume] ...
     steergym demo [--policy NAME] [--minutes M] [--episodes N] [--out DIR]
@@ -429,6 +429,8 @@ def _train_multitask(args: argparse.Namespace) -> int:
 
 
 def _add_chunk_trainer(trainers, method: str, text: str) -> None:
+    from steergym.envs.widowx import OBS_MODES
+
     p = trainers.add_parser(
         method, help=text,
         description=f"{text}. The budget counts primitive env steps; the reward is the task's minus 1 "
@@ -441,6 +443,9 @@ def _add_chunk_trainer(trainers, method: str, text: str) -> None:
                    help="base policy: a shipped name (steergym policies) or a checkpoint folder "
                    "(default: widowx-lift-diffusion)")
     p.add_argument("--env", metavar="ID", help="task id (default: the base policy's own task)")
+    p.add_argument("--obs-mode", choices=OBS_MODES, default=None,
+                   help="observation mode of the task, the one the policy was trained on (default: state); "
+                   "pixels / pixels_state train conv-encoder critics")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder")
     p.add_argument("--resume", action="store_true", help="continue the run in --out from its last checkpoint")
     p.add_argument("--env-steps", type=_positive_int, default=200_000,
@@ -651,7 +656,8 @@ def _train_chunk(args: argparse.Namespace) -> int:
     overrides.update({k: v for k, v in named.items() if v is not None})
     policy, env_id = resolve_policy(args.policy, args.env, seed=args.seed)
     shaping = SteeringConfig()  # DSRL's reward shaping: reward - 1 per step
-    train_env, eval_env = make_task_env(env_id, shaping), make_task_env(env_id, shaping)
+    env_kwargs = {"obs_mode": args.obs_mode} if args.obs_mode else {}
+    train_env, eval_env = (make_task_env(env_id, shaping, **env_kwargs) for _ in range(2))
     try:
         if args.resume:
             agent = cls.load(latest, env=train_env, **({} if cls is OGPO else {"policy": policy}))

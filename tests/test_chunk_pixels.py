@@ -356,3 +356,40 @@ def test_ogpo_bad_pixel_inputs_raise_clear_errors():
         agent.predict({"pixels": obs["pixels"]})
     with pytest.raises(ValueError, match="encoder_groups 3 must divide"):
         OGPOConfig(encoder_channels=(8, 8), encoder_strides=(2, 2), encoder_groups=3)
+
+
+# ------------------------------------------------------------------------ the command line
+def test_cli_trains_ogpo_on_a_pixels_state_widowx_task_and_the_policy_evaluates(tmp_path, capsys):
+    from steergym.cli import main
+
+    lift = "steergym/WidowXLiftCube-v0"
+    env = gym.make(lift, obs_mode="pixels_state", image_size=(128, 128))
+    obs, _ = env.reset(seed=0)
+    torch.manual_seed(0)
+    policy = FlowPolicy(env.observation_space, env.action_space,
+                        PolicyConfig(kind="flow", horizon=4, hidden_dim=32, time_dim=8, sample_steps=2,
+                                     conv_channels=(8,), image_features=8))
+    policy.fit_normalization({"state": np.stack([obs["state"]] * 2)},
+                             np.stack([env.action_space.low, env.action_space.high]))
+    env.close()
+    policy.save(tmp_path / "pixel-policy", {"env_id": lift})
+    out = tmp_path / "run"
+    config = json.dumps({"ppo_batch_size": 4, "success_batch_size": 4, "n_critics": 2, "group_size": 2, **ENCODER})
+    argv = ["train", "ogpo", "--policy", str(tmp_path / "pixel-policy"), "--out", str(out), "--obs-mode",
+            "pixels_state", "--env-steps", "24", "--eval-every", "24", "--eval-episodes", "1", "--learning-starts",
+            "3", "--batch-size", "4", "--hidden", "16", "--config", config, "--quiet", "--threads", "1"]
+    assert main(argv) == 0
+    assert "steergym/WidowXLiftCube-v0" in capsys.readouterr().out
+    run = json.loads((out / "checkpoints" / "latest" / "config.json").read_text())
+    assert run["updates"] > 0 and run["num_timesteps"] == 24
+    # the critics took the pixels: their conv encoder is in the saved model
+    from safetensors.numpy import load_file
+
+    tensors = load_file(out / "agent" / "model.safetensors")
+    assert any(key.startswith("critic/encoder.") for key in tensors), sorted(tensors)[:8]
+    # the fine-tuned pixel policy evaluates on the same observation mode
+    assert main(["eval", "--policy", str(out / "agent" / "policy"), "--obs-mode", "pixels_state", "--episodes", "1",
+                 "--quiet"]) == 0
+    # without --obs-mode the task gives states, which the pixel policy cannot take: a clear error
+    assert main([*argv[:5], str(tmp_path / "run2"), *argv[8:]]) == 2
+    assert "observation" in capsys.readouterr().err
