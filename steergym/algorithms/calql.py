@@ -72,6 +72,7 @@ from steergym.algorithms import state as trainer_state
 from steergym.algorithms.encoders import (
     IMAGE_KEY,
     PixelEncoder,
+    check_encoder_config,
     check_pixel_obs,
     is_image_space,
     observation_layout,
@@ -150,18 +151,7 @@ class CalQLConfig:
     def __post_init__(self) -> None:
         self.actor_hidden = tuple(int(h) for h in self.actor_hidden)
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
-        self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
-        self.encoder_strides = tuple(int(c) for c in self.encoder_strides)
-        if (not self.encoder_channels or len(self.encoder_strides) != len(self.encoder_channels)
-                or min(self.encoder_channels + self.encoder_strides) < 1):
-            raise ValueError(f"CalQLConfig: encoder_channels and encoder_strides must be non-empty, positive and "
-                             f"of one length, got {self.encoder_channels}, {self.encoder_strides}")
-        for name in ("encoder_groups", "spatial_features", "latent_dim"):
-            if int(getattr(self, name)) < 1:
-                raise ValueError(f"CalQLConfig: {name} must be >= 1, got {getattr(self, name)}")
-        if any(c % self.encoder_groups for c in self.encoder_channels):
-            raise ValueError(f"CalQLConfig: encoder_groups {self.encoder_groups} must divide every entry of "
-                             f"encoder_channels {self.encoder_channels} (GroupNorm)")
+        check_encoder_config("CalQLConfig", self)
         for name in ("batch_size", "cql_n_actions", "n_critics", "log_every", "utd", "buffer_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"CalQLConfig: {name} must be >= 1, got {getattr(self, name)}")

@@ -235,24 +235,6 @@ def observation_spec(who: str, space: gym.Space) -> tuple[dict[str, gym.spaces.B
                     for k, box in layout.items()}
 
 
-def check_encoder_config(owner: str, cfg: Any) -> None:
-    """ValueError unless `cfg`'s pixel-encoder fields (encoder_channels, encoder_strides,
-    encoder_groups, spatial_features, latent_dim) describe a valid `PixelEncoder`."""
-    cfg.encoder_channels = tuple(int(c) for c in cfg.encoder_channels)
-    cfg.encoder_strides = tuple(int(c) for c in cfg.encoder_strides)
-    if (not cfg.encoder_channels or len(cfg.encoder_strides) != len(cfg.encoder_channels)
-            or min(cfg.encoder_channels + cfg.encoder_strides) < 1):
-        raise ValueError(f"{owner}: encoder_channels and encoder_strides must be non-empty, positive and of one "
-                         f"length, got {cfg.encoder_channels}, {cfg.encoder_strides}")
-    for name in ("encoder_groups", "spatial_features", "latent_dim"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
-    if any(c % cfg.encoder_groups for c in cfg.encoder_channels):
-        raise ValueError(f"{owner}: encoder_groups {cfg.encoder_groups} must divide every entry of "
-                         f"encoder_channels {cfg.encoder_channels} (GroupNorm)")
-
-
 def chunk_env_of(who: str, env: gym.Env, policy: Any) -> ActionChunkWrapper:
     """`env` as an `ActionChunkWrapper` of the policy's horizon (wrapping it unless it already is one),
     after checking that the policy's spaces fit the primitive env's."""

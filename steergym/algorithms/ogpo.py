@@ -58,7 +58,6 @@ from torch import nn
 from steergym.algorithms.chunk_rl import (
     ChunkTrainer,
     Obs,
-    check_encoder_config,
     concat_rows,
     empty_obs,
     num_rows,
@@ -66,7 +65,14 @@ from steergym.algorithms.chunk_rl import (
     obs_from_arrays,
     take_rows,
 )
-from steergym.algorithms.denoising_chain import ChainNoise, chain_action, chain_log_prob, num_steps, sample_chain
+from steergym.algorithms.denoising_chain import (
+    ChainNoise,
+    chain_action,
+    chain_log_prob,
+    num_steps,
+    sample_chain,
+)
+from steergym.algorithms.encoders import check_encoder_config
 from steergym.policies.config import config_from_dict
 
 FORMAT = "steergym.ogpo-v1"
