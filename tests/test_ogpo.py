@@ -259,6 +259,31 @@ def test_resume_makes_identical_next_updates(bc_flow, tmp_path):
     np.testing.assert_array_equal(agent.replay.data["actions"], resumed.replay.data["actions"])
 
 
+def test_cosine_actor_schedule_warms_up_decays_and_resumes_exactly(bc_flow, tmp_path):
+    cfg = small_config(actor_lr_schedule="cosine", actor_lr=1e-3, actor_lr_end=1e-4, actor_lr_warmup=4,
+                       actor_lr_decay=10, learning_starts=15)
+    assert cfg.actor_lr_at(0) == pytest.approx(2.5e-4)  # linear warm-up from 0
+    assert cfg.actor_lr_at(3) == pytest.approx(1e-3)  # ... reaching actor_lr
+    assert cfg.actor_lr_at(4 + 5) == pytest.approx(5.5e-4)  # half way down the cosine: the mean of both ends
+    assert cfg.actor_lr_at(4 + 10) == cfg.actor_lr_at(10**6) == pytest.approx(1e-4)  # then flat at the end
+    assert small_config().actor_lr_at(5) == small_config().actor_lr  # the default stays constant
+    agent = OGPO(Bandit(), bc_flow, cfg, seed=3)
+    agent.learn(24, progress=False)  # 15 collection steps, then 9 updates (actor steps 0..8)
+    assert agent.updates == 9
+    assert agent.metrics["actor_lr"] == agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(cfg.actor_lr_at(8))
+    agent.save(tmp_path / "ckpt")
+    resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
+    agent.learn(6, progress=False)
+    resumed.learn(6, progress=False)
+    assert agent.metrics == resumed.metrics and agent.metrics["actor_lr"] == pytest.approx(cfg.actor_lr_at(14))
+    for a, b in zip(agent.policy.parameters(), resumed.policy.parameters()):
+        assert torch.equal(a, b)
+    with pytest.raises(ValueError, match="actor_lr_schedule"):
+        small_config(actor_lr_schedule="linear")
+    with pytest.raises(ValueError, match="actor_lr_end"):
+        small_config(actor_lr_end=1.0)
+
+
 def test_bad_inputs_raise_clear_errors(bc_flow, tmp_path):
     with pytest.raises(ValueError, match="DiffusionPolicy or FlowPolicy.*str"):
         OGPO(Bandit(), "not a policy")

@@ -77,6 +77,7 @@ from steergym.policies.config import config_from_dict
 
 FORMAT = "steergym.ogpo-v1"
 Q_REDUCTIONS = ("median", "mean", "trimmed_mean")
+LR_SCHEDULES = ("constant", "cosine")
 TARGET_AGGS = ("mean", "min")
 
 
@@ -105,7 +106,13 @@ class OGPOConfig:
     group_size: int = 32  # yaml group_num_samples G: chains per state
     ppo_batch_size: int = 256  # yaml: states per actor step (a subset of the critic batch)
     clip_epsilon: float = 0.01  # yaml clip_epsilon (multipliers 1.0)
-    actor_lr: float = 4.5e-5  # yaml ppo_lr (the code's cosine schedule is not reproduced: constant)
+    actor_lr: float = 4.5e-5  # yaml ppo_lr
+    # yaml actor scheduler "cosine" (warmup 2000, decay 50000, end 2e-5); whether it drives ppo_lr was not
+    # verified (reference/algorithms.md 5.4), so the default stays constant; "cosine" follows the yaml
+    actor_lr_schedule: str = "constant"
+    actor_lr_warmup: int = 2_000  # yaml: actor updates of linear warm-up from 0
+    actor_lr_decay: int = 50_000  # yaml: actor updates of cosine decay after the warm-up
+    actor_lr_end: float = 2e-5  # yaml: the learning rate after the decay
     tau_actor: float = 0.005  # yaml actor EMA; the EMA actor is PPO's pi_old
     max_grad_norm: float = 1000.0  # yaml
     normalize_log_prob: bool = True  # ogpo.yaml normalize_denoising_horizon + normalize_act_space_dimension
@@ -173,11 +180,31 @@ class OGPOConfig:
             raise ValueError(f"OGPOConfig.critic_hidden must be positive widths, got {self.critic_hidden}")
         if self.q_vr_reduce not in Q_REDUCTIONS:
             raise ValueError(f"OGPOConfig.q_vr_reduce must be one of {Q_REDUCTIONS}, got {self.q_vr_reduce!r}")
+        if self.actor_lr_schedule not in LR_SCHEDULES:
+            raise ValueError(f"OGPOConfig.actor_lr_schedule must be one of {LR_SCHEDULES}, got {self.actor_lr_schedule!r}")
+        for name in ("actor_lr_warmup", "actor_lr_decay"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"OGPOConfig.{name} must be an integer >= 0, got {value!r}")
+        if not (isinstance(self.actor_lr_end, (int, float)) and 0 <= self.actor_lr_end <= self.actor_lr):
+            raise ValueError(f"OGPOConfig.actor_lr_end must be in [0, actor_lr = {self.actor_lr}], got "
+                             f"{self.actor_lr_end!r}")
         if self.target_agg not in TARGET_AGGS:
             raise ValueError(f"OGPOConfig.target_agg must be one of {TARGET_AGGS}, got {self.target_agg!r}")
         if self.chi2 and self.conservative_advantages:
             raise ValueError("OGPOConfig: chi2=True computes its own (penalised, group-centred) advantages; "
                              "set conservative_advantages=False with it")
+
+    def actor_lr_at(self, step: int) -> float:
+        """The actor's learning rate at its `step`-th update (0-based): `actor_lr` ("constant"), or a
+        linear warm-up from 0 over `actor_lr_warmup` updates, then a half-cosine from `actor_lr` to
+        `actor_lr_end` over `actor_lr_decay` updates, then `actor_lr_end` ("cosine")."""
+        if self.actor_lr_schedule == "constant":
+            return self.actor_lr
+        if step < self.actor_lr_warmup:
+            return self.actor_lr * (step + 1) / self.actor_lr_warmup
+        progress = min(1.0, (step - self.actor_lr_warmup) / max(1, self.actor_lr_decay))
+        return self.actor_lr_end + (self.actor_lr - self.actor_lr_end) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
     def chain_noise(self) -> ChainNoise:
         return ChainNoise(flow_sigma=self.flow_sigma, flow_taper=self.flow_taper, diffusion_eta=self.diffusion_eta,
@@ -354,9 +381,12 @@ class OGPO(ChunkTrainer):
         for _ in range(cfg.utd_critic):
             batch = self.replay.sample(self.rng, cfg.batch_size)
             metrics.update(self.critic_update(batch))
-        for _ in range(cfg.utd_actor):
+        for j in range(cfg.utd_actor):
             batch = self.replay.sample(self.rng, cfg.batch_size)
-            metrics.update(self.actor_update(batch))
+            lr = cfg.actor_lr_at(self.updates * cfg.utd_actor + j)  # a function of the counters: resumes exactly
+            for group in self.actor_optimizer.param_groups:
+                group["lr"] = lr
+            metrics.update(self.actor_update(batch), actor_lr=lr)
         return metrics
 
     def td_target(self, batch: dict[str, Any], next_obs_t: Any = None) -> torch.Tensor:
