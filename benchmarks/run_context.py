@@ -21,9 +21,7 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def git_state() -> dict[str, Any]:
-    """Commit of the measured tree and its uncommitted library files."""
-
+def _read_git_state() -> dict[str, Any]:
     def git(*cmd: str) -> str:
         return subprocess.run(["git", *cmd], cwd=REPO, capture_output=True, text=True, check=True).stdout
 
@@ -33,6 +31,16 @@ def git_state() -> dict[str, Any]:
         return {"git_commit": None, "git_dirty_library_files": None}
     return {"git_commit": commit.strip(),
             "git_dirty_library_files": [line[3:] for line in status.splitlines() if line.strip()]}
+
+
+# read when a benchmark starts (it imports this module first): the code it measures, even if the tree
+# moves on while a long run goes (a result written at the end used to name the commit of that moment)
+_AT_START = _read_git_state()
+
+
+def git_state() -> dict[str, Any]:
+    """Commit of the measured tree and its uncommitted library files, as they were when the benchmark started."""
+    return dict(_AT_START)
 
 
 def load_average() -> list[float] | None:
