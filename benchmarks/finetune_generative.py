@@ -48,7 +48,8 @@ RESULTS = REPO / "benchmarks" / "results"
 
 def weak_policy(policy_name: str, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
     """The checkpoint folder and recipe entry of a `weak:NAME` policy, made once under `--work`."""
-    sys.path.insert(0, str(REPO / "recipes"))
+    if str(REPO / "recipes") not in sys.path:
+        sys.path.insert(0, str(REPO / "recipes"))
     from shipped_policies import make_weak
 
     return make_weak(policy_name.removeprefix(WEAK), Path(args.work))
