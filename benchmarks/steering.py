@@ -15,7 +15,7 @@ Usage (from the repository root; each run uses one torch thread, `--jobs` runs i
 
 Results: benchmarks/results/steering.json (rewritten atomically after every finished run, so an
 interrupted benchmark keeps what it finished, and `--resume` skips those runs) and
-benchmarks/results/steering_<task>.png (success curves, mean and min-max band over seeds).
+benchmarks/results/steering_<task>.png (<out stem>_<task>.png; success curves, mean and min-max band over seeds).
 Goal (DSRL paper's claim on our tasks): DSRL reaches >= 0.9 success within 100k env steps and
 beats residual SAC and SAC from scratch at the same budget.
 """
@@ -131,7 +131,8 @@ def wrapper_overhead(steps: int, repeats: int = 5) -> dict[str, Any]:
     return out
 
 
-def plot(results: dict[str, Any]) -> list[str]:
+def plot(results: dict[str, Any], out: Path) -> list[str]:
+    """One success-curve figure per task beside `out`: <out stem>_<task>.png."""
     sys.path.insert(0, str(REPO))
     from steergym.bench.plots import success_curve_plot
 
@@ -143,11 +144,12 @@ def plot(results: dict[str, Any]) -> list[str]:
         if not curves:
             continue
         task = base["env_id"].split("/")[-1].removesuffix("-v0")
-        path = RESULTS / f"steering_{task}.png"
+        path = out.with_name(f"{out.stem}_{task}.png")
         success_curve_plot({("SAC from scratch" if k == "sac" else k): v for k, v in curves.items()}, path,
                            title=f"{task}: success over {results['settings']['eval_episodes']} seeds",
                            reference_lines={f"base {policy_name}": base["success_rate"]})
-        paths.append(str(path.relative_to(REPO)))
+        path = path.resolve()
+        paths.append(str(path.relative_to(REPO)) if path.is_relative_to(REPO) else str(path))
     return paths
 
 
@@ -238,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
                           f"env steps, {row['wall_s']:.0f} s  [{time.perf_counter() - start:.0f} s]", flush=True)
                 results["summary"] = summarise(results)
                 write(results, out)
-        results["plots"] = plot(results)
+        results["plots"] = plot(results, out)
         results["summary"] = summarise(results)
     results["meta"]["load_average_end"] = load_average()
     write(results, out)
