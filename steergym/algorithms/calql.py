@@ -72,7 +72,7 @@ from steergym.algorithms import state as trainer_state
 from steergym.algorithms.encoders import (
     IMAGE_KEY,
     PixelEncoder,
-    check_encoder_config,
+    PixelEncoderConfig,
     check_pixel_obs,
     is_image_space,
     observation_layout,
@@ -96,7 +96,7 @@ Obs = Any  # a (B, o) tensor / array, or for pixel observations a dict {key: (B,
 
 
 @dataclass
-class CalQLConfig:
+class CalQLConfig(PixelEncoderConfig):
     """Cal-QL / CQL hyper-parameters. Sources: nakamotoo/Cal-QL `ConservativeSAC.get_default_config`
     and `conservative_sac_main.py` ("code"), the released run scripts ("scripts"); see
     reference/algorithms.md sections 1.3 and 1.5.
@@ -140,18 +140,11 @@ class CalQLConfig:
     #   (Kitchen: 0.25 offline, i.e. 0.75 online); 1.0 = online data only
     utd: int = 1  # code `online_utd_ratio`: gradient updates per online transition
     buffer_size: int = 1_000_000  # code: online replay capacity (offline data is kept apart)
-    # pixel observations (PTR code, reference/algorithms.md section 2.3); unused for flat observations
-    encoder_channels: tuple[int, ...] = (32, 32, 32)  # ours, CPU-sized (PTR: ResNet-34 `resnet_34_v1`)
-    encoder_strides: tuple[int, ...] = (2, 2, 1)  # ours: 3x3 convs, padding 1
-    encoder_groups: int = 4  # PTR `encoder_norm group`; 4 groups as jaxrl2's ResNetEncoder GroupNorm
-    spatial_features: int = 8  # PTR `use_spatial_learned_embeddings 1`; 8 = jaxrl2 `num_spatial_blocks`
-    latent_dim: int = 64  # PTR: a Dense bottleneck to `latent_dim` after the embeddings; size ours
-    image_augmentation: bool = True  # ours: DrQ's random shift (pad 4) of every training batch's images
 
     def __post_init__(self) -> None:
         self.actor_hidden = tuple(int(h) for h in self.actor_hidden)
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
-        check_encoder_config("CalQLConfig", self)
+        self.check_encoder("CalQLConfig")
         for name in ("batch_size", "cql_n_actions", "n_critics", "log_every", "utd", "buffer_size"):
             if int(getattr(self, name)) < 1:
                 raise ValueError(f"CalQLConfig: {name} must be >= 1, got {getattr(self, name)}")
@@ -469,10 +462,10 @@ class CalQL:
                 self.critic = FusedCritics(self.obs_dim, self.action_dim, cfg.critic_hidden, cfg.n_critics,
                                            cfg.orthogonal_init)
             else:  # separate encoders for the actor and the critics (PTR's encodersep)
-                encoder = self._make_encoder()
+                encoder = self.config.make_encoder(self._layout)
                 self.actor = PixelActor(encoder, TanhGaussianActor(encoder.out_dim, self.action_dim, cfg.actor_hidden,
                                                                    cfg.orthogonal_init))
-                encoder = self._make_encoder()
+                encoder = self.config.make_encoder(self._layout)
                 self.critic = PixelCritics(encoder, FusedCritics(encoder.out_dim, self.action_dim, cfg.critic_hidden,
                                                                  cfg.n_critics, cfg.orthogonal_init))
         self.actor.to(self.device)
@@ -507,11 +500,6 @@ class CalQL:
         self._offline_groups: list[np.ndarray] | None = None  # row indices per mixture group
         self._offline_ratios: tuple[float, ...] = ()
         self._runner: _EnvRunner | None = None
-
-    def _make_encoder(self) -> PixelEncoder:
-        cfg = self.config
-        return PixelEncoder(self._layout, cfg.encoder_channels, cfg.encoder_strides, cfg.encoder_groups,
-                            cfg.spatial_features, cfg.latent_dim)
 
     # ------------------------------------------------------------------------- one update
     def update(self, batch: Batch, metrics: bool = True) -> dict[str, float]:

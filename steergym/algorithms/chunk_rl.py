@@ -52,7 +52,6 @@ from steergym.algorithms import state as trainer_state
 from steergym.algorithms.calql import SHIFT_PAD, FusedCritics, PixelCritics
 from steergym.algorithms.encoders import (
     IMAGE_KEY,
-    PixelEncoder,
     check_pixel_obs,
     is_image_space,
     observation_layout,
@@ -323,18 +322,12 @@ class ChunkTrainer:
         return (loc.detach().to(self.device, torch.float32).clone(),
                 scale.detach().to(self.device, torch.float32).clone())
 
-    def make_encoder(self) -> PixelEncoder:
-        """A fresh `PixelEncoder` of the observation layout, sized by the config's encoder fields."""
-        cfg = self.config
-        return PixelEncoder(self._layout, cfg.encoder_channels, cfg.encoder_strides, cfg.encoder_groups,
-                            cfg.spatial_features, cfg.latent_dim)
-
     def make_critics(self, hidden: tuple[int, ...], n: int, layer_norm: bool) -> nn.Module:
         """A critic ensemble Q(s, a) over flat chunks a (A = H*d) on the device: `FusedCritics` for
         flat observations, `PixelCritics` (its own `PixelEncoder` + a `FusedCritics` head) for pixels."""
         if self._layout is None:
             return FusedCritics(self.obs_dim, self.chunk_dim, hidden, n, layer_norm=layer_norm).to(self.device)
-        encoder = self.make_encoder()
+        encoder = self.config.make_encoder(self._layout)
         head = FusedCritics(encoder.out_dim, self.chunk_dim, hidden, n, layer_norm=layer_norm)
         return PixelCritics(encoder, head).to(self.device)
 

@@ -50,7 +50,7 @@ from torch import nn
 
 from steergym.algorithms.calql import PixelActor, TanhGaussianActor, tanh_gaussian_sample
 from steergym.algorithms.chunk_rl import ChunkTrainer, Obs, _primitive, num_rows
-from steergym.algorithms.encoders import check_encoder_config
+from steergym.algorithms.encoders import PixelEncoderConfig
 from steergym.policies.config import config_from_dict
 from steergym.wrappers.chunk import check_generative
 from steergym.wrappers.noise import NoiseActionWrapper
@@ -59,7 +59,7 @@ FORMAT = "steergym.dsrl-na-v1"
 
 
 @dataclass
-class DSRLNAConfig:
+class DSRLNAConfig(PixelEncoderConfig):
     """DSRL-NA hyper-parameters. Sources: ajwagen/dsrl configs and the DSRL class of its SB3 fork
     (reference/algorithms.md sections 4.2-4.4); "ours" where a CPU or this library needs its own."""
 
@@ -81,17 +81,10 @@ class DSRLNAConfig:
     buffer_size: int = 1_000_000  # DSRL: 2e7, more than any run here fills
     normalize_observations: bool = True  # ours: critics and actor see the base policy's standardised states
     log_every: int = 1000  # ours: updates between progress rows
-    # pixel observations (the critics' and the actor's encoders; unused for flat observations), as CalQLConfig
-    encoder_channels: tuple[int, ...] = (32, 32, 32)  # ours, CPU-sized PTR-style convs (3x3, GroupNorm)
-    encoder_strides: tuple[int, ...] = (2, 2, 1)  # ours
-    encoder_groups: int = 4  # PTR GroupNorm (jaxrl2: 4 groups)
-    spatial_features: int = 8  # PTR learned spatial embeddings (jaxrl2 num_spatial_blocks 8)
-    latent_dim: int = 64  # ours: the bottleneck after the embeddings
-    image_augmentation: bool = True  # ours (DrQ): random shift (pad 4) of the training batches' images
 
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
-        check_encoder_config("DSRLNAConfig", self)
+        self.check_encoder("DSRLNAConfig")
         for name in ("batch_size", "utd", "distill_steps", "n_critics", "buffer_size", "log_every"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
@@ -160,7 +153,7 @@ class DSRLNA(ChunkTrainer):
             if self._layout is None:
                 self.actor = TanhGaussianActor(self.obs_dim, d, config.hidden).to(self.device)
             else:  # its own encoder (PTR's encodersep), as Cal-QL's pixel actor
-                encoder = self.make_encoder()
+                encoder = self.config.make_encoder(self._layout)
                 self.actor = PixelActor(encoder, TanhGaussianActor(encoder.out_dim, d, config.hidden)).to(self.device)
             self.critic_a = self.make_critics(*critic_shape)
             self.critic_w = self.make_critics(*critic_shape)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import gymnasium as gym
@@ -117,22 +118,38 @@ def check_pixel_obs(value: Any, layout: Mapping[str, gym.spaces.Box], space: gym
     return out, single
 
 
-def check_encoder_config(owner: str, cfg: Any) -> None:
-    """ValueError unless `cfg`'s pixel-encoder fields (encoder_channels, encoder_strides,
-    encoder_groups, spatial_features, latent_dim) describe a valid `PixelEncoder`."""
-    cfg.encoder_channels = tuple(int(c) for c in cfg.encoder_channels)
-    cfg.encoder_strides = tuple(int(c) for c in cfg.encoder_strides)
-    if (not cfg.encoder_channels or len(cfg.encoder_strides) != len(cfg.encoder_channels)
-            or min(cfg.encoder_channels + cfg.encoder_strides) < 1):
-        raise ValueError(f"{owner}: encoder_channels and encoder_strides must be non-empty, positive and of one "
-                         f"length, got {cfg.encoder_channels}, {cfg.encoder_strides}")
-    for name in ("encoder_groups", "spatial_features", "latent_dim"):
-        value = getattr(cfg, name)
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
-    if any(c % cfg.encoder_groups for c in cfg.encoder_channels):
-        raise ValueError(f"{owner}: encoder_groups {cfg.encoder_groups} must divide every entry of "
-                         f"encoder_channels {cfg.encoder_channels} (GroupNorm)")
+@dataclass
+class PixelEncoderConfig:
+    """The conv encoder's settings, one base of the trainers' configs (CalQLConfig, OGPOConfig,
+    DSRLNAConfig); unused for flat observations. Sources: PTR (Kumar et al. 2023) and its jaxrl2 code."""
+
+    encoder_channels: tuple[int, ...] = (32, 32, 32)  # ours, CPU-sized (PTR: ResNet-34 `resnet_34_v1`)
+    encoder_strides: tuple[int, ...] = (2, 2, 1)  # ours: 3x3 convs, padding 1
+    encoder_groups: int = 4  # PTR `encoder_norm group`; 4 groups as jaxrl2's ResNetEncoder GroupNorm
+    spatial_features: int = 8  # PTR `use_spatial_learned_embeddings 1`; 8 = jaxrl2 `num_spatial_blocks`
+    latent_dim: int = 64  # PTR: a Dense bottleneck to `latent_dim` after the embeddings; size ours
+    image_augmentation: bool = True  # ours: DrQ's random shift (pad 4) of every training batch's images
+
+    def check_encoder(self, owner: str) -> None:
+        """Normalise the tuples; ValueError naming `owner` unless the fields describe a valid `PixelEncoder`."""
+        self.encoder_channels = tuple(int(c) for c in self.encoder_channels)
+        self.encoder_strides = tuple(int(c) for c in self.encoder_strides)
+        if (not self.encoder_channels or len(self.encoder_strides) != len(self.encoder_channels)
+                or min(self.encoder_channels + self.encoder_strides) < 1):
+            raise ValueError(f"{owner}: encoder_channels and encoder_strides must be non-empty, positive and of "
+                             f"one length, got {self.encoder_channels}, {self.encoder_strides}")
+        for name in ("encoder_groups", "spatial_features", "latent_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+                raise ValueError(f"{owner}.{name} must be an integer >= 1, got {value!r}")
+        if any(c % self.encoder_groups for c in self.encoder_channels):
+            raise ValueError(f"{owner}: encoder_groups {self.encoder_groups} must divide every entry of "
+                             f"encoder_channels {self.encoder_channels} (GroupNorm)")
+
+    def make_encoder(self, layout: Mapping[str, gym.spaces.Box]) -> "PixelEncoder":
+        """A fresh `PixelEncoder` of `layout` with these settings."""
+        return PixelEncoder(layout, self.encoder_channels, self.encoder_strides, self.encoder_groups,
+                            self.spatial_features, self.latent_dim)
 
 
 def conv_output_size(size: int, stride: int, kernel: int = 3, padding: int = 1) -> int:

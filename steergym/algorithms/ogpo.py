@@ -72,7 +72,7 @@ from steergym.algorithms.denoising_chain import (
     num_steps,
     sample_chain,
 )
-from steergym.algorithms.encoders import check_encoder_config
+from steergym.algorithms.encoders import PixelEncoderConfig
 from steergym.policies.config import config_from_dict
 
 FORMAT = "steergym.ogpo-v1"
@@ -82,7 +82,7 @@ TARGET_AGGS = ("mean", "min")
 
 
 @dataclass
-class OGPOConfig:
+class OGPOConfig(PixelEncoderConfig):
     """OGPO hyper-parameters. Sources (reference/algorithms.md section 5): "yaml" =
     OGPO_public ogpo/configs/algos/{common,ogpo}.yaml, "square.sh" = scripts/ogpo/square.sh (taken
     as the paper's default where they differ), "site" = the project page, "DPPO" = irom-lab/dppo.
@@ -139,17 +139,10 @@ class OGPOConfig:
     # --- ours
     normalize_observations: bool = True  # critics see observations standardised by the policy's statistics
     log_every: int = 1000  # updates between rows of progress.csv / `history`
-    # --- pixel observations (the critics' encoder; unused for flat observations), as CalQLConfig
-    encoder_channels: tuple[int, ...] = (32, 32, 32)  # ours, CPU-sized PTR-style convs (3x3, GroupNorm)
-    encoder_strides: tuple[int, ...] = (2, 2, 1)  # ours
-    encoder_groups: int = 4  # PTR GroupNorm (jaxrl2: 4 groups)
-    spatial_features: int = 8  # PTR learned spatial embeddings (jaxrl2 num_spatial_blocks 8)
-    latent_dim: int = 64  # ours: the bottleneck after the embeddings
-    image_augmentation: bool = True  # ours (DrQ): random shift (pad 4) of the critic batches' images
 
     def __post_init__(self) -> None:
         self.critic_hidden = tuple(int(h) for h in self.critic_hidden)
-        check_encoder_config("OGPOConfig", self)
+        self.check_encoder("OGPOConfig")
         ints = ("n_critics", "batch_size", "utd_critic", "buffer_size", "utd_actor", "group_size",
                 "ppo_batch_size", "success_batch_size", "q_vr_samples", "log_every")
         for name in ints:
