@@ -78,7 +78,7 @@ from steergym.algorithms.encoders import (
     observation_layout,
     random_shift,
 )
-from steergym.algorithms.replay import OnlineReplay
+from steergym.algorithms.replay import OnlineReplay, take_rows
 from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
 from steergym.algorithms.steering import TRAIN_SEED_OFFSET
 from steergym.atomic import atomic_folder
@@ -632,7 +632,7 @@ class CalQL:
             for _ in range(int(steps)):
                 index = self._offline_rows(self.config.batch_size)
                 log = (self.step + 1) % self.config.log_every == 0 or self.step + 1 == start + int(steps)
-                metrics = self.update(Batch(**{k: _take(v, index) for k, v in data.items()}), metrics=log)
+                metrics = self.update(Batch(**{k: take_rows(v, index) for k, v in data.items()}), metrics=log)
                 self.offline_steps += 1
                 bar.update(1)
                 if log:
@@ -851,7 +851,7 @@ class CalQL:
         rewards = cfg.transform_reward(result.rewards.astype(np.float64))
         collected = 0
         for i in np.flatnonzero(result.valid):
-            self.replay.add(i, _take(obs, i), action[i], rewards[i], _take(result.next_obs, i), result.terminated[i])
+            self.replay.add(i, take_rows(obs, i), action[i], rewards[i], take_rows(result.next_obs, i), result.terminated[i])
             state.episode_return[i] += float(result.rewards[i])
             state.episode_success[i] = state.episode_success[i] or bool(result.success[i])
             collected += 1
@@ -878,7 +878,7 @@ class CalQL:
         parts = []
         if B - n_online > 0:
             index = self._offline_rows(B - n_online)
-            parts.append({k: _take(v, index) for k, v in self._offline.items()})
+            parts.append({k: take_rows(v, index) for k, v in self._offline.items()})
         if n_online > 0:
             rows = self.replay.sample(self.rng.integers(0, size, n_online))
             parts.append({k: self._obs_tensor(v) for k, v in rows.items()})
@@ -1137,11 +1137,6 @@ def _check_spaces(observation_space: gym.Space, action_space: gym.Space) -> None
         raise ValueError(f"CalQL: needs a 1-D Box action space, got {action_space}")
     if not (np.all(np.isfinite(action_space.low)) and np.all(np.isfinite(action_space.high))):
         raise ValueError(f"CalQL: the action space needs finite bounds, got {action_space}")
-
-
-def _take(value: Any, index: Any) -> Any:
-    """Rows `index` of a tensor / array, or of every entry of a dict of them."""
-    return {k: v[index] for k, v in value.items()} if isinstance(value, dict) else value[index]
 
 
 def _cat(parts: list[Any]) -> Any:

@@ -57,7 +57,7 @@ from steergym.algorithms.encoders import (
     observation_layout,
     random_shift,
 )
-from steergym.algorithms.replay import MIN_ROWS, ObsSpec
+from steergym.algorithms.replay import MIN_ROWS, ObsSpec, empty_obs, take_rows
 from steergym.algorithms.run_files import append_csv, write_json
 from steergym.atomic import atomic_folder
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
@@ -73,21 +73,9 @@ Obs = Any  # a batch of observations: (B, o) float32, or {key: (B, *shape)} arra
 
 
 # ------------------------------------------------------------------------- observation batches
-def empty_obs(spec: ObsSpec, rows: int) -> Obs:
-    """Zeros for `rows` observations of `spec` (a flat size, or {key: (shape, dtype)})."""
-    if isinstance(spec, dict):
-        return {k: np.zeros((rows, *shape), dtype) for k, (shape, dtype) in spec.items()}
-    return np.zeros((rows, spec), np.float32)
-
-
 def num_rows(obs: Obs) -> int:
     """B of a batch (arrays or tensors, or a dict of them)."""
     return int((next(iter(obs.values())) if isinstance(obs, dict) else obs).shape[0])
-
-
-def take_rows(obs: Obs, index: Any) -> Obs:
-    """Rows `index` (an index array or a slice) of a batch, key by key for dicts."""
-    return {k: v[index] for k, v in obs.items()} if isinstance(obs, dict) else obs[index]
 
 
 def concat_rows(a: Obs, b: Obs) -> Obs:

@@ -69,9 +69,7 @@ class OnlineReplay:
         self.set_num_envs(num_envs)
 
     def _empty_obs(self, rows: int) -> Any:
-        if isinstance(self.obs_spec, dict):
-            return {k: np.zeros((rows, *shape), dtype) for k, (shape, dtype) in self.obs_spec.items()}
-        return np.zeros((rows, self.obs_spec), np.float32)
+        return empty_obs(self.obs_spec, rows)
 
     def _reserve(self, rows: int) -> None:
         """Grow every array to hold at least `rows` rows (a power of two >= MIN_ROWS, at most capacity)."""
@@ -138,7 +136,7 @@ class OnlineReplay:
 
     def sample(self, index: np.ndarray) -> dict[str, np.ndarray]:
         """Rows `index` (< size) of every field (observations: arrays or dicts of arrays)."""
-        return {name: _rows(getattr(self, name), index) for name in FIELDS}
+        return {name: take_rows(getattr(self, name), index) for name in FIELDS}
 
     # ------------------------------------------------------------------------ persistence
     def state(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
@@ -173,5 +171,13 @@ class OnlineReplay:
         return buffer
 
 
-def _rows(value: Any, index: np.ndarray) -> Any:
+def empty_obs(spec: ObsSpec, rows: int) -> Any:
+    """Zeros for `rows` observations of `spec` (a flat size, or {key: (shape, dtype)})."""
+    if isinstance(spec, dict):
+        return {k: np.zeros((rows, *shape), dtype) for k, (shape, dtype) in spec.items()}
+    return np.zeros((rows, spec), np.float32)
+
+
+def take_rows(value: Any, index: Any) -> Any:
+    """Rows `index` (an index array or a slice) of an array / tensor, key by key for a dict of them."""
     return {k: v[index] for k, v in value.items()} if isinstance(value, dict) else value[index]
