@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from steergym.algorithms.denoising_chain import ChainNoise, chain_log_prob, sample_chain
+from steergym.algorithms.chunk_rl import ObsActionRing
 from steergym.algorithms.ogpo import (
     OGPO,
     OGPOConfig,
@@ -181,6 +182,42 @@ def _filled_agent(policy, steps=40, **overrides):
     return agent
 
 
+def _replace_success_buffer(agent, obs, chunks):
+    agent.success = ObsActionRing(agent.config.buffer_size, agent._obs_spec, agent.chunk_dim)
+    for obs_row, chunk in zip(obs, chunks):
+        agent.success.add(obs=obs_row, actions=chunk)
+
+
+def test_success_buffer_keeps_the_newest_chunks_in_a_ring_and_resumes_with_its_position(bc_flow, tmp_path):
+    agent = OGPO(Bandit(), bc_flow, small_config(learning_starts=10_000, buffer_size=8), seed=0)
+    agent.learn(5, progress=False)
+    chunks = np.linspace(-1, 1, 11, dtype=np.float32)[:, None]
+    _replace_success_buffer(agent, np.arange(11, dtype=np.float32)[:, None], chunks)
+    assert agent.success.size == 8 and agent.success.pos == 3  # 11 rows through a ring of 8: 3 overwritten
+    assert sorted(agent.success_actions[:, 0]) == sorted(chunks[3:, 0])
+    assert sorted(agent.success_obs[:, 0]) == list(range(3, 11))  # each chunk keeps its own observation
+    agent.save(tmp_path / "ckpt")
+    resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
+    assert (resumed.success.size, resumed.success.pos) == (8, 3)
+    np.testing.assert_array_equal(resumed.success_actions, agent.success_actions)
+    resumed.success.add(obs=np.full(1, 99, np.float32), actions=np.full(1, 0.5, np.float32))
+    assert resumed.success_obs[3, 0] == 99 and 3.0 not in resumed.success_obs[:, 0]  # the oldest goes next
+
+
+def test_a_checkpoint_from_before_the_success_ring_still_loads(bc_flow, tmp_path):
+    agent = OGPO(Bandit(), bc_flow, small_config(learning_starts=10_000), seed=0)
+    agent.learn(5, progress=False)
+    _replace_success_buffer(agent, np.zeros((4, 1), np.float32), np.full((4, 1), 0.5, np.float32))
+    agent.save(tmp_path / "ckpt")
+    replay_file = tmp_path / "ckpt" / "replay.npz"
+    with np.load(replay_file) as saved:
+        old_format = {k: saved[k] for k in saved.files if k != "success/meta"}  # what earlier versions wrote
+    np.savez(replay_file, **old_format)
+    resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
+    assert (resumed.success.size, resumed.success.pos) == (4, 4)
+    np.testing.assert_array_equal(resumed.success_actions, agent.success_actions)
+
+
 def test_success_buffer_bc_adds_the_bc_loss_and_raises_the_likelihood_of_successes(bc_flow):
     agent_on = _filled_agent(bc_flow, success_buffer_bc=True, bc_coef=1.0)
     agent_off = _filled_agent(bc_flow, success_buffer_bc=False)
@@ -200,7 +237,7 @@ def test_success_buffer_bc_adds_the_bc_loss_and_raises_the_likelihood_of_success
         return float(policy.loss(np.zeros((64, 1), np.float32), chunks, generator=gen).detach())
 
     before = bc_loss(agent_on.policy)
-    agent_on.success_obs, agent_on.success_actions = success
+    _replace_success_buffer(agent_on, *success)
     for _ in range(15):
         agent_on.actor_update(agent_on.replay.sample(agent_on.rng, 32))
         agent_off.actor_update(agent_off.replay.sample(agent_off.rng, 32))
@@ -245,7 +282,7 @@ def test_resume_makes_identical_next_updates(bc_flow, tmp_path):
     cfg = small_config(learning_starts=15)
     agent = OGPO(Bandit(), bc_flow, cfg, seed=3)
     agent.learn(30, progress=False)
-    agent.success_obs, agent.success_actions = np.zeros((5, 1), np.float32), np.full((5, 1), 0.5, np.float32)
+    _replace_success_buffer(agent, np.zeros((5, 1), np.float32), np.full((5, 1), 0.5, np.float32))
     agent.save(tmp_path / "ckpt")
     resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
     assert resumed.num_timesteps == agent.num_timesteps == 30 and resumed.replay.size == 30

@@ -78,11 +78,6 @@ def num_rows(obs: Obs) -> int:
     return int((next(iter(obs.values())) if isinstance(obs, dict) else obs).shape[0])
 
 
-def concat_rows(a: Obs, b: Obs) -> Obs:
-    """The rows of `a`, then those of `b` (numpy; key by key for dicts)."""
-    return {k: np.concatenate([a[k], b[k]]) for k in a} if isinstance(a, dict) else np.concatenate([a, b])
-
-
 def obs_arrays(prefix: str, obs: Obs) -> dict[str, np.ndarray]:
     """A batch as named arrays for a .npz file: `prefix` (flat), or `prefix/key` per key."""
     if isinstance(obs, dict):
@@ -196,6 +191,25 @@ class ChunkReplay:
             for saved, target in _pairs(value, store):
                 target[:size] = saved
         self.size, self.pos = size, pos
+
+
+class ObsActionRing(ChunkReplay):
+    """A `ChunkReplay` of (obs, actions) rows only, e.g. OGPO's buffer of chunks from successful
+    episodes: written one row at a time into the same growing ring, never rebuilt by concatenation
+    (with image observations a rebuild copied the whole buffer on every successful episode)."""
+
+    FIELDS = ("obs", "actions")
+
+    def _empty(self, rows: int) -> dict[str, Any]:
+        return {"obs": empty_obs(self.obs_spec, rows), "actions": np.zeros((rows, self.action_dim), np.float32)}
+
+    @property
+    def rows(self) -> int:
+        return len(self.data["actions"])
+
+    def filled(self) -> tuple[Obs, np.ndarray]:
+        """(obs, actions) of the rows written so far, oldest slot first (views, not copies)."""
+        return take_rows(self.data["obs"], slice(0, self.size)), self.data["actions"][:self.size]
 
 
 def _pairs(a: Any, b: Any) -> list[tuple[np.ndarray, np.ndarray]]:

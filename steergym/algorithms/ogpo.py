@@ -58,11 +58,8 @@ from torch import nn
 from steergym.algorithms.chunk_rl import (
     ChunkTrainer,
     Obs,
-    concat_rows,
-    empty_obs,
+    ObsActionRing,
     num_rows,
-    obs_arrays,
-    obs_from_arrays,
     take_rows,
 )
 from steergym.algorithms.denoising_chain import (
@@ -314,8 +311,7 @@ class OGPO(ChunkTrainer):
         self.critic_optimizer = torch.optim.AdamW(self.critic.parameters(), lr=config.critic_lr,
                                                   weight_decay=config.critic_weight_decay)
         self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.actor_lr)
-        self.success_obs: Obs = empty_obs(self._obs_spec, 0)
-        self.success_actions = np.zeros((0, self.chunk_dim), np.float32)
+        self.success = ObsActionRing(config.buffer_size, self._obs_spec, self.chunk_dim)
         self._episode_slots: list[int] = []
 
     # ----------------------------------------------------------------------------- sampling
@@ -486,14 +482,24 @@ class OGPO(ChunkTrainer):
                 "clip_frac": float(clipped), "grad_norm": float(grad_norm),
                 "success_buffer": float(len(self.success_actions))}
 
+    @property
+    def success_obs(self) -> Obs:
+        """Observations of the success buffer's chunks, (N, o) or {key: (N, *shape)} (a view)."""
+        return self.success.filled()[0]
+
+    @property
+    def success_actions(self) -> np.ndarray:
+        """The success buffer's chunks (N, H * d) in [-1, 1] units (a view)."""
+        return self.success.filled()[1]
+
     def _success_batch(self, batch: dict[str, Any]) -> tuple[Obs, np.ndarray]:
         """(obs, chunks) for the BC term: from the success buffer, or the replay batch while it is empty."""
-        size = len(self.success_actions)
+        size = self.success.size
         if size == 0:
             n = min(self.config.success_batch_size, len(batch["actions"]))
             return take_rows(batch["obs"], slice(0, n)), batch["actions"][:n]
         index = self.rng.integers(0, size, self.config.success_batch_size)
-        return take_rows(self.success_obs, index), self.success_actions[index]
+        return take_rows(self.success.data["obs"], index), self.success.data["actions"][index]
 
     # ---------------------------------------------------------------------- success buffer
     def _episode_start(self) -> None:
@@ -503,11 +509,9 @@ class OGPO(ChunkTrainer):
         self._episode_slots.append(slot)
 
     def _episode_end(self, success: bool) -> None:
-        if success and self._episode_slots:
-            slots, keep = np.asarray(self._episode_slots), slice(-self.config.buffer_size, None)
-            new_obs, new_actions = take_rows(self.replay.data["obs"], slots), self.replay.data["actions"][slots]
-            self.success_obs = take_rows(concat_rows(self.success_obs, new_obs), keep)
-            self.success_actions = np.concatenate([self.success_actions, new_actions])[keep]
+        if success:
+            for slot in self._episode_slots:
+                self.success.add(obs=take_rows(self.replay.data["obs"], slot), actions=self.replay.data["actions"][slot])
         self._episode_slots = []
 
     # ------------------------------------------------------------------------- persistence
@@ -521,15 +525,17 @@ class OGPO(ChunkTrainer):
         return {"actor_optim": self.actor_optimizer, "critic_optim": self.critic_optimizer}
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
-        return {**obs_arrays("success/obs", self.success_obs), "success/actions": self.success_actions}
+        return self.success.arrays("success")
 
     def _restore_extra_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
         actions = arrays["success/actions"]
         if actions.ndim != 2 or actions.shape[1] != self.chunk_dim:
             raise ValueError(f"{where}: success buffer actions have shape {actions.shape}, "
                              f"expected (N, {self.chunk_dim})")
-        obs = obs_from_arrays(arrays, "success/obs", self._obs_spec, f"{where} (success buffer)", len(actions))
-        self.success_obs, self.success_actions = obs, actions.astype(np.float32)
+        if "success/meta" not in arrays:  # checkpoints before the ring: rows oldest first, none overwritten
+            size, capacity = len(actions), self.success.capacity
+            arrays = {**arrays, "success/meta": np.array([size, size % capacity, capacity], np.int64)}
+        self.success.restore(arrays, "success", f"{where} (success buffer)")
 
     @classmethod
     def load(cls, path: str | Any, env: gym.Env | None = None, device: str | torch.device = "cpu") -> "OGPO":
