@@ -47,13 +47,16 @@ def run_one(policy_name: str, method: str, seed: int, env_steps: int, eval_every
 
     torch.set_num_threads(1)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    from steergym.algorithms.steering import SteeringConfig, train_steering
+    from steergym.algorithms.steering import SteeringConfig, observation_stats, train_steering
     from steergym.policies.zoo import load_shipped, shipped_policies
 
     env_id = shipped_policies()[policy_name].env_ids[0]
-    policy = load_shipped(policy_name) if method != "sac" else None
-    result = train_steering(env_id, method, policy, SteeringConfig.from_dict(config), env_steps=env_steps,
-                            eval_every=eval_every, eval_episodes=eval_episodes, seed=seed, progress=False)
+    base = load_shipped(policy_name)
+    # SAC from scratch has no base policy but gets the same input normalisation (the base policy's
+    # BC-data mean / std) as DSRL and residual SAC: the comparison is of methods, not of inputs.
+    result = train_steering(env_id, method, base if method != "sac" else None, SteeringConfig.from_dict(config),
+                            env_steps=env_steps, eval_every=eval_every, eval_episodes=eval_episodes, seed=seed,
+                            obs_stats=observation_stats(base), progress=False)
     return {"policy": policy_name, "env_id": env_id, "method": method, "seed": seed,
             "env_steps": result.env_steps, "agent_steps": result.agent_steps, "wall_s": round(result.wall_s, 1),
             "final_success": result.curve[-1]["success_rate"],
