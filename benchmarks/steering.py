@@ -52,11 +52,16 @@ def run_one(policy_name: str, method: str, seed: int, env_steps: int, eval_every
 
     env_id = shipped_policies()[policy_name].env_ids[0]
     base = load_shipped(policy_name)
+
+    def report(row: dict[str, Any]) -> None:  # one line per evaluation: long runs show their progress
+        print(f"  {policy_name} {method} seed {seed}: {row['env_steps']:,d} env steps, success "
+              f"{row['success_rate']:.2f}, {row['wall_s']:.0f} s", flush=True)
+
     # SAC from scratch has no base policy but gets the same input normalisation (the base policy's
     # BC-data mean / std) as DSRL and residual SAC: the comparison is of methods, not of inputs.
     result = train_steering(env_id, method, base if method != "sac" else None, SteeringConfig.from_dict(config),
                             env_steps=env_steps, eval_every=eval_every, eval_episodes=eval_episodes, seed=seed,
-                            obs_stats=observation_stats(base), progress=False)
+                            obs_stats=observation_stats(base), progress=False, on_eval=report)
     return {"policy": policy_name, "env_id": env_id, "method": method, "seed": seed,
             "env_steps": result.env_steps, "agent_steps": result.agent_steps, "wall_s": round(result.wall_s, 1),
             "final_success": result.curve[-1]["success_rate"],
