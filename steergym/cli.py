@@ -541,6 +541,10 @@ def _add_steering_trainer(trainers, method: str, text: str) -> None:
         p.add_argument("--policy", default="widowx-carrot-diffusion", metavar="NAME|DIR",
                        help="base policy: a shipped name (steergym policies) or a checkpoint folder "
                        "(default: widowx-carrot-diffusion)")
+    else:
+        p.add_argument("--normalize-like", metavar="NAME|DIR", default=None,
+                       help="normalise observations with this base policy's statistics, as dsrl and residual "
+                       "do with theirs (compare methods on equal inputs; default: raw observations)")
     p.add_argument("--out", required=True, metavar="DIR", help="run folder")
     p.add_argument("--env-steps", type=_positive_int, default=50_000, help="budget in env steps (default: 50000)")
     p.add_argument("--minutes", type=float, default=None, help="also stop after this many minutes")
@@ -594,7 +598,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def _train_steering(args: argparse.Namespace) -> int:
-    from steergym.algorithms.steering import SteeringConfig, train_steering
+    from steergym.algorithms.steering import SteeringConfig, observation_stats, train_steering
     from steergym.policies.zoo import resolve_policy
 
     overrides = {"gradient_steps": args.gradient_steps, "batch_size": args.batch_size,
@@ -610,8 +614,15 @@ def _train_steering(args: argparse.Namespace) -> int:
         policy.name = args.policy
     elif env_id is None:
         raise ValueError("--env is required for sac (there is no base policy to take the task from)")
+    obs_stats = None
+    if args.trainer == "sac" and args.normalize_like is not None:
+        reference, _ = resolve_policy(args.normalize_like, env_id, seed=args.seed)
+        obs_stats = observation_stats(reference)
+        if obs_stats is None:
+            raise ValueError(f"--normalize-like {args.normalize_like}: that policy has no observation "
+                             "normaliser (an image-observation policy?)")
     env_kwargs = {"obs_mode": args.obs_mode} if args.obs_mode else {}
-    result = train_steering(env_id, args.trainer, policy, config, env_steps=args.env_steps,
+    result = train_steering(env_id, args.trainer, policy, config, env_steps=args.env_steps, obs_stats=obs_stats,
                             time_budget_s=None if args.minutes is None else 60.0 * args.minutes,
                             eval_every=args.eval_every, eval_episodes=args.eval_episodes, seed=args.seed,
                             out=args.out, progress=not args.quiet, env_kwargs=env_kwargs)

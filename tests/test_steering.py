@@ -134,6 +134,21 @@ def test_cli_train_dsrl_then_eval_the_steered_policy(tmp_path, capsys):
     assert "--env is required" in capsys.readouterr().err
 
 
+def test_cli_train_sac_normalises_like_a_base_policy_only_when_asked(tmp_path, lift_policy):
+    from steergym.algorithms.steering import observation_stats
+
+    common = ["--env", LIFT, "--env-steps", "30", "--eval-every", "30", "--eval-episodes", "1", "--hidden", "8",
+              "--batch-size", "8", "--quiet"]
+    assert main(["train", "sac", "--out", str(tmp_path / "raw"), *common]) == 0
+    assert main(["train", "sac", "--out", str(tmp_path / "norm"), "--normalize-like", "widowx-lift-diffusion",
+                 *common]) == 0
+    assert load_steered(tmp_path / "raw" / "policy").obs_stats is None
+    mean, std = load_steered(tmp_path / "norm" / "policy").obs_stats
+    expected_mean, expected_std = observation_stats(lift_policy)
+    np.testing.assert_allclose(mean, expected_mean, rtol=1e-6)
+    np.testing.assert_allclose(std, expected_std, rtol=1e-6)
+
+
 def test_demo_writes_table_video_plot_and_results(tmp_path, capsys):
     out = tmp_path / "demo"
     code = main(["demo", "--policy", "widowx-lift-diffusion", "--minutes", "0.05", "--episodes", "2",
