@@ -59,6 +59,16 @@ def test_steered_policy_round_trip_gives_identical_actions(tmp_path, lift_policy
         obs, *_ = env.step(a)
 
 
+def test_a_run_without_a_folder_leaves_no_sb3_log_folders(tmp_path, monkeypatch, lift_policy):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))  # where SB3's default logger would go
+    monkeypatch.chdir(tmp_path)
+    result = train_steering(LIFT, "sac", None, SteeringConfig(**TINY), env_steps=30, eval_every=30,
+                            eval_episodes=1, progress=False)
+    assert result.env_steps == 30 and sorted(tmp_path.glob("SB3-*")) == []
+
+
 def test_same_seed_same_run_and_another_seed_differs(tmp_path, lift_policy):
     first = _run(tmp_path, lift_policy, seed=1, name="a")
     again = _run(tmp_path, lift_policy, seed=1, name="b")

@@ -205,7 +205,7 @@ def train_steering(
     the first one ends).
     """
     from stable_baselines3 import SAC
-    from stable_baselines3.common.logger import configure
+    from stable_baselines3.common.logger import Logger, configure
     from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
     config = config or SteeringConfig()
@@ -272,7 +272,9 @@ def train_steering(
         verbose=0,
     )
     model.env.seed(TRAIN_SEED_OFFSET + seed)  # after SAC(seed=...), which seeds the env with `seed`
-    if run_dir is not None:
+    if run_dir is None:  # SB3's default logger would make an empty /tmp/SB3-<date> folder every run
+        model.set_logger(Logger(folder=None, output_formats=[]))
+    else:
         run_dir.mkdir(parents=True, exist_ok=True)
         model.set_logger(configure(str(run_dir), ["csv", "tensorboard"]))
         write_json(run_dir / "run.json", {
