@@ -12,6 +12,7 @@ Usage (from the repository root; each run uses one torch thread, `--jobs` runs i
     python benchmarks/steering.py                                    # 2 tasks x 3 seeds, 100k steps
     python benchmarks/steering.py --env-steps 20000 --seeds 0 --jobs 2
     python benchmarks/steering.py --sections overhead
+    python benchmarks/steering.py --sections report --out benchmarks/results/steering_100k.json  # re-plot
 
 Results: benchmarks/results/steering.json (rewritten atomically after every finished run, so an
 interrupted benchmark keeps what it finished, and `--resume` skips those runs) and
@@ -37,6 +38,7 @@ from run_context import REPO, cpu_name, git_state, load_average  # benchmarks/ i
 
 DEFAULT_POLICIES = ("widowx-carrot-diffusion", "widowx-lift-diffusion")
 METHODS = ("dsrl", "residual", "sac")
+LABELS = {"dsrl": "DSRL (SAC on noise)", "residual": "residual SAC", "sac": "SAC from scratch"}
 RESULTS = REPO / "benchmarks" / "results"
 
 
@@ -153,7 +155,7 @@ def plot(results: dict[str, Any], out: Path) -> list[str]:
             continue
         task = base["env_id"].split("/")[-1].removesuffix("-v0")
         path = out.with_name(f"{out.stem}_{task}.png")
-        success_curve_plot({("SAC from scratch" if k == "sac" else k): v for k, v in curves.items()}, path,
+        success_curve_plot({LABELS[k]: v for k, v in curves.items()}, path,
                            title=f"{task}: success over {results['settings']['eval_episodes']} seeds",
                            reference_lines={f"base {policy_name}": base["success_rate"]})
         path = path.resolve()
@@ -172,12 +174,15 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
                 finals = [r["final_success"] for r in runs]
                 rows[method] = {"seeds": len(runs), "final_mean": sum(finals) / len(finals),
                                 "final_per_seed": finals, "best_mean": sum(r["best_success"] for r in runs) / len(runs)}
+        seeds = {rows[m]["seeds"] if m in rows else 0 for m in METHODS}
+        complete = len(seeds) == 1 and seeds != {0}  # every method run on the same number of seeds
         dsrl = rows.get("dsrl", {}).get("final_mean")
         others = [rows[m]["final_mean"] for m in ("residual", "sac") if m in rows]
         summary[policy_name] = {
             "base": base["success_rate"], **rows,
             "goal_dsrl_at_least": goal,
-            "goal_met": bool(dsrl is not None and dsrl >= goal and all(dsrl > o for o in others)),
+            # None until all three methods have the same seeds: a partial protocol decides nothing
+            "goal_met": bool(dsrl >= goal and all(dsrl > o for o in others)) if complete else None,
         }
     return summary
 
@@ -200,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--base-episodes", type=int, default=100)
     parser.add_argument("--config", default="{}", help="SteeringConfig overrides as JSON, e.g. '{\"gradient_steps\": 2}'")
     parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
-    parser.add_argument("--sections", nargs="+", default=["runs", "overhead"], choices=["runs", "overhead"])
+    parser.add_argument("--sections", nargs="+", default=["runs", "overhead"], choices=["runs", "overhead", "report"],
+                        help="report: only redo the summary and plots of --out's finished runs")
     parser.add_argument("--overhead-steps", type=int, default=2000)
     parser.add_argument("--out", default=str(RESULTS / "steering.json"))
     parser.add_argument("--resume", action="store_true", help="keep finished runs of --out with the same settings")
@@ -212,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     if out.exists():
         results = json.loads(out.read_text())
+    if args.sections == ["report"]:
+        if not results.get("runs"):
+            parser.error(f"--sections report: {out} holds no finished runs")
+        results["summary"], results["plots"] = summarise(results), plot(results, out)
+        write(results, out)
+        print(json.dumps(results["summary"], indent=1))
+        return 0
     if not (args.resume and results.get("settings") == settings):
         results = {"overhead": results.get("overhead")} if "runs" in args.sections else results
         results.update(settings=settings, base={}, runs=[])

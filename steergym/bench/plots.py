@@ -39,8 +39,9 @@ def success_curve_plot(
             continue
         x = np.array([row[x_key] for row in seeds[0]], dtype=float)
         ys = np.array([np.interp(x, [r[x_key] for r in s], [r[y_key] for r in s]) for s in seeds])
-        line, = ax.plot(x, ys.mean(axis=0), marker="o", markersize=3, label=f"{label} (n={len(seeds)})"
-                        if len(seeds) > 1 else label)
+        # seed counts are shown whenever curves are compared (a 1-seed curve beside a 3-seed band)
+        shown = f"{label} (n={len(seeds)})" if len(seeds) > 1 or len(curves) > 1 else label
+        line, = ax.plot(x, ys.mean(axis=0), marker="o", markersize=3, label=shown)
         if len(seeds) > 1:
             ax.fill_between(x, ys.min(axis=0), ys.max(axis=0), color=line.get_color(), alpha=0.2)
     for i, (label, value) in enumerate((reference_lines or {}).items()):
@@ -49,7 +50,7 @@ def success_curve_plot(
     ax.set_ylabel("success rate")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="best", fontsize=8)
     if title:
         ax.set_title(title, fontsize=10)
     fig.tight_layout()
