@@ -172,8 +172,11 @@ def summarise(results: dict[str, Any]) -> dict[str, Any]:
             runs = [r for r in results["runs"] if r["policy"] == policy_name and r["method"] == method]
             if runs:
                 finals = [r["final_success"] for r in runs]
+                # mean success over a run's evaluations (0 to the budget): sample efficiency in one number
+                curve_means = [sum(row["success_rate"] for row in r["curve"]) / len(r["curve"]) for r in runs]
                 rows[method] = {"seeds": len(runs), "final_mean": sum(finals) / len(finals),
-                                "final_per_seed": finals, "best_mean": sum(r["best_success"] for r in runs) / len(runs)}
+                                "final_per_seed": finals, "best_mean": sum(r["best_success"] for r in runs) / len(runs),
+                                "curve_mean": sum(curve_means) / len(runs), "curve_mean_per_seed": curve_means}
         seeds = {rows[m]["seeds"] if m in rows else 0 for m in METHODS}
         complete = len(seeds) == 1 and seeds != {0}  # every method run on the same number of seeds
         dsrl = rows.get("dsrl", {}).get("final_mean")
