@@ -221,7 +221,9 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     if out.exists():
         results = json.loads(out.read_text())
-    if args.sections == ["report"]:
+    if "report" in args.sections:
+        if args.sections != ["report"]:
+            parser.error("--sections report redraws finished runs; give it alone (runs already ends with a report)")
         if not results.get("runs"):
             parser.error(f"--sections report: {out} holds no finished runs")
         results["summary"], results["plots"] = summarise(results), plot(results, out)

@@ -216,6 +216,9 @@ def test_a_checkpoint_from_before_the_success_ring_still_loads(bc_flow, tmp_path
     resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
     assert (resumed.success.size, resumed.success.pos) == (4, 4)
     np.testing.assert_array_equal(resumed.success_actions, agent.success_actions)
+    np.savez(replay_file, **{**old_format, "success/actions": np.zeros((4, 3), np.float32)})  # foreign width
+    with pytest.raises(ValueError, match=r"success buffer.*success/actions has shape \(4, 3\)"):
+        OGPO.load(tmp_path / "ckpt", env=Bandit())
 
 
 def test_success_buffer_bc_adds_the_bc_loss_and_raises_the_likelihood_of_successes(bc_flow):

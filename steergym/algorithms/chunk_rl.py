@@ -135,7 +135,7 @@ class ChunkReplay:
     @property
     def rows(self) -> int:
         """Rows allocated so far (<= capacity)."""
-        return len(self.data["rewards"])
+        return len(self.data["actions"])
 
     def _reserve(self, rows: int) -> None:
         """Grow every array to hold at least `rows` rows (a power of two >= MIN_ROWS, at most capacity)."""
@@ -202,10 +202,6 @@ class ObsActionRing(ChunkReplay):
 
     def _empty(self, rows: int) -> dict[str, Any]:
         return {"obs": empty_obs(self.obs_spec, rows), "actions": np.zeros((rows, self.action_dim), np.float32)}
-
-    @property
-    def rows(self) -> int:
-        return len(self.data["actions"])
 
     def filled(self) -> tuple[Obs, np.ndarray]:
         """(obs, actions) of the rows written so far, oldest slot first (views, not copies)."""

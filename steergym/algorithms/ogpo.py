@@ -480,7 +480,7 @@ class OGPO(ChunkTrainer):
                 "adv_abs": float(terms["advantages"].abs().mean()),
                 "adv_zero": float((terms["advantages"] == 0).float().mean()),
                 "clip_frac": float(clipped), "grad_norm": float(grad_norm),
-                "success_buffer": float(len(self.success_actions))}
+                "success_buffer": float(self.success.size)}
 
     @property
     def success_obs(self) -> Obs:
@@ -528,12 +528,8 @@ class OGPO(ChunkTrainer):
         return self.success.arrays("success")
 
     def _restore_extra_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
-        actions = arrays["success/actions"]
-        if actions.ndim != 2 or actions.shape[1] != self.chunk_dim:
-            raise ValueError(f"{where}: success buffer actions have shape {actions.shape}, "
-                             f"expected (N, {self.chunk_dim})")
         if "success/meta" not in arrays:  # checkpoints before the ring: rows oldest first, none overwritten
-            size, capacity = len(actions), self.success.capacity
+            size, capacity = len(arrays["success/actions"]), self.success.capacity
             arrays = {**arrays, "success/meta": np.array([size, size % capacity, capacity], np.int64)}
         self.success.restore(arrays, "success", f"{where} (success buffer)")
 

@@ -58,7 +58,7 @@ class OnlineReplay:
         else:
             self.obs_spec = self.obs_dim = int(obs_dim)
         self.discount, self.failure_reward = float(discount), failure_reward
-        self.obs, self.next_obs = self._empty_obs(0), self._empty_obs(0)
+        self.obs, self.next_obs = empty_obs(self.obs_spec, 0), empty_obs(self.obs_spec, 0)
         self.actions = np.zeros((0, self.action_dim), np.float32)
         self.rewards = np.zeros(0, np.float32)
         self.terminals = np.zeros(0, np.float32)
@@ -67,9 +67,6 @@ class OnlineReplay:
         self.pos = 0  # next ring slot
         self.episodes = 0  # finished episodes inserted so far
         self.set_num_envs(num_envs)
-
-    def _empty_obs(self, rows: int) -> Any:
-        return empty_obs(self.obs_spec, rows)
 
     def _reserve(self, rows: int) -> None:
         """Grow every array to hold at least `rows` rows (a power of two >= MIN_ROWS, at most capacity)."""
