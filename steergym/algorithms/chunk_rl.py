@@ -57,7 +57,7 @@ from steergym.algorithms.encoders import (
     observation_layout,
     random_shift,
 )
-from steergym.algorithms.replay import MIN_ROWS, ObsSpec, empty_obs, take_rows
+from steergym.algorithms.replay import ObsSpec, empty_obs, grow_rows, ring_rows, take_rows
 from steergym.algorithms.run_files import append_csv, write_json
 from steergym.atomic import atomic_folder
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
@@ -138,15 +138,11 @@ class ChunkReplay:
         return len(self.data["actions"])
 
     def _reserve(self, rows: int) -> None:
-        """Grow every array to hold at least `rows` rows (a power of two >= MIN_ROWS, at most capacity)."""
-        have = self.rows
-        if rows <= have:
+        """Grow every array to hold at least `rows` rows (see `ring_rows`)."""
+        if rows <= self.rows:
             return
-        new = self._empty(min(self.capacity, max(MIN_ROWS, 1 << (int(rows) - 1).bit_length())))
-        for key in self.FIELDS:
-            for old, grown in _pairs(self.data[key], new[key]):
-                grown[:have] = old
-        self.data = new
+        size = ring_rows(rows, self.capacity)
+        self.data = {key: grow_rows(value, size) for key, value in self.data.items()}
 
     def add(self, **row: Any) -> int:
         """Store one transition (obs / next_obs: one observation, a dict for pixels); returns its slot."""

@@ -69,20 +69,12 @@ class OnlineReplay:
         self.set_num_envs(num_envs)
 
     def _reserve(self, rows: int) -> None:
-        """Grow every array to hold at least `rows` rows (a power of two >= MIN_ROWS, at most capacity)."""
-        have = len(self.rewards)
-        if rows <= have:
+        """Grow every array to hold at least `rows` rows (see `ring_rows`)."""
+        if rows <= len(self.rewards):
             return
-        size = min(self.capacity, max(MIN_ROWS, 1 << (int(rows) - 1).bit_length()))
-
-        def grown(old: np.ndarray) -> np.ndarray:
-            new = np.zeros((size, *old.shape[1:]), old.dtype)
-            new[:have] = old
-            return new
-
+        size = ring_rows(rows, self.capacity)
         for name in FIELDS:
-            value = getattr(self, name)
-            setattr(self, name, {k: grown(v) for k, v in value.items()} if isinstance(value, dict) else grown(value))
+            setattr(self, name, grow_rows(getattr(self, name), size))
 
     def set_num_envs(self, num_envs: int) -> None:
         """(Re)start the pending lists for `num_envs` envs; any episode in progress is dropped."""
@@ -166,6 +158,21 @@ class OnlineReplay:
                 target[:size] = value
         buffer.size, buffer.pos, buffer.episodes = size, int(meta["pos"]), int(meta["episodes"])
         return buffer
+
+
+def ring_rows(needed: int, capacity: int) -> int:
+    """Rows a growing ring allocates to hold `needed` rows: the next power of two, at least
+    MIN_ROWS, at most `capacity`."""
+    return min(int(capacity), max(MIN_ROWS, 1 << (int(needed) - 1).bit_length()))
+
+
+def grow_rows(value: Any, rows: int) -> Any:
+    """A copy of `value` (an array, or a dict of arrays) with `rows` rows: the old rows first, zeros after."""
+    if isinstance(value, dict):
+        return {k: grow_rows(v, rows) for k, v in value.items()}
+    grown = np.zeros((rows, *value.shape[1:]), value.dtype)
+    grown[:len(value)] = value
+    return grown
 
 
 def empty_obs(spec: ObsSpec, rows: int) -> Any:
