@@ -285,8 +285,8 @@ def test_unknown_kwarg_raises_type_error_listing_options(env_id):
     ],
     ids=["obs_mode", "reward_type", "render_mode", "camera", "image_size"],
 )
-@pytest.mark.filterwarnings("ignore:.*render_mode='video' that is not in the possible render_modes")  # gymnasium's,
-# before our ValueError
+# gymnasium warns about the unknown render_mode before our ValueError is raised
+@pytest.mark.filterwarnings("ignore:.*render_mode='video' that is not in the possible render_modes")
 def test_bad_option_raises_value_error(kwargs, words):
     with pytest.raises(ValueError) as excinfo:
         gym.make("steergym/WidowXPushCube-v0", **kwargs)
