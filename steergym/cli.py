@@ -14,7 +14,7 @@
     steergym train ogpo|dsrl-na --policy NAME|DIR --out DIR [--env ID] [--obs-mode M] [--env-steps N] [--resume] ...
     steergym train ptr --prior NAME [--prior NAME ...] --target NAME --out DIR [--demos 10] [--resume] ...
     steergym train vgps --dataset NAME [--dataset NAME ...] --out DIR [--steps N] [--resume] ...
-    steergym demo [--policy NAME] [--minutes M] [--episodes N] [--out DIR]
+    steergym demo [--policy NAME] [--env-steps N] [--minutes M] [--episodes N] [--seed S] [--out DIR]
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
                      [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
@@ -768,32 +768,44 @@ def _train_calql(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------ demo
 def _add_demo(sub) -> None:
-    from steergym.bench.demo import DEFAULT_POLICY
+    from steergym.bench.demo import DEFAULTS
 
     p = sub.add_parser(
         "demo", help="steer a shipped diffusion policy with DSRL on the CPU (before/after, video, plot)",
-        description="Evaluate a shipped base policy, train DSRL (SB3 SAC in its noise space) for a few "
-        "minutes, evaluate the steered policy on the same seeds, and write results.json, "
-        "learning_curve.png and side_by_side.mp4 to --out. About --minutes + 1.5 minutes in all.",
+        description="Evaluate a shipped base policy, train DSRL (SB3 SAC in its noise space) for a budget "
+        "in env steps, evaluate the steered policy on the same reset seeds, and write results.json, "
+        "learning_curve.png and side_by_side.mp4 to --out. About 6-8 minutes on 2 cores at the defaults; "
+        "deterministic given --seed.",
     )
-    p.add_argument("--policy", default=DEFAULT_POLICY, metavar="NAME|DIR",
-                   help=f"shipped diffusion/flow policy or checkpoint folder (default: {DEFAULT_POLICY})")
-    p.add_argument("--minutes", type=float, default=6.0, help="DSRL training budget in minutes (default: 6)")
-    p.add_argument("--episodes", type=_positive_int, default=50, help="evaluation episodes (default: 50)")
+    p.add_argument("--policy", default=DEFAULTS.policy, metavar="NAME|DIR",
+                   help=f"shipped diffusion/flow policy or checkpoint folder (default: {DEFAULTS.policy})")
+    p.add_argument("--env-steps", type=_positive_int, default=None, metavar="N",
+                   help=f"DSRL training budget in env steps (default: {DEFAULTS.env_steps:,d}, "
+                   "or none when only --minutes is given)")
+    p.add_argument("--minutes", type=float, default=None,
+                   help="wall-clock training budget; alone it replaces the env-step budget, with --env-steps "
+                   "training stops at whichever ends first (not reproducible: depends on the machine's load)")
+    p.add_argument("--utd", type=_positive_int, default=DEFAULTS.gradient_steps,
+                   help=f"SAC updates per agent step (default: {DEFAULTS.gradient_steps})")
+    p.add_argument("--episodes", type=_positive_int, default=DEFAULTS.episodes,
+                   help=f"evaluation episodes, reset seeds 0..N-1 (default: {DEFAULTS.episodes})")
     p.add_argument("--out", default="steergym-demo", metavar="DIR", help="output folder (default: steergym-demo)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
     p.add_argument("--video-episodes", type=_positive_int, default=3, metavar="K")
-    p.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads (default: torch's)")
+    p.add_argument("--threads", type=_positive_int, default=DEFAULTS.threads,
+                   help=f"torch CPU threads (default: {DEFAULTS.threads}, fixed so runs repeat exactly)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from steergym.bench.demo import run_demo
+    from steergym.bench.demo import DEFAULTS, run_demo
 
-    if not args.minutes > 0:
+    if args.minutes is not None and not args.minutes > 0:
         raise ValueError(f"--minutes must be > 0, got {args.minutes}")
-    run_demo(args.policy, minutes=args.minutes, episodes=args.episodes, out=args.out, seed=args.seed,
-             video_episodes=args.video_episodes, progress=not args.quiet, threads=args.threads)
+    env_steps = args.env_steps if args.env_steps is not None or args.minutes is not None else DEFAULTS.env_steps
+    run_demo(args.policy, env_steps=env_steps, minutes=args.minutes, episodes=args.episodes, out=args.out,
+             seed=args.seed, video_episodes=args.video_episodes, progress=not args.quiet, threads=args.threads,
+             gradient_steps=args.utd)
     return 0
 
 

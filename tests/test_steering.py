@@ -161,14 +161,19 @@ def test_cli_train_sac_normalises_like_a_base_policy_only_when_asked(tmp_path, l
 
 def test_demo_writes_table_video_plot_and_results(tmp_path, capsys):
     out = tmp_path / "demo"
-    code = main(["demo", "--policy", "widowx-lift-diffusion", "--minutes", "0.05", "--episodes", "2",
-                 "--video-episodes", "1", "--out", str(out), "--quiet"])
+    code = main(["demo", "--policy", "widowx-lift-diffusion", "--env-steps", "60", "--episodes", "2",
+                 "--video-episodes", "1", "--out", str(out), "--quiet", "--threads", "1"])
     assert code == 0
     text = capsys.readouterr().out
-    assert "base policy" in text and "DSRL, after training" in text
+    # the printed report says what ran and what the numbers mean, then the table
+    assert "What ran:" in text and "steergym/WidowXLiftCube-v0 \"lift the red cube\"" in text
+    assert "same 2 reset seeds (0..1)" in text and "Wilson interval" in text
+    assert "base policy (noise w ~ N(0, I))" in text and "DSRL-steered (noise from SAC)" in text
     results = json.loads((out / "results.json").read_text())
     assert results["env_id"] == LIFT and results["base"]["episodes"] == 2
-    assert results["dsrl"]["env_steps"] > 0 and results["dsrl"]["curve"][0]["env_steps"] == 0
+    assert results["budget"] == {"env_steps": 60, "minutes": None} and results["threads"] == 1
+    assert results["dsrl"]["env_steps"] >= 60 and results["dsrl"]["curve"][0]["env_steps"] == 0
+    assert results["separated"] == (results["steered"]["ci_low"] > results["base"]["ci_high"])
     import imageio.v3 as iio
 
     frames = iio.imread(out / "side_by_side.mp4")
@@ -178,6 +183,34 @@ def test_demo_writes_table_video_plot_and_results(tmp_path, capsys):
     assert frames.ndim == 4 and frames.shape[1:3] == (height, 2 * width)  # base | DSRL side by side
     assert (out / "learning_curve.png").stat().st_size > 10_000
     assert load_steered(out / "run" / "policy").method == "dsrl"
+
+
+def test_demo_is_deterministic_given_its_seed(tmp_path):
+    from steergym.bench.demo import run_demo
+
+    def once(name: str, seed: int) -> dict:
+        torch.manual_seed(1234 + len(name))  # a different global torch state before each run must not matter
+        np.random.seed(len(name))
+        run_demo("widowx-lift-diffusion", env_steps=120, episodes=3, out=tmp_path / name, seed=seed,
+                 video_episodes=1, progress=False, threads=1, config=SteeringConfig(**TINY, gradient_steps=2),
+                 eval_every=60, log=lambda *_: None)
+        results = json.loads((tmp_path / name / "results.json").read_text())
+        curve = [{k: v for k, v in row.items() if k != "wall_s"} for row in results["dsrl"]["curve"]]
+        weights = (tmp_path / name / "run" / "policy" / "actor.safetensors").read_bytes()
+        return {"base": results["base"], "steered": results["steered"], "curve": curve, "weights": weights}
+
+    first, again, other = once("a", 0), once("bb", 0), once("c", 1)
+    assert first == again  # same seed: same evaluations, same curve, byte-identical trained actor
+    assert other["weights"] != first["weights"]  # the seed does reach training
+
+
+def test_demo_refuses_a_missing_budget(tmp_path):
+    from steergym.bench.demo import run_demo
+
+    with pytest.raises(ValueError, match="env_steps, minutes or both"):
+        run_demo(env_steps=None, minutes=None, out=tmp_path)
+    with pytest.raises(ValueError, match="env_steps must be an integer >= 1, got 0"):
+        run_demo(env_steps=0, out=tmp_path)
 
 
 def test_learner_reward_is_the_task_reward_minus_the_offset_per_env_step(lift_policy):
