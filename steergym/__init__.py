@@ -11,7 +11,11 @@ import sys
 if sys.platform.startswith("linux") and not os.environ.get("DISPLAY"):
     os.environ.setdefault("MUJOCO_GL", "egl")
 
+from steergym import forking  # noqa: E402
 from steergym.registry import ENVS, env_ids, register_all  # noqa: E402
+
+# Forked workers (gymnasium's AsyncVectorEnv default) would hang in torch's OpenMP pool otherwise.
+forking.install()
 
 __version__ = "0.1.0"
 __all__ = ["ENVS", "__version__", "env_ids", "register_all"]

@@ -1,9 +1,12 @@
 """`steergym serve` (the robot server) and `steergym robot ...` (operator commands), for `steergym.cli`.
 
     steergym serve [--backend sim|interbotix] [--task ID] [--host 127.0.0.1] [--port 5566]
-                   [--token-file ~/.config/steergym/robot_token] [--log-dir robot_logs] [safety options]
+                   [--token-file ~/.config/steergym/robot_token] [--log-dir DIR] [safety options]
     steergym robot status|estop|clear-estop [--host H] [--port P] [--token-file F]
-    steergym robot export LOG_DIR --dataset-id NAME [--root DIR] [--overwrite]
+    steergym robot export [LOG_DIR] --dataset-id NAME [--root DIR] [--overwrite]
+
+The episode journals go to `steergym.paths.robot_log_dir()` unless --log-dir / LOG_DIR says otherwise:
+$STEERGYM_DATA_DIR/robot_logs, else $XDG_DATA_HOME/steergym/robot_logs (~/.local/share/...).
 """
 
 from __future__ import annotations
@@ -56,7 +59,8 @@ def add_serve(sub) -> None:
     p.add_argument("--wrist-camera", action="store_true", help="sim: add the wrist camera (pixels_state)")
     p.add_argument("--camera-index", type=int, default=0, help="interbotix: OpenCV camera index")
     _link_options(p)
-    p.add_argument("--log-dir", default="robot_logs", help="episode journals go here (default ./robot_logs)")
+    p.add_argument("--log-dir", default=None, help="episode journals go here (default: $STEERGYM_DATA_DIR/"
+                   "robot_logs, else $XDG_DATA_HOME/steergym/robot_logs, XDG_DATA_HOME being ~/.local/share if unset)")
     p.add_argument("--fsync", action="store_true", help="force each log record to disk (survives power loss)")
     p.add_argument("--exclusive", action="store_true",
                    help="refuse a second client while one is connected (default: the newer client pre-empts)")
@@ -95,7 +99,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: server.stop())
     print(f"steergym serve: ready on tcp://{args.host}:{server.port} ({args.task}, backend {args.backend}, "
-          f"token {token_file}, logs {args.log_dir})", flush=True)
+          f"token {token_file}, logs {server.log_dir})", flush=True)
     server.serve_forever()
     print("steergym serve: stopped; the arm is at its safe pose" if server.at_safe_pose
           else "steergym serve: stopped", flush=True)
@@ -112,7 +116,7 @@ def add_robot(sub) -> None:
         _link_options(actions.add_parser(name, help=text, description=text))
     e = actions.add_parser("export", help="write logged episodes as a Minari dataset",
                            description="Write every episode journal in LOG_DIR as one Minari dataset.")
-    e.add_argument("log_dir")
+    e.add_argument("log_dir", nargs="?", default=None, help="the journals' folder (default: serve's default)")
     e.add_argument("--dataset-id", required=True, help="e.g. steergym/real-carrot/robot-v0")
     e.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
     e.add_argument("--overwrite", action="store_true")
@@ -120,10 +124,12 @@ def add_robot(sub) -> None:
 
 def cmd_robot(args: argparse.Namespace) -> int:
     if args.action == "export":
+        from steergym.paths import robot_log_dir
         from steergym.robot.episode_log import export_logs, log_files
 
-        folder = export_logs(args.log_dir, args.dataset_id, root=args.root, overwrite=args.overwrite)
-        print(f"{args.dataset_id}: {len(log_files(args.log_dir))} logged episodes -> {folder}")
+        log_dir = args.log_dir if args.log_dir is not None else robot_log_dir()
+        folder = export_logs(log_dir, args.dataset_id, root=args.root, overwrite=args.overwrite)
+        print(f"{args.dataset_id}: {len(log_files(log_dir))} logged episodes -> {folder}")
         return 0
     import sys
 

@@ -33,6 +33,7 @@ from typing import Any
 import numpy as np
 import zmq
 
+from steergym.paths import robot_log_dir
 from steergym.robot import protocol
 from steergym.robot.episode_log import LOG_SUFFIX, EpisodeLog, plain_info
 from steergym.robot.protocol import ProtocolError
@@ -52,7 +53,8 @@ class RobotServer:
         token: the shared secret (a client's hello must carry it).
         host, port: where to bind; host defaults to loopback. port 0 picks a free port (see `.port`).
         limits: the `SafetyLimits` enforced on every step.
-        log_dir: folder of the episode journals.
+        log_dir: folder of the episode journals (default: `steergym.paths.robot_log_dir()`,
+            $STEERGYM_DATA_DIR/robot_logs or ~/.local/share/steergym/robot_logs).
         fsync: force every journal record to disk (survives power loss; slower steps).
         exclusive: refuse a second client while one is connected ("busy") instead of letting the
             newer authenticated client pre-empt it (the default: the old session ends, the arm goes
@@ -60,14 +62,15 @@ class RobotServer:
     """
 
     def __init__(self, backend, token: str, *, host: str = "127.0.0.1", port: int = protocol.DEFAULT_PORT,
-                 limits: SafetyLimits | None = None, log_dir: str | Path = "robot_logs", fsync: bool = False,
+                 limits: SafetyLimits | None = None, log_dir: str | Path | None = None, fsync: bool = False,
                  exclusive: bool = False) -> None:
         if not token:
             raise ValueError("RobotServer: an empty token would let anyone drive the arm")
         self.backend, self.limits = backend, limits or SafetyLimits()
         self._token = token.encode()
         self.safety = SafetyFilter(self.limits, backend.scale_pos, backend.scale_rot)
-        self.log_dir, self.fsync, self.exclusive = Path(log_dir), fsync, exclusive
+        self.log_dir = Path(log_dir) if log_dir is not None else robot_log_dir()
+        self.fsync, self.exclusive = fsync, exclusive
         self._preempted: dict[str, str] = {}  # recent pre-empted sessions -> when (for their error message)
         self.context = zmq.Context()
         self.socket = self.context.socket(zmq.ROUTER)
