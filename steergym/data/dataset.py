@@ -207,14 +207,24 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None):
 
 
 def read_metadata(dataset_id: str, root: str | os.PathLike | None = None) -> dict[str, Any]:
-    """The steergym.json of a dataset, or {} for a foreign Minari dataset."""
+    """The steergym.json of a dataset, or {} for a foreign Minari dataset.
+
+    Raises ValueError naming the dataset and the file when it is not a JSON object (bad bytes,
+    bad JSON, another value) or its "episode_quality" is not a list of labels.
+    """
     path = datasets_root(root) / dataset_id / STEERGYM_METADATA
     if not path.exists():
         return {}
     try:
-        return json.loads(path.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"dataset {dataset_id!r}: {path} is not valid JSON: {exc}") from exc
+        metadata = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+        raise ValueError(f"dataset {dataset_id!r}: {path} is not valid JSON: {type(exc).__name__}: {exc}") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(f"dataset {dataset_id!r}: {path} must hold a JSON object, got {type(metadata).__name__}")
+    qualities = metadata.get("episode_quality", [])
+    if not (isinstance(qualities, list) and all(isinstance(q, str) for q in qualities)):
+        raise ValueError(f"dataset {dataset_id!r}: {path}: episode_quality must be a list of labels, got {qualities!r:.80}")
+    return metadata
 
 
 def load_episodes(
@@ -247,10 +257,15 @@ def load_episodes(
                 raise ValueError(f"dataset {dataset_id!r} episode {ep.id}: field {name!r} missing or not {n} long")
         if not np.all(np.isfinite(ep.actions)) or not np.all(np.isfinite(ep.rewards)):
             raise ValueError(f"dataset {dataset_id!r} episode {ep.id}: non-finite actions or rewards")
+        observations = _dense(ep.observations)
+        for key, array in (observations.items() if isinstance(observations, dict) else [("", observations)]):
+            if array.dtype.kind == "f" and not np.all(np.isfinite(array)):  # a NaN would poison every critic target
+                where = f" ({key!r})" if key else ""
+                raise ValueError(f"dataset {dataset_id!r} episode {ep.id}: non-finite observations{where}")
         successes = np.asarray(infos.get("is_success", np.zeros(n, dtype=bool)), dtype=bool)
         episodes.append(
             Episode(
-                observations=_dense(ep.observations),
+                observations=observations,
                 actions=np.asarray(ep.actions, dtype=np.float32),
                 rewards=np.asarray(ep.rewards, dtype=np.float64),
                 terminations=np.asarray(ep.terminations, dtype=bool),

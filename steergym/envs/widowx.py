@@ -4,8 +4,9 @@ Action (7,) float32 in [-1, 1], the BridgeData convention scaled to a normalised
     a[0:3]  end-effector delta x, y, z in the base frame       x 0.05 m   (per 0.2 s step)
     a[3:6]  delta roll, pitch, yaw about the base axes          x 0.25 rad (about the tcp point)
     a[6]    gripper command: -1 fully closed ... +1 fully open (absolute, not a delta)
-Finite values outside [-1, 1] are clipped; NaN/inf or a wrong shape raise ValueError. Deltas are
-added to the previous *target* pose, which is clipped to the workspace box (see `ControlLimits`).
+Finite values outside [-1, 1] are clipped; NaN/inf, non-numbers (strings, complex, None) or a wrong
+shape raise ValueError. Deltas are added to the previous *target* pose, which is clipped to the
+workspace box (see `ControlLimits`).
 Control runs at 5 Hz: one step is 0.2 s = 50 physics steps of 4 ms; the servo set-points ramp
 linearly to the new IK solution over the first 60% of the step and hold it for the rest.
 
@@ -23,6 +24,8 @@ from __future__ import annotations
 
 import atexit
 import functools
+import math
+import numbers
 import os
 import sys
 import weakref
@@ -92,24 +95,33 @@ class WidowXEnv(gym.Env):
         _check_choice(name, "obs_mode", obs_mode, OBS_MODES)
         _check_choice(name, "reward_type", reward_type, REWARD_TYPES)
         _check_choice(name, "render_mode", render_mode, (None, *self.metadata["render_modes"]))
-        for label, size in (("image_size", image_size), ("render_size", render_size)):
-            if len(size) != 2 or min(int(v) for v in size) < 8:
-                raise ValueError(f"{name}: {label} must be (height, width) >= 8 pixels, got {size!r}")
+        sizes = {label: _check_size(name, label, size) for label, size in (("image_size", image_size),
+                                                                            ("render_size", render_size))}
+        for label, flag in (("wrist_camera", wrist_camera), ("terminate_on_success", terminate_on_success)):
+            if not isinstance(flag, (bool, np.bool_)):
+                raise TypeError(f"{name}: {label} must be True or False, got {flag!r} ({type(flag).__name__})")
+        if control_limits is not None and not isinstance(control_limits, ControlLimits):
+            raise TypeError(f"{name}: control_limits must be a steergym.envs.controller.ControlLimits or None, got "
+                            f"{control_limits!r} ({type(control_limits).__name__})")
         if render_mode == "human" and not _has_display():
             raise RuntimeError(
                 f"{name}: render_mode='human' opens a window and needs a display (DISPLAY/WAYLAND_DISPLAY "
                 "is unset); use render_mode='rgb_array' (headless, MUJOCO_GL=egl) instead"
             )
         self.obs_mode, self.reward_type, self.render_mode = obs_mode, reward_type, render_mode
-        self.image_size = (int(image_size[0]), int(image_size[1]))
-        self.render_size = (int(render_size[0]), int(render_size[1]))
-        self.camera, self.render_camera, self.wrist_camera = camera, render_camera, wrist_camera
-        self.terminate_on_success = terminate_on_success
+        self.image_size, self.render_size = sizes["image_size"], sizes["render_size"]
+        self.camera, self.render_camera, self.wrist_camera = camera, render_camera, bool(wrist_camera)
+        self.terminate_on_success = bool(terminate_on_success)
 
         self.model = build_model(self.objects)
         self.data = mujoco.MjData(self.model)
-        for cam in (camera, render_camera):
-            _check_choice(name, "camera", cam, tuple(self.model.camera(i).name for i in range(self.model.ncam)))
+        for label, cam in (("camera", camera), ("render_camera", render_camera)):
+            _check_choice(name, label, cam, tuple(self.model.camera(i).name for i in range(self.model.ncam)))
+        framebuffer = (int(self.model.vis.global_.offheight), int(self.model.vis.global_.offwidth))
+        for label, size in sizes.items():  # MuJoCo's offscreen buffer: a larger image fails at the first render
+            if size[0] > framebuffer[0] or size[1] > framebuffer[1]:
+                raise ValueError(f"{name}: {label}={size} exceeds the offscreen framebuffer (height, width) "
+                                 f"{framebuffer} of the model")
         self.controller = EndEffectorController(self.model, control_limits or ControlLimits())
         self._arm_qpos_adr = self.controller.qpos_adr
         self._finger_qpos_adr = self.model.jnt_qposadr[
@@ -431,6 +443,24 @@ def _has_display() -> bool:
     if sys.platform.startswith("linux"):
         return bool(os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY"))
     return True  # macOS and Windows always have a window server
+
+
+def _check_size(env_name: str, option: str, size: Any) -> tuple[int, int]:
+    """`size` as (height, width) ints >= 8, or a ValueError naming the option and the value."""
+    try:
+        height, width = size
+        ok = all(_whole(v) and v >= 8 for v in (height, width))
+    except (TypeError, ValueError):  # not a pair
+        ok = False
+    if not ok:
+        raise ValueError(f"{env_name}: {option} must be (height, width), two whole numbers >= 8 pixels, got {size!r}")
+    return int(height), int(width)
+
+
+def _whole(v: Any) -> bool:
+    if isinstance(v, (bool, np.bool_)):
+        return False
+    return isinstance(v, numbers.Integral) or (isinstance(v, numbers.Real) and math.isfinite(v) and float(v).is_integer())
 
 
 def _check_choice(env_name: str, option: str, value: Any, choices: tuple) -> None:

@@ -5,7 +5,10 @@ config.json holds the format tag and version, the policy kind and `PolicyConfig`
 (training recipe, measured success). Loading rebuilds the architecture from the config and refuses
 anything that does not match exactly: another format, an unknown kind, missing or extra tensors,
 wrong shapes or dtypes, non-finite weights, a weights file whose hash differs (tampered), or spaces
-that differ from the env the policy is meant for. Nothing is ever unpickled.
+that differ from the env the policy is meant for. Nothing is ever unpickled. The config is not
+covered by the hash, so it is checked field by field, and the architecture it describes is built
+on PyTorch's "meta" device (no memory) and compared with the weights file's header before the real
+policy is allocated: a corrupt or hostile config cannot make the loader allocate gigabytes.
 
 Writes go to a temporary sibling folder renamed into place, so a crash never leaves half a checkpoint.
 """
@@ -89,8 +92,8 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
         raise ValueError(f"{path}: not a steergym checkpoint (needs {CONFIG_FILE} and {WEIGHTS_FILE})")
     try:
         config = json.loads(config_path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ValueError(f"{config_path}: not valid JSON ({exc})") from exc
+    except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:  # RecursionError: nested too deep
+        raise ValueError(f"{config_path}: not valid JSON ({type(exc).__name__}: {exc})") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT:
         found = config.get("format") if isinstance(config, dict) else type(config).__name__
         raise ValueError(f"{config_path}: not a steergym policy checkpoint (format {found!r}, expected {FORMAT!r})")
@@ -103,8 +106,14 @@ def read_config(path: str | os.PathLike) -> dict[str, Any]:
                if k not in config]
     if missing:
         raise ValueError(f"{config_path}: missing fields {missing}")
-    if config["kind"] not in policy_classes():
+    if not isinstance(config["kind"], str) or config["kind"] not in policy_classes():
         raise ValueError(f"{config_path}: unknown policy kind {config['kind']!r}; known: {sorted(policy_classes())}")
+    if not isinstance(config.get("metadata", {}), dict):
+        raise ValueError(f"{config_path}: metadata must be a JSON object, got {config['metadata']!r}")
+    for key in ("observation_space", "action_space"):
+        problem = _space_json_problem(config[key])
+        if problem:
+            raise ValueError(f"{config_path}: invalid spaces or policy_config ({key}: {problem})")
     return config
 
 
@@ -118,7 +127,6 @@ def load_policy(path: str | os.PathLike, env: gym.Env | None = None, *,
             spaces that differ from the env's (the message names the file and the difference).
     """
     from minari.serialization import deserialize_space
-    from safetensors import SafetensorError
     from safetensors.torch import load_file
 
     from steergym.policies.config import PolicyConfig
@@ -132,8 +140,9 @@ def load_policy(path: str | os.PathLike, env: gym.Env | None = None, *,
         obs_space = deserialize_space(json.dumps(config["observation_space"]))
         act_space = deserialize_space(json.dumps(config["action_space"]))
         policy_config = PolicyConfig.from_dict(config["policy_config"])
-    except (ValueError, TypeError, KeyError, NotImplementedError) as exc:
-        raise ValueError(f"{path / CONFIG_FILE}: invalid spaces or policy_config ({exc})") from exc
+    except (ValueError, TypeError, KeyError, NotImplementedError, AssertionError, OverflowError) as exc:
+        raise ValueError(f"{path / CONFIG_FILE}: invalid spaces or policy_config "
+                         f"({type(exc).__name__}: {exc})") from exc
     if env is not None:
         observation_space = observation_space or env.observation_space
         action_space = action_space or env.action_space
@@ -141,28 +150,92 @@ def load_policy(path: str | os.PathLike, env: gym.Env | None = None, *,
                                     ("action", action_space, act_space)):
         if expected is not None and not _same_space(expected, stored):
             raise ValueError(f"{path}: the policy's {label} space {stored} does not match the env's {expected}")
-    policy = policy_classes()[config["kind"]](obs_space, act_space, policy_config, seed=seed)
+    cls = policy_classes()[config["kind"]]
+    # The architecture the config describes is built without memory first ("meta" tensors) and
+    # compared with the weights file's header, so a config asking for a huge network (a corrupt or
+    # hostile hidden_dim) is refused before anything that size is allocated.
+    try:
+        with torch.device("meta"):
+            skeleton = cls(obs_space, act_space, policy_config, seed=seed)
+    except (ValueError, TypeError, RuntimeError) as exc:
+        raise ValueError(f"{path / CONFIG_FILE}: cannot build the policy it describes ({exc})") from exc
+    _check_tensors(weights_path, _header_tensors(weights_path),
+                   {k: (tuple(v.shape), v.dtype) for k, v in skeleton.state_dict().items()})
+    policy = cls(obs_space, act_space, policy_config, seed=seed)
     try:
         tensors = load_file(str(weights_path))
-    except (SafetensorError, OSError, ValueError) as exc:
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: the file is at fault
         raise ValueError(f"{weights_path}: unreadable safetensors file ({exc})") from exc
     expected_state = policy.state_dict()
-    missing, extra = sorted(set(expected_state) - set(tensors)), sorted(set(tensors) - set(expected_state))
-    if missing or extra:
-        raise ValueError(f"{weights_path}: tensors do not match the architecture (missing {missing}, unexpected {extra})")
+    _check_tensors(weights_path, {k: (tuple(v.shape), v.dtype) for k, v in tensors.items()},
+                   {k: (tuple(v.shape), v.dtype) for k, v in expected_state.items()})
     for name, value in tensors.items():
-        want = expected_state[name]
-        if value.shape != want.shape or value.dtype != want.dtype:
-            raise ValueError(
-                f"{weights_path}: tensor {name!r} is {tuple(value.shape)} {value.dtype}, "
-                f"expected {tuple(want.shape)} {want.dtype}"
-            )
         if value.is_floating_point() and not torch.isfinite(value).all():
             raise ValueError(f"{weights_path}: tensor {name!r} contains NaN or inf")
     policy.load_state_dict(tensors)
     policy.metadata = dict(config.get("metadata", {}))
     policy.checkpoint_path = str(path)
     return policy
+
+
+# safetensors' dtype names -> torch's
+_SAFETENSORS_DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16, "BF16": torch.bfloat16,
+                       "I64": torch.int64, "I32": torch.int32, "I16": torch.int16, "I8": torch.int8,
+                       "U8": torch.uint8, "BOOL": torch.bool}
+
+
+def _header_tensors(weights_path: Path) -> dict[str, tuple[tuple[int, ...], Any]]:
+    """name -> (shape, dtype) from a safetensors file's header, without reading the tensors."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(weights_path), framework="pt") as f:
+            return {name: (tuple(f.get_slice(name).get_shape()),
+                           _SAFETENSORS_DTYPES.get(f.get_slice(name).get_dtype(), f.get_slice(name).get_dtype()))
+                    for name in f.keys()}
+    except Exception as exc:  # noqa: BLE001 - SafetensorError, OSError, ...: the file is at fault
+        raise ValueError(f"{weights_path}: unreadable safetensors file ({exc})") from exc
+
+
+def _check_tensors(weights_path: Path, stored: dict[str, tuple], expected: dict[str, tuple]) -> None:
+    """ValueError naming the file and the first difference between stored and expected (shape, dtype)."""
+    missing, extra = sorted(set(expected) - set(stored)), sorted(set(stored) - set(expected))
+    if missing or extra:
+        raise ValueError(f"{weights_path}: tensors do not match the architecture (missing {missing}, unexpected {extra})")
+    for name, (shape, dtype) in stored.items():
+        want_shape, want_dtype = expected[name]
+        if shape != want_shape or dtype != want_dtype:
+            raise ValueError(f"{weights_path}: tensor {name!r} is {shape} {dtype}, expected {want_shape} {want_dtype}")
+
+
+def _space_json_problem(spec: Any, depth: int = 0) -> str:
+    """Why a stored space cannot be a policy's (Box, or Dict of Boxes, as `save_policy` writes them,
+    bounds written out in full), or ''. Checked before minari builds the space, so a small JSON
+    file cannot make it allocate a huge Box (a scalar bound broadcast to a huge shape)."""
+    if not isinstance(spec, dict):
+        return f"a space must be a JSON object, got {type(spec).__name__}"
+    if spec.get("type") == "Dict" and depth == 0:
+        subspaces = spec.get("subspaces")
+        if not isinstance(subspaces, dict) or not subspaces:
+            return "a Dict space needs a non-empty 'subspaces' object"
+        for key, sub in subspaces.items():
+            problem = _space_json_problem(sub, depth + 1)
+            if problem:
+                return f"{key}: {problem}"
+        return ""
+    if spec.get("type") != "Box":
+        return f"expected a Box (or a Dict of Boxes), got type {spec.get('type')!r}"
+    shape = spec.get("shape")
+    if not (isinstance(shape, list) and all(isinstance(n, int) and not isinstance(n, bool) and n >= 0 for n in shape)):
+        return f"Box shape must be a list of non-negative integers, got {shape!r}"
+    for bound in ("low", "high"):
+        try:
+            stored = np.shape(spec.get(bound))
+        except ValueError:  # ragged nested lists
+            stored = None
+        if stored != tuple(shape):
+            return f"Box {bound} must be written out in full with shape {tuple(shape)}, got {spec.get(bound)!r:.80}"
+    return ""
 
 
 def _same_space(a: gym.Space, b: gym.Space) -> bool:

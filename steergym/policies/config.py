@@ -12,6 +12,10 @@ from typing import Any
 
 POLICY_KINDS = ("diffusion", "flow")
 SCHEDULES = ("cosine", "linear")
+# Upper bound of train_steps and sample_steps: DDPM's 1000 is the most in common use. The noise
+# schedule holds train_steps floats and sampling makes sample_steps network calls, so a larger
+# number (a typo, a corrupt checkpoint config) would allocate gigabytes or make sampling take hours.
+MAX_STEPS = 10_000
 
 
 @dataclass
@@ -64,8 +68,8 @@ class PolicyConfig:
             (self.hidden_dim >= 1 and self.num_blocks >= 1,
              f"hidden_dim and num_blocks must be >= 1, got {self.hidden_dim}, {self.num_blocks}"),
             (self.time_dim >= 2 and self.time_dim % 2 == 0, f"time_dim must be even and >= 2, got {self.time_dim}"),
-            (self.train_steps >= 1, f"train_steps must be >= 1, got {self.train_steps}"),
-            (self.sample_steps >= 1, f"sample_steps must be >= 1, got {self.sample_steps}"),
+            (1 <= self.train_steps <= MAX_STEPS, f"train_steps must be in [1, {MAX_STEPS}], got {self.train_steps}"),
+            (1 <= self.sample_steps <= MAX_STEPS, f"sample_steps must be in [1, {MAX_STEPS}], got {self.sample_steps}"),
             (self.kind == "flow" or self.sample_steps <= self.train_steps,
              f"sample_steps ({self.sample_steps}) cannot exceed train_steps ({self.train_steps}) for diffusion"),
             (self.denoised_clip > 0, f"denoised_clip must be > 0, got {self.denoised_clip}"),

@@ -49,6 +49,11 @@ class GenerativePolicy(nn.Module):
             raise ValueError(f"{type(self).__name__}: config.kind is {config.kind!r}, expected {self.kind!r}")
         if not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
             raise ValueError(f"{type(self).__name__}: action space must be a 1-D Box, got {action_space}")
+        low, high = np.asarray(action_space.low, np.float64), np.asarray(action_space.high, np.float64)
+        if not (np.all(np.isfinite(low)) and np.all(np.isfinite(high)) and np.all(low <= high)):
+            # sampled actions are clipped to these bounds: inf or low > high would give inf or nonsense
+            raise ValueError(f"{type(self).__name__}: action space bounds must be finite with low <= high, got "
+                             f"low {action_space.low.tolist()}, high {action_space.high.tolist()}")
         self.config = config
         self.observation_space = observation_space
         self.action_space = action_space

@@ -127,7 +127,7 @@ def stream_unpacker() -> msgpack.Unpacker:
 def check_request(message: dict[str, Any]) -> dict[str, Any]:
     """Validate a decoded request against `REQUEST_FIELDS`; returns it, or raises ProtocolError."""
     kind = message.get("type")
-    if kind not in REQUEST_FIELDS:
+    if not isinstance(kind, str) or kind not in REQUEST_FIELDS:  # a list or map is unhashable: no `in` on it
         raise ProtocolError("unknown_type", f"unknown message type {kind!r}; known: {sorted(REQUEST_FIELDS)}")
     if not isinstance(message.get("id"), int) or isinstance(message.get("id"), bool):
         raise ProtocolError("malformed", f"{kind}: field 'id' must be an integer, got {message.get('id')!r}")

@@ -174,7 +174,7 @@ class RobotServer:
 
     def _on_hello(self, message: dict) -> dict:
         self._check_token(message["token"])
-        expect = message["expect"]
+        expect = _checked_expect(message["expect"])
         b = self.backend
         if expect.get("task") not in (None, b.task):
             raise ProtocolError("task_mismatch", f"this robot serves {b.task!r}; the client expects {expect['task']!r}")
@@ -214,9 +214,12 @@ class RobotServer:
     def _on_reset(self, message: dict) -> dict:
         self._check_session(message)
         self._refuse_if_estopped()
+        seed = message["seed"]
+        if seed is not None and seed < 0:  # the backend's gymnasium env would raise: the client's fault, not its
+            raise ProtocolError("malformed", f"reset: field 'seed' must be a non-negative integer or nil, got {seed}")
         self._close_episode("reset")
         self.fault = None
-        obs, info = self.backend.reset(message["seed"])
+        obs, info = self.backend.reset(seed)
         self.at_safe_pose = False
         self._episode_seq += 1
         stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S")
@@ -336,3 +339,17 @@ class RobotServer:
             return
         self.session = None
         self._safe_stop(reason)
+
+
+def _checked_expect(expect: dict) -> dict:
+    """hello's `expect`, its values type-checked (a ProtocolError, not a comparison failing inside the
+    handler and taken for a backend fault): task and obs_mode a string or nil, image_size a list of
+    two numbers or nil."""
+    for key in ("task", "obs_mode"):
+        if not isinstance(expect.get(key), (str, type(None))):
+            raise ProtocolError("malformed", f"hello: expect.{key} must be a string or nil, got {expect[key]!r}")
+    size = expect.get("image_size")
+    if size is not None and not (isinstance(size, list) and len(size) == 2
+                                 and all(isinstance(n, (int, float)) and not isinstance(n, bool) for n in size)):
+        raise ProtocolError("malformed", f"hello: expect.image_size must be a list of two numbers or nil, got {size!r}")
+    return expect

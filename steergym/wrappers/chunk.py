@@ -12,6 +12,8 @@ from typing import Any, SupportsFloat
 import gymnasium as gym
 import numpy as np
 
+from steergym.checks import real_array
+
 
 class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     """Execute a chunk of `horizon` actions open loop as one step (DSRL's `ActionChunkWrapper`).
@@ -76,10 +78,7 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     def chunk_from_action(self, action: Any) -> np.ndarray:
         """The (H, d) chunk, clipped to the env's bounds, of a flat (H*d,) or (H, d) action."""
-        try:
-            arr = np.asarray(action, dtype=np.float64)
-        except (TypeError, ValueError) as exc:
-            raise ValueError(f"ActionChunkWrapper: action must be numeric, got {action!r}") from exc
+        arr = real_array(action, owner="ActionChunkWrapper", what="action")
         shape = (self.horizon, self.action_dim)
         if arr.shape not in (shape, (self.horizon * self.action_dim,)):
             raise ValueError(

@@ -18,6 +18,7 @@ import numpy as np
 from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
+from steergym.checks import real_array
 from steergym.wrappers.chunk import (
     ActionChunkWrapper,
     bind_task,
@@ -184,13 +185,10 @@ def clip_noise(who: str, action: Any, noise_shape: tuple[int, int], bound: float
                batch: int | None) -> np.ndarray:
     """Validated noise clipped to [-bound, bound]: flat (H*d,), or (B, H*d) when `batch` is given.
 
-    Accepts the flat shape or `noise_shape` per item; ValueError naming `who` for a wrong shape or
-    a non-finite value.
+    Accepts the flat shape or `noise_shape` per item; ValueError naming `who` for a value that is
+    not real numbers (`steergym.checks.real_array`), a wrong shape or a non-finite value.
     """
-    try:
-        arr = np.asarray(action, dtype=np.float32)
-    except (TypeError, ValueError) as exc:
-        raise ValueError(f"{who}: the noise action must be numeric, got {action!r}") from exc
+    arr = real_array(action, owner=who, what="the noise action")  # float64: a huge finite value is clipped, not inf
     flat = int(np.prod(noise_shape))
     lead = () if batch is None else (batch,)
     if arr.shape not in ((*lead, flat), (*lead, *noise_shape)):
@@ -200,4 +198,4 @@ def clip_noise(who: str, action: Any, noise_shape: tuple[int, int], bound: float
         )
     if not np.all(np.isfinite(arr)):
         raise ValueError(f"{who}: the noise action contains NaN or inf: {arr.tolist()}")
-    return np.clip(arr.reshape(*lead, flat), -bound, bound)
+    return np.clip(arr.reshape(*lead, flat), -bound, bound).astype(np.float32)

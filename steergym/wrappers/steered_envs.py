@@ -34,6 +34,7 @@ from collections.abc import Callable
 from typing import Any
 
 import gymnasium as gym
+import numpy as np
 
 from steergym.wrappers.noise import NoiseActionWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
@@ -53,6 +54,7 @@ def make_dsrl_env(base_id: str, policy: Any, noise_bound: float = 1.5, *,
         policy_seed: seed of a loaded policy's own generator (unused by DSRL's deterministic decode).
         env_kwargs: options of the base task (obs_mode, render_mode, image_size, ...).
     """
+    _check_seed(policy_seed)
     return _wrap_base(base_id, base_max_episode_steps, env_kwargs,
                       lambda env: SteeredNoiseActionWrapper(env, _resolve(policy, base_id, policy_seed), noise_bound))
 
@@ -67,6 +69,7 @@ def make_residual_env(base_id: str, policy: Any, scale: float = 0.1, *,
     `scale` is the correction's weight in action units. The base policy is reseeded at each
     reset with the reset's seed (`policy_seed` seeds it until the first seeded reset).
     """
+    _check_seed(policy_seed)
     return _wrap_base(base_id, base_max_episode_steps, env_kwargs,
                       lambda env: SteeredResidualActionWrapper(env, _resolve(policy, base_id, policy_seed), scale))
 
@@ -108,12 +111,23 @@ def _wrap_base(base_id: str, max_episode_steps: int | None, env_kwargs: dict[str
     """`wrap(gymnasium.make(base_id, ...))`, closing the base env if wrapping fails."""
     if not isinstance(base_id, str):
         raise ValueError(f"base_id must be a registered env id, got {base_id!r}")
-    env = gym.make(base_id, max_episode_steps=max_episode_steps, **env_kwargs)
+    if max_episode_steps is not None and (isinstance(max_episode_steps, bool)
+                                          or not isinstance(max_episode_steps, (int, np.integer))
+                                          or max_episode_steps < 1):
+        # gymnasium's TimeLimit would take a negative or zero horizon and never truncate
+        raise ValueError(f"base_max_episode_steps must be an integer >= 1 or None, got {max_episode_steps!r}")
+    env = gym.make(base_id, max_episode_steps=None if max_episode_steps is None else int(max_episode_steps),
+                   **env_kwargs)
     try:
         return wrap(env)
     except BaseException:
         env.close()
         raise
+
+
+def _check_seed(seed: Any) -> None:
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not 0 <= seed < 2**64:
+        raise ValueError(f"policy_seed must be an integer in [0, 2**64), got {seed!r}")  # torch's seed range
 
 
 def _resolve(policy: Any, base_id: str, seed: int) -> Any:
