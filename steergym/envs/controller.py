@@ -132,8 +132,25 @@ class EndEffectorController:
             if np.abs(err).max() < self.tolerance:
                 break
             mujoco.mj_jacSite(m, d, self._jac[:3], self._jac[3:], self.site_id)
-            jac = self._jac[:, self._dofs]
-            step = jac.T @ np.linalg.solve(jac @ jac.T + self._damping_eye, err)
+            step = self._damped_step(np.ascontiguousarray(self._jac[:, self._dofs]), err)
             q = np.minimum(np.maximum(q + step, self.joint_low), self.joint_high)
         self.joint_target = q
         return q
+
+    def _damped_step(self, jac: np.ndarray, err: np.ndarray) -> np.ndarray:
+        """jac.T (jac jac.T + damping I)^-1 err, (n,) for jac (6, n), with MuJoCo's own C routines.
+
+        NumPy's matmul and solve go through OpenBLAS, whose results change in the last bits with its
+        thread count (OMP_NUM_THREADS=1 against the default measurably moves a trajectory after ~400
+        steps); MuJoCo's plain loops give the same bits whatever the threading, so the sim and its
+        robot-link twin in another process stay identical.
+        """
+        gram = np.empty((6, 6))
+        mujoco.mju_mulMatMatT(gram, jac, jac)
+        gram += self._damping_eye
+        mujoco.mju_cholFactor(gram, 0.0)
+        weights = np.empty(6)
+        mujoco.mju_cholSolve(weights, gram, err)
+        step = np.empty(jac.shape[1])
+        mujoco.mju_mulMatTVec(step, jac, weights)
+        return step
