@@ -116,6 +116,7 @@ class SteeringResult:
     agent_steps: int = 0
     wall_s: float = 0.0
     out: str | None = None
+    selected_env_steps: int | None = None  # with keep_best: the evaluation whose actor `policy` holds
 
 
 def make_steering_env(env_id: str, method: str, policy: Any = None, config: SteeringConfig | None = None,
@@ -179,6 +180,7 @@ def train_steering(
     on_eval: Any = None,
     obs_stats: tuple[np.ndarray, np.ndarray] | None = None,
     deterministic: bool | None = None,
+    keep_best: bool = False,
 ) -> SteeringResult:
     """Train SAC on `method`'s wrapped `env_id` until `env_steps` primitive steps or `time_budget_s`.
 
@@ -199,6 +201,9 @@ def train_steering(
             equal inputs, as benchmarks/steering.py does). Box observations only.
         deterministic: evaluate (and save) the actor's mean (True) or seeded samples (False);
             None: stochastic for dsrl (as the DSRL code evaluates), deterministic otherwise.
+        keep_best: return (and save as `policy/`) the actor of the best evaluation instead of the last
+            one (the first best on ties; also kept in `checkpoints/best`). Early stopping on the
+            evaluation seeds: report its success on other seeds than `eval_seed`'s.
 
     Returns: a `SteeringResult`; `result.curve` rows have env_steps, agent_steps, wall_s,
     success_rate, mean_return and train_success (success of the last 50 training episodes; None before
@@ -290,7 +295,7 @@ def train_steering(
                             env_id, config.hidden, config.activation, obs_stats=stats,
                             deterministic=deterministic)
     callback = _SteeringCallback(model, eval_env, steered, env_steps, time_budget_s, int(eval_every),
-                                 int(eval_episodes), int(eval_seed), run_dir, progress, on_eval)
+                                 int(eval_episodes), int(eval_seed), run_dir, progress, on_eval, keep_best)
     try:
         model.learn(total_timesteps=10**12, callback=callback, reset_num_timesteps=True)
         callback.evaluate()  # the final point of the curve (skipped when this env step was evaluated)
@@ -298,11 +303,14 @@ def train_steering(
         callback.close()
         venv.close()
         eval_env.close()
+    if keep_best:
+        model.policy.actor.load_state_dict(callback.best_actor)
+    selected = callback.best_env_steps if keep_best else callback.env_steps
     if run_dir is not None:
         steered.save(run_dir / "policy")
     return SteeringResult(method, env_id, steered, model, callback.curve, callback.env_steps,
                           int(model.num_timesteps), time.perf_counter() - callback.start,
-                          str(run_dir) if run_dir is not None else None)
+                          str(run_dir) if run_dir is not None else None, selected)
 
 
 def observation_stats(policy: Any) -> tuple[np.ndarray, np.ndarray] | None:
@@ -337,13 +345,14 @@ class _SteeringCallback:
 
         class Callback(BaseCallback):
             def __init__(self, model, eval_env, steered, env_steps, time_budget_s, eval_every, eval_episodes,
-                         eval_seed, run_dir, progress, on_eval):
+                         eval_seed, run_dir, progress, on_eval, keep_best):
                 super().__init__()
                 self.init_callback(model)
                 self.eval_env, self.steered = eval_env, steered
                 self.budget_steps, self.budget_s = env_steps, time_budget_s
                 self.eval_every, self.eval_episodes, self.eval_seed = eval_every, eval_episodes, eval_seed
                 self.run_dir, self.on_eval = run_dir, on_eval
+                self.keep_best, self.best_success, self.best_actor, self.best_env_steps = keep_best, -1.0, None, None
                 self.env_steps, self.next_eval = 0, 0
                 self.curve: list[dict[str, float]] = []
                 self.train_successes: list[bool] = []
@@ -392,6 +401,11 @@ class _SteeringCallback:
                 if self.run_dir is not None:
                     append_csv(self.run_dir / "eval.csv", row)
                     self.steered.save(self.run_dir / "checkpoints" / "latest")
+                if self.keep_best and row["success_rate"] > self.best_success:
+                    self.best_success, self.best_env_steps = row["success_rate"], self.env_steps
+                    self.best_actor = {k: v.detach().clone() for k, v in self.model.policy.actor.state_dict().items()}
+                    if self.run_dir is not None:
+                        self.steered.save(self.run_dir / "checkpoints" / "best")
                 if self.on_eval is not None:
                     self.on_eval(row)
 
