@@ -249,3 +249,27 @@ def test_dsrl_noise_policy_is_sampled_reproducibly_per_episode_seed(tmp_path, li
     steered.reset(seed=6)
     np.testing.assert_array_equal(mean_a, steered.actor_output(obs))
     assert load_steered(tmp_path / "run" / "policy", deterministic=True).deterministic is True
+
+
+def test_keep_best_returns_the_actor_of_the_best_evaluation(tmp_path, lift_policy):
+    from steergym.algorithms.steering import evaluate_steered
+
+    config = SteeringConfig(**TINY)
+    result = train_steering(LIFT, "dsrl", lift_policy, config, env_steps=400, eval_every=80, eval_episodes=3,
+                            eval_seed=1000, out=tmp_path / "run", progress=False, keep_best=True,
+                            deterministic=True)
+    rates = [row["success_rate"] for row in result.curve]
+    best = rates.index(max(rates))  # the first best on ties
+    assert result.selected_env_steps == result.curve[best]["env_steps"]
+    env = make_steering_env(LIFT, "dsrl", lift_policy, config)
+    # the returned policy, the saved policy/ and checkpoints/best all hold that evaluation's actor
+    assert evaluate_steered(env, result.policy, 3, 1000)["success_rate"] == rates[best]
+    from safetensors.torch import load_file
+
+    def actor(folder: str) -> dict:
+        return load_file(str(tmp_path / "run" / folder / "actor.safetensors"))
+
+    kept, at_best, last = actor("policy"), actor("checkpoints/best"), actor("checkpoints/latest")
+    assert kept.keys() == at_best.keys() and all(torch.equal(kept[k], at_best[k]) for k in kept)
+    if best != len(rates) - 1:  # the kept actor is not simply the last one
+        assert any(not torch.equal(kept[k], last[k]) for k in kept)
