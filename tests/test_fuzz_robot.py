@@ -52,7 +52,7 @@ msgpack_values = st.recursive(
     max_leaves=12,
 )
 array_dtypes = st.sampled_from(sorted(protocol.ARRAY_DTYPES)) | st.sampled_from(["<c8", "<U4", "|O", ">f4", "<f2"]) \
-    | st.text(max_size=6) | st.integers()
+    | st.text(max_size=6) | st.integers(-(2**63), 2**64 - 1)  # msgpack's integer range
 array_shapes = (st.lists(st.integers(-3, 9), max_size=3) | st.lists(st.integers(-(2**63), 2**64 - 1), max_size=3)
                 | scalars)
 
