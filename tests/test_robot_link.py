@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -20,7 +21,7 @@ import zmq
 
 from steergym.policies.scripted import make_expert
 from steergym.robot import protocol
-from steergym.robot.client import RobotClient, RobotConnectionError, RobotServerError
+from steergym.robot.client import RobotClient, RobotConnectionError, RobotLinkError, RobotServerError
 from steergym.robot.episode_log import log_files, read_episode_log
 from steergym.robot.launch import ServerProcess, free_port
 
@@ -43,12 +44,56 @@ class Server(ServerProcess):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def operator(self) -> RobotClient:
+        return RobotClient(port=self.port, token=self.token, timeout_s=10.0)
+
+    def status(self) -> dict:
+        operator = self.operator()
+        try:
+            return operator.status()
+        finally:
+            operator.close(bye=False)
+
+    def restore(self) -> dict:
+        """Bring the running server back to a fresh one's state and return its status: e-stop cleared,
+        the session a test left open (a client a failed test never closed) pre-empted, a fault cleared
+        (reset), and the session ended, which returns the arm to its safe pose and closes the episode
+        log. What is left is what no test reads: counters (tests compare deltas), episode logs, and
+        the twin's physics (every test resets it with a seed)."""
+        operator = self.operator()
+        try:
+            operator.clear_estop()
+            operator.connect(timeout_s=10.0)
+            operator.request("reset", seed=0)
+            operator.close(bye=True)
+        finally:
+            operator.close(bye=False)
+        status = self.status()
+        if (status["state"], status["at_safe_pose"], status["fault"]) != ("idle", True, None):
+            raise RuntimeError(f"robot server not restored: {status}")
+        return status
+
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def module_server(tmp_path_factory):
     s = Server(tmp_path_factory.mktemp("robot")).start()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def server(module_server):
+    """The module's server (one start for the module: ~2 s each), restored to a fresh server's state
+    before every test (`Server.restore`), so each test passes alone and in any order, whatever an
+    earlier one did or left behind; restarted if a test killed it or it cannot be restored."""
+    try:
+        if module_server.proc.poll() is not None:
+            raise RuntimeError("the server is not running")
+        module_server.restore()
+    except (RuntimeError, RobotLinkError):
+        module_server.kill()
+        module_server.start()
+    return module_server
 
 
 @pytest.fixture
@@ -72,6 +117,7 @@ def test_env_checkers_pass_over_the_network(server):
     assert env.unwrapped.instruction == "lift the red cube" and env.unwrapped.backend == "sim"
     assert env.observation_space == gym.make(LIFT).observation_space
     check_env(env.unwrapped)
+    env.close()
     env = server.make(render_mode="rgb_array")  # the checker's render-mode envs pre-empted the first one
     sb3_check_env(env.unwrapped)
     env.reset(seed=0)
@@ -192,6 +238,8 @@ def test_client_killed_the_server_stops_the_arm_and_its_log_is_complete(own_serv
 
 
 def test_soak_2000_steps_no_leak_no_drift(server):
+    gc.collect()  # close clients earlier tests dropped before the fd / thread marks below
+    before = server.status()["counters"]  # the module's server counts what earlier tests did too
     remote, local = server.make(), gym.make(LIFT)
     rng = np.random.default_rng(0)
     fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
@@ -215,12 +263,8 @@ def test_soak_2000_steps_no_leak_no_drift(server):
     (rss0, fd0, th0), (rss1, fd1, th1) = marks[200], marks[2000]
     assert fd1 == fd0 and th1 == th0, (marks, "client sockets or threads leak")
     assert rss1 - rss0 < 20_000, (marks, "server memory grows")  # KiB
-    status = RobotClient(port=server.port, token=server.token_file.read_text().strip())
-    try:
-        counters = status.status()["counters"]
-    finally:
-        status.close(bye=False)
-    assert counters["steps"] >= 2000 and counters["faults"] == 0
+    after = server.status()["counters"]
+    assert after["steps"] - before["steps"] == 2000 and after["faults"] - before["faults"] == 0, (before, after)
 
 
 def test_operator_commands(server, tmp_path, capsys):
