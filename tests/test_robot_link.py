@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import json
 import os
 import pickle
@@ -20,7 +21,7 @@ import zmq
 
 from steergym.policies.scripted import make_expert
 from steergym.robot import protocol
-from steergym.robot.client import RobotClient, RobotConnectionError, RobotServerError
+from steergym.robot.client import RobotClient, RobotConnectionError, RobotLinkError, RobotServerError
 from steergym.robot.episode_log import log_files, read_episode_log
 from steergym.robot.launch import ServerProcess, free_port
 
@@ -43,12 +44,56 @@ class Server(ServerProcess):
                 return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def operator(self) -> RobotClient:
+        return RobotClient(port=self.port, token=self.token, timeout_s=10.0)
+
+    def status(self) -> dict:
+        operator = self.operator()
+        try:
+            return operator.status()
+        finally:
+            operator.close(bye=False)
+
+    def restore(self) -> dict:
+        """Bring the running server back to a fresh one's state and return its status: e-stop cleared,
+        the session a test left open (a client a failed test never closed) pre-empted, a fault cleared
+        (reset), and the session ended, which returns the arm to its safe pose and closes the episode
+        log. What is left is what no test reads: counters (tests compare deltas), episode logs, and
+        the twin's physics (every test resets it with a seed)."""
+        operator = self.operator()
+        try:
+            operator.clear_estop()
+            operator.connect(timeout_s=10.0)
+            operator.request("reset", seed=0)
+            operator.close(bye=True)
+        finally:
+            operator.close(bye=False)
+        status = self.status()
+        if (status["state"], status["at_safe_pose"], status["fault"]) != ("idle", True, None):
+            raise RuntimeError(f"robot server not restored: {status}")
+        return status
+
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def module_server(tmp_path_factory):
     s = Server(tmp_path_factory.mktemp("robot")).start()
     yield s
     s.stop()
+
+
+@pytest.fixture
+def server(module_server):
+    """The module's server (one start for the module: ~2 s each), restored to a fresh server's state
+    before every test (`Server.restore`), so each test passes alone and in any order, whatever an
+    earlier one did or left behind; restarted if a test killed it or it cannot be restored."""
+    try:
+        if module_server.proc.poll() is not None:
+            raise RuntimeError("the server is not running")
+        module_server.restore()
+    except (RuntimeError, RobotLinkError):
+        module_server.kill()
+        module_server.start()
+    return module_server
 
 
 @pytest.fixture
@@ -72,6 +117,7 @@ def test_env_checkers_pass_over_the_network(server):
     assert env.unwrapped.instruction == "lift the red cube" and env.unwrapped.backend == "sim"
     assert env.observation_space == gym.make(LIFT).observation_space
     check_env(env.unwrapped)
+    env.close()
     env = server.make(render_mode="rgb_array")  # the checker's render-mode envs pre-empted the first one
     sb3_check_env(env.unwrapped)
     env.reset(seed=0)
@@ -90,17 +136,36 @@ def test_scripted_expert_over_the_network_succeeds_like_in_process(server):
     local_obs, _ = local.reset(seed=11)
     expert = make_expert(local)
     assert np.array_equal(obs, local_obs)
+    timings, local_s = [], []
     for steps in range(1, 41):
         action = expert.act(local_obs)
         obs, reward, terminated, truncated, info = remote.step(action)
+        timings.append(remote.unwrapped.last_timing)
+        start = time.perf_counter()
         local_obs, local_reward, local_terminated, _, local_info = local.step(action)
+        local_s.append(time.perf_counter() - start)
         assert np.array_equal(obs, local_obs) and reward == local_reward
-        assert info["overrun_s"] == 0.0 and not info["deadline_missed"]
+        assert info["overrun_s"] == 0.0 and not info["deadline_missed"]  # control_period_s=0: no deadlines
         if terminated or truncated:
             break
     assert terminated and local_terminated and info["is_success"] and local_info["is_success"]
-    assert steps < 40 and remote.unwrapped.last_timing["round_trip_s"] < 0.5
+    assert steps < 40
     remote.close()
+    # The link's speed, judged by the server's own clock and by the same sim step timed here, not by
+    # fixed wall-clock bounds (a loaded 2-core machine stretches every duration; medians over the
+    # episode ignore a few scheduling stalls):
+    # - the server held no step back (--max-rate-hz 0): its rate limit is off, not merely fast;
+    assert all(t["rate_wait_s"] == 0.0 for t in timings), timings
+    # - the server's step (its clock) costs what the same step costs here: a sleep or a slow path of
+    #   ~10 ms or more per step in the server's step fails this (both ~2 ms, loaded or not);
+    exec_s = [t["server_exec_s"] for t in timings]
+    assert np.median(exec_s) < 3 * np.median(local_s) + 0.005, (exec_s, local_s)
+    # - the round trip less the server's step (transport, (de)serialisation, safety filter, episode
+    #   log) is ~1 ms idle and 4-8 ms at load average 5 on 2 cores; 0.1 s leaves room for far worse
+    #   load, and a client or server that waits on a timer instead of the socket (a sleep or a poll
+    #   tick of 0.1 s in the request path) fails it.
+    link_s = [t["round_trip_s"] - t["server_exec_s"] for t in timings]
+    assert np.median(link_s) < 0.1, link_s
 
 
 def test_wrong_token_is_refused(server):
@@ -141,9 +206,12 @@ def test_server_killed_mid_episode_then_restarted(own_server):
     env.step(np.zeros(7, np.float32))
     first.kill()
     start = time.monotonic()
-    with pytest.raises(RobotConnectionError, match="did not answer|link .* is down"):
+    # the error names the wait that expired: the env's own 0.5 s timeout (the step's, or its heartbeats')
+    with pytest.raises(RobotConnectionError, match=r"(did not answer|link .* is down).*within 0\.50 s"):
         env.step(np.zeros(7, np.float32))
-    assert time.monotonic() - start < 0.5 + 1.0
+    # it gives up after that one timeout: a client that hangs, or retries several times, fails this;
+    # the 2.5 s beyond the timeout is for a loaded machine waking this process late
+    assert time.monotonic() - start < 0.5 + 2.5
     own_server(first.port, "--workspace-high", "0.33", "0.25", "0.18")  # same port, same token file
     env.reset(seed=0)  # reconnects
     # out-of-workspace actions are clipped by the (new) server
@@ -192,6 +260,8 @@ def test_client_killed_the_server_stops_the_arm_and_its_log_is_complete(own_serv
 
 
 def test_soak_2000_steps_no_leak_no_drift(server):
+    gc.collect()  # close clients earlier tests dropped before the fd / thread marks below
+    before = server.status()["counters"]  # the module's server counts what earlier tests did too
     remote, local = server.make(), gym.make(LIFT)
     rng = np.random.default_rng(0)
     fds = lambda: len(os.listdir("/proc/self/fd"))  # noqa: E731
@@ -215,12 +285,8 @@ def test_soak_2000_steps_no_leak_no_drift(server):
     (rss0, fd0, th0), (rss1, fd1, th1) = marks[200], marks[2000]
     assert fd1 == fd0 and th1 == th0, (marks, "client sockets or threads leak")
     assert rss1 - rss0 < 20_000, (marks, "server memory grows")  # KiB
-    status = RobotClient(port=server.port, token=server.token_file.read_text().strip())
-    try:
-        counters = status.status()["counters"]
-    finally:
-        status.close(bye=False)
-    assert counters["steps"] >= 2000 and counters["faults"] == 0
+    after = server.status()["counters"]
+    assert after["steps"] - before["steps"] == 2000 and after["faults"] - before["faults"] == 0, (before, after)
 
 
 def test_operator_commands(server, tmp_path, capsys):
@@ -247,15 +313,42 @@ def test_operator_commands(server, tmp_path, capsys):
     assert "logged episodes" in capsys.readouterr().out and (out_root / "test/robot-v0").is_dir()
 
 
-def test_control_period_keeps_the_rhythm_and_reports_overruns(server):
+class FakeClock:
+    """Stands in for `time` in steergym.envs.real: `monotonic()` stands still unless the test advances
+    `now`; `sleep(s)` is recorded and advances it."""
+
+    def __init__(self) -> None:
+        self.now, self.sleeps = 1000.0, []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def test_control_period_keeps_the_rhythm_and_reports_overruns(server, monkeypatch):
+    import steergym.envs.real as real_env
+
     env = server.make(control_period_s=0.05)
     env.reset(seed=0)
     first = time.monotonic()
     env.step(np.zeros(7, np.float32))
-    *_, info = env.step(np.zeros(7, np.float32))  # called at once: waits for its deadline
-    assert time.monotonic() - first >= 0.05 and info["overrun_s"] == 0.0 and not info["deadline_missed"]
-    time.sleep(0.12)  # a slow policy: this step is ~0.07 s late
+    env.step(np.zeros(7, np.float32))  # called at once: waits for its deadline
+    assert time.monotonic() - first >= 0.05  # real time; a loaded machine only lengthens it
+    # The rhythm's arithmetic on a clock the test controls, so it is exact whatever the load (the
+    # steps still go over the link to the server): due 0.05 s after the previous step was sent.
+    clock = FakeClock()
+    monkeypatch.setattr(real_env, "time", clock)
+    env.reset(seed=0)
+    env.step(np.zeros(7, np.float32))  # sent at t0: the next step is due at t0 + 0.05
+    clock.now += 0.01  # the policy took 10 ms
+    *_, info = env.step(np.zeros(7, np.float32))  # early: waits the other 40 ms, on time
+    assert clock.sleeps == [pytest.approx(0.04)] and info["overrun_s"] == 0.0 and not info["deadline_missed"]
+    clock.now += 0.12  # a slow policy: this step is 0.07 s late
     *_, info = env.step(np.zeros(7, np.float32))
-    assert info["deadline_missed"] and 0.05 < info["overrun_s"] < 0.5
+    assert len(clock.sleeps) == 1  # a late step does not wait
+    assert info["deadline_missed"] and info["overrun_s"] == pytest.approx(0.07)
     assert env.unwrapped.last_timing["overrun_s"] == info["overrun_s"]
     env.close()

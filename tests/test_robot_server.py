@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from steergym.data.dataset import load_episodes
+from steergym.policies.scripted import make_expert
 from steergym.robot import protocol
 from steergym.robot.backends import SimBackend, make_backend
 from steergym.robot.episode_log import export_logs, log_files, read_episode_log
@@ -75,19 +76,32 @@ def test_requests_need_a_session_and_an_episode(make_server):
 
 
 def test_twin_steps_equal_the_simulated_task(make_server):
+    """A whole episode inside every safety limit: the twin must be the sim at every step (obs, reward,
+    terminated, truncated, success). The half-speed scripted expert keeps every per-step delta and
+    target inside the default limits and still lifts the cube, so the server's filter passes each
+    action through bit-exact; a step that was limited would compare the clipped path instead, so it
+    fails the test rather than ending the comparison."""
     server = make_server()
     session = hello(server)
     sim = gym.make(LIFT)
     obs = call(server, "reset", session=session, seed=5)["obs"]
-    assert np.array_equal(obs, sim.reset(seed=5)[0])
-    rng = np.random.default_rng(0)
-    for _ in range(15):
-        action = rng.uniform(-1, 1, 7).astype(np.float32)
+    sim_obs, _ = sim.reset(seed=5)
+    assert np.array_equal(obs, sim_obs)
+    expert = make_expert(sim)
+    for steps in itertools.count(1):
+        action = expert.act(sim_obs)
+        action[:6] *= 0.5  # half speed: a longer episode (15 steps), still inside every limit
         reply = call(server, "step", session=session, action=action)
-        expected = sim.step(action)[0]
-        if reply["info"]["safety"]:
-            break  # a limit engaged: the twin no longer mirrors an unlimited sim
-        assert np.array_equal(reply["obs"], expected)
+        sim_obs, reward, terminated, truncated, info = sim.step(action)
+        assert reply["ok"] and reply["info"]["safety"] == [] and not reply["info"]["fault"], (steps, reply)
+        assert np.array_equal(reply["obs"], sim_obs), f"obs differ at step {steps}"
+        assert (reply["reward"], reply["terminated"], reply["truncated"], reply["info"]["is_success"]) == \
+            (reward, terminated, truncated, info["is_success"]), f"step {steps}"
+        if terminated or truncated:
+            break
+    # the episode ended by success before the 40-step horizon (the server leaves the horizon to its
+    # client, so a time-limit truncation would not be the server's to report)
+    assert terminated and info["is_success"] and steps >= 10
 
 
 def test_bad_actions_are_refused_and_the_arm_does_not_move(make_server):
