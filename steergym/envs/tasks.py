@@ -91,7 +91,7 @@ class PickAndPlaceTask(WidowXEnv):
         xy_ok = bool(np.all(np.abs(offset[:2]) <= tgt_half[:2] + XY_TOLERANCE))
         src_pos, _ = self.body_pose(self.source)
         gap = src_pos[2] - src_half[2] - self.target_top()
-        z_ok = -0.005 <= gap <= Z_TOLERANCE
+        z_ok = bool(-0.005 <= gap <= Z_TOLERANCE)  # a Python bool: info["src_on_target"] must serialise
         return xy_ok and z_ok and not (self.completely_on and self.touches_table(self.source))
 
     def _evaluate(self) -> dict[str, Any]:
@@ -166,6 +166,8 @@ class PutEggplantInBasket(PickAndPlaceTask):
     source_place = Placement(low=(0.24, -0.12), high=(0.32, -0.06), yaws=(0.0, np.pi / 4, -np.pi / 4), yaw_jitter=0.1)
     target_place = Placement(low=(0.30, 0.10), high=(0.34, 0.13))
     release_height = 0.05
+    inner_half_extents = (0.085, 0.065)  # m: the eggplant's centre must lie inside the walls (17 x 13 cm)
+    in_height = 0.06  # m of the eggplant's centre above the floor: below the 5 cm rim plus SIMPLER's "in"
 
     def target_top(self) -> float:
         """The basket's floor, metres."""
@@ -174,10 +176,10 @@ class PutEggplantInBasket(PickAndPlaceTask):
 
     def _on_target(self) -> bool:
         offset = self.source_offset_in_target()
-        inside_xy = abs(offset[0]) <= 0.085 and abs(offset[1]) <= 0.065
+        inside_xy = abs(offset[0]) <= self.inner_half_extents[0] and abs(offset[1]) <= self.inner_half_extents[1]
         src_pos, _ = self.body_pose(self.source)
         # In the basket: below its rim (5 cm walls) plus SIMPLER's looser 6 cm allowance for "in".
-        return bool(inside_xy and src_pos[2] - self.target_top() <= 0.06)
+        return bool(inside_xy and src_pos[2] - self.target_top() <= self.in_height)
 
 
 class LiftCube(PickAndPlaceTask):
