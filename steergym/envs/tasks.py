@@ -87,10 +87,12 @@ class PickAndPlaceTask(WidowXEnv):
     def _on_target(self) -> bool:
         offset = self.source_offset_in_target()
         tgt_half = self.geometry[self.target].half_extents
-        src_half = self.geometry[self.source].half_extents
+        src_geo = self.geometry[self.source]
         xy_ok = bool(np.all(np.abs(offset[:2]) <= tgt_half[:2] + XY_TOLERANCE))
         src_pos, _ = self.body_pose(self.source)
-        gap = src_pos[2] - src_half[2] - self.target_top()
+        # The bottom of the colliding geometry, which need not be centred on the body origin (the
+        # spoon's bowl puts it 0.5 mm higher: the body origin alone let 20.5 mm pass the 2 cm band).
+        gap = src_pos[2] + src_geo.center_offset[2] - src_geo.half_extents[2] - self.target_top()
         z_ok = bool(-0.005 <= gap <= Z_TOLERANCE)  # a Python bool: info["src_on_target"] must serialise
         return xy_ok and z_ok and not (self.completely_on and self.touches_table(self.source))
 
