@@ -388,3 +388,20 @@ def test_push_cube_radius(reward_type):
             assert metrics["goal_distance"] == pytest.approx(distance, abs=1e-9)
             assert _step(env) is expected, (angle, distance)
 
+
+def test_push_cube_lifted_over_the_mark_fails():
+    """"Push the cube onto the mark on the table": a cube held in the air over the mark, or
+    dropped toward it and still falling, has not been pushed onto it."""
+    env = _env(T.PushCube)
+    goal = env.goal_position()
+    half = env.geometry["blue_cube"].half_extents[2]
+    env.set_free_body_pose("blue_cube", np.array([goal[0], goal[1], half + 0.04]))
+    _grip(env, "blue_cube")
+    metrics = _static(env)
+    assert metrics["goal_distance"] < T.PushCube.goal_radius and env.is_grasped("blue_cube")
+    assert metrics["is_success"] is False
+    assert _step(env, CLOSED_STILL) is False
+    env = _env(T.PushCube)  # let go 4 cm above the mark: still in the air after the step
+    goal = env.goal_position()
+    env.set_free_body_pose("blue_cube", np.array([goal[0], goal[1], half + 0.04]))
+    assert _static(env)["is_success"] is False

@@ -218,12 +218,16 @@ class LiftCube(PickAndPlaceTask):
 
 
 class PushCube(WidowXEnv):
-    """Small task: push the blue cube onto the green mark on the table (no grasp needed)."""
+    """Small task: push the blue cube onto the green mark on the table (no grasp needed).
+
+    Success: the cube's centre within `goal_radius` of the mark's centre in xy, and the cube
+    touching the table (held or falling over the mark does not count).
+    """
 
     objects = ("blue_cube", "goal_marker")
     instruction = "push the blue cube to the green mark"
     max_episode_steps = 60
-    goal_radius = 0.025  # m between the cube's centre and the mark's centre for success
+    goal_radius = 0.025  # m between the cube's centre and the mark's centre (in xy) for success
     cube_place = Placement(**_around(0.06, 0.08), yaws=(0.0,), yaw_jitter=np.pi / 4)
 
     def _place_objects(self, rng: np.random.Generator) -> None:
@@ -245,7 +249,9 @@ class PushCube(WidowXEnv):
     def _evaluate(self) -> dict[str, Any]:
         cube, _ = self.body_pose("blue_cube")
         distance = float(np.linalg.norm(cube[:2] - self.goal_position()[:2]))
-        return {"is_success": distance <= self.goal_radius, "goal_distance": distance}
+        # On the mark *on the table*: a cube carried or falling over the mark is not there yet.
+        on_table = self.touches_table("blue_cube")
+        return {"is_success": distance <= self.goal_radius and on_table, "goal_distance": distance}
 
     def _dense_reward(self, metrics: dict[str, Any]) -> float:
         tcp = self.data.site_xpos[self.controller.site_id]
