@@ -405,3 +405,145 @@ def test_push_cube_lifted_over_the_mark_fails():
     goal = env.goal_position()
     env.set_free_body_pose("blue_cube", np.array([goal[0], goal[1], half + 0.04]))
     assert _static(env)["is_success"] is False
+
+
+# --------------------------------------------------------------------------- robosuite
+# The adapter reports robosuite's own `_check_success` (README: "sparse reward 1.0 when the task
+# succeeds"), whose thresholds are literals in robosuite 1.5's code, restated here:
+RS_LIFT_MARGIN = 0.04  # Lift: cube body above the table top by more than this (no grasp needed)
+RS_BIN_HEIGHT = 0.1  # PickPlaceCan: can body within (bin z, bin z + this), inside its bin quarter
+RS_PEG_HALF = 0.03  # NutAssemblySquare: nut body within this of the peg in x and y ...
+RS_PEG_HEIGHT = 0.05  # ... and below the table top + this
+RS_LET_GO = np.arctanh(0.4) / 10.0  # both: eef farther than this from the object (1 - tanh(10 d) < 0.6)
+
+
+@pytest.fixture(scope="module")
+def rs_envs():
+    pytest.importorskip("robosuite")
+    from steergym.envs.robosuite_tasks import RobosuiteEnv
+
+    envs: dict = {}
+
+    def get(task: str):
+        if task not in envs:
+            envs[task] = RobosuiteEnv(task)
+        envs[task].reset(seed=0)
+        return envs[task]
+
+    yield get
+    for env in envs.values():
+        env.close()
+
+
+def _rs_place(env, joint: str, pos) -> None:
+    """Put a robosuite object's free joint at `pos` (keeping its orientation), at rest."""
+    sim = env.robosuite_env.sim
+    qpos = np.array(sim.data.get_joint_qpos(joint), dtype=float)
+    qpos[:3] = pos
+    sim.data.set_joint_qpos(joint, qpos)
+    sim.data.set_joint_qvel(joint, np.zeros(6))
+    sim.forward()
+
+
+def _rs_step(env) -> bool:
+    """One step with a zero action: reward, termination and robosuite's rule must agree."""
+    _, reward, terminated, truncated, info = env.step(np.zeros(env.action_space.shape, np.float32))
+    success = info["is_success"]
+    assert isinstance(success, bool) and success is bool(env.robosuite_env._check_success())
+    assert reward == float(success) and terminated is success and not truncated
+    return success
+
+
+def _rs_eef(env) -> np.ndarray:
+    rs = env.robosuite_env
+    return np.array(rs.sim.data.site_xpos[rs.robots[0].eef_site_id["right"]])
+
+
+def _rs_move_eef(env, target, steps: int) -> None:
+    """Drive the end effector toward `target` with OSC position deltas (gripper action 0)."""
+    for _ in range(steps):
+        action = np.zeros(7, np.float32)
+        action[:3] = np.clip(10.0 * (np.asarray(target) - _rs_eef(env)), -1.0, 1.0)
+        env.step(action)
+
+
+def test_robosuite_lift_height(rs_envs):
+    env = rs_envs("Lift")
+    rs = env.robosuite_env
+    table = rs.model.mujoco_arena.table_offset[2]
+    xy = np.array(rs.sim.data.body_xpos[rs.cube_body_id][:2])
+    for height, expected in ((RS_LIFT_MARGIN + EPS, True), (RS_LIFT_MARGIN - EPS, False)):
+        _rs_place(env, "cube_joint0", [*xy, table + height])
+        assert rs.sim.data.body_xpos[rs.cube_body_id][2] == pytest.approx(table + height)
+        assert bool(rs._check_success()) is expected, height
+    _rs_place(env, "cube_joint0", [*xy, table + RS_LIFT_MARGIN + 0.03])  # falls ~1 cm in one step
+    assert _rs_step(env) is True
+    env = rs_envs("Lift")  # resting on the table
+    assert _rs_step(env) is False
+
+
+def test_robosuite_can_in_bin(rs_envs):
+    env = rs_envs("PickPlaceCan")
+    rs = env.robosuite_env
+    can = rs.obj_body_id["Can"]
+    # the can's bin (id 3) is the +x +y quarter of the bins' area
+    low = np.array(rs.bin2_pos[:2], dtype=float)
+    high = low + np.array(rs.bin_size[:2]) / 2.0
+    bin_z = rs.bin2_pos[2]
+    centre = (low + high) / 2.0
+    for axis in (0, 1):
+        for edge, inward in ((low, 1.0), (high, -1.0)):
+            for margin, expected in ((EPS, True), (-EPS, False)):
+                xy = centre.copy()
+                xy[axis] = edge[axis] + inward * margin
+                _rs_place(env, "Can_joint0", [*xy, bin_z + 0.05])
+                assert bool(rs._check_success()) is expected, (axis, edge[axis], margin)
+    for z, expected in ((bin_z + RS_BIN_HEIGHT - EPS, True), (bin_z + RS_BIN_HEIGHT + EPS, False),
+                        (bin_z + EPS, True), (bin_z - EPS, False)):
+        _rs_place(env, "Can_joint0", [*centre, z])
+        assert bool(rs._check_success()) is expected, z
+    assert np.allclose(rs.sim.data.body_xpos[can][:2], centre)
+
+    # resting in its bin with the arm away: success through a step; on the table: failure
+    _rs_place(env, "Can_joint0", [*centre, bin_z + 0.06])
+    for _ in range(10):
+        env.step(np.zeros(7, np.float32))
+    assert _rs_step(env) is True
+    assert _rs_step(rs_envs("PickPlaceCan")) is False
+
+    # still at the gripper (within RS_LET_GO of the eef) in the bin: failure
+    env = rs_envs("PickPlaceCan")
+    _rs_move_eef(env, [*centre, bin_z + 0.2], 30)  # over the bin, then down into it
+    _rs_move_eef(env, [*centre, bin_z + 0.09], 30)
+    eef = _rs_eef(env)
+    assert np.all(eef[:2] > low) and np.all(eef[:2] < high) and bin_z + RS_LET_GO < eef[2] < bin_z + RS_BIN_HEIGHT
+    for distance, expected in ((RS_LET_GO + EPS, True), (RS_LET_GO - EPS, False)):
+        _rs_place(env, "Can_joint0", eef - [0.0, 0.0, distance])
+        assert bool(rs._check_success()) is expected, distance
+
+
+def test_robosuite_nut_on_peg(rs_envs):
+    env = rs_envs("NutAssemblySquare")
+    rs = env.robosuite_env
+    peg = np.array(rs.sim.data.body_xpos[rs.peg1_body_id])  # the square nut's peg
+    table = rs.table_offset[2]
+    low_z = table + RS_PEG_HEIGHT - 0.02
+    for axis in (0, 1):
+        for sign in (1.0, -1.0):
+            for margin, expected in ((-EPS, True), (EPS, False)):
+                pos = np.array([peg[0], peg[1], low_z])
+                pos[axis] += sign * (RS_PEG_HALF + margin)
+                _rs_place(env, "SquareNut_joint0", pos)
+                assert bool(rs._check_success()) is expected, (axis, sign, margin)
+    for z, expected in ((table + RS_PEG_HEIGHT - EPS, True), (table + RS_PEG_HEIGHT + EPS, False)):
+        _rs_place(env, "SquareNut_joint0", [peg[0], peg[1], z])
+        assert bool(rs._check_success()) is expected, z
+    # the other (round) peg does not count for the square nut
+    other = np.array(rs.sim.data.body_xpos[rs.peg2_body_id])
+    _rs_place(env, "SquareNut_joint0", [other[0], other[1], low_z])
+    assert bool(rs._check_success()) is False
+    # dropped around its peg and resting at the bottom: success through steps
+    _rs_place(env, "SquareNut_joint0", [peg[0], peg[1], table + 0.03])
+    for _ in range(10):
+        env.step(np.zeros(7, np.float32))
+    assert _rs_step(env) is True
