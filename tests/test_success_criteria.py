@@ -232,29 +232,20 @@ def test_carrot_touching_table_fails():
     assert _static(env)["is_success"] is True
 
 
-def test_green_block_touching_table_fails():
-    """Stack is "completely on" as well: a green block over the yellow's footprint but on the
-    table beside it (sunk into the band's lower tolerance) fails."""
+def test_green_block_beside_yellow_fails():
+    """A green block on the table against the yellow one (touching it, not on it) fails. For the
+    stack "completely on" can never be the deciding test: a 3 cm block touching the table has its
+    centre at most half its space diagonal up, far below the height band's lower limit."""
     env = _env(T.StackGreenOnYellowBlock)
-    assert env.completely_on
     _turn_target(env)
-    half = env.geometry["yellow_block"].half_extents
-    # the green block leaning: centre over the footprint's edge, one corner down on the table
-    _put_source(env, (half[0] + T.XY_TOLERANCE - EPS, 0.0), gap=0.004)
-    green = env.model.joint("green_block_joint")
-    adr = env.model.jnt_qposadr[green.id]
-    _, axes = _target_frame(env)
-    tilt = 0.6  # rad about the target's y axis: the far edge drops to the table
-    q_tilt = np.array([np.cos(tilt / 2), *(np.sin(tilt / 2) * axes[1])])
-    q = np.empty(4)
-    mujoco.mju_mulQuat(q, q_tilt, env.data.qpos[adr + 3 : adr + 7].copy())
-    env.data.qpos[adr + 3 : adr + 7] = q
-    _settle(env, 5)
-    if not env.touches_table("green_block"):
-        pytest.skip("green block did not come to rest on the table edge")
-    metrics = _static(env)
-    assert metrics["is_success"] is False
+    half = env.geometry["green_block"].half_extents
+    top = env.target_top()
+    _put_source(env, (2 * half[0] + 0.0005, 0.0), gap=-top)  # on the table, side by side
+    _settle(env, 3)
+    assert env.touches_table("green_block")
     assert _step(env) is False
+    highest_centre_on_table = float(np.linalg.norm(half))
+    assert highest_centre_on_table - half[2] < top - 0.005  # the band's bottom (gap >= -5 mm)
 
 
 def test_spoon_may_hang_over_the_towel_edge():
