@@ -33,6 +33,7 @@ def test_documented_constants():
     """The rules as the README and task docstrings state them (SIMPLER's "on", made stricter)."""
     assert T.XY_TOLERANCE == 0.003  # target's half extent + 3 mm
     assert T.Z_TOLERANCE == 0.02  # at most 2 cm above the target's top
+    assert T.Z_SINK_TOLERANCE == 0.005  # and at most 5 mm below it (not in the README: contact slack)
     assert T.LiftCube.lift_height == 0.05  # cube's bottom 5 cm above the table
     assert T.PushCube.goal_radius == 0.025  # cube centre within 2.5 cm of the mark
     # "completely on" (may not touch the table) for carrot and stack; spoon and eggplant may
@@ -166,12 +167,15 @@ def test_footprint_boundary(cls):
 
 @pytest.mark.parametrize("cls", PICK_PLACE, ids=lambda c: c.__name__)
 def test_height_band(cls):
-    """Source's bottom at most Z_TOLERANCE above the target's top: just below passes, above fails."""
+    """Source's bottom at most Z_TOLERANCE above the target's top and at most Z_SINK_TOLERANCE
+    below it: just inside passes, just outside fails (the band is a height test: a source held
+    still in it, not resting, counts, as in SIMPLER)."""
     env = _env(cls)
     _turn_target(env)
     # 0.2 mm past the band as well: the bottom is the colliding geometry's, not the body origin's
     for gap, expected in ((T.Z_TOLERANCE - EPS, True), (T.Z_TOLERANCE + EPS, False),
-                          (T.Z_TOLERANCE + 0.0002, False), (0.1, False)):
+                          (T.Z_TOLERANCE + 0.0002, False), (0.1, False),
+                          (-T.Z_SINK_TOLERANCE + EPS, True), (-T.Z_SINK_TOLERANCE - EPS, False)):
         _put_source(env, gap=gap)
         metrics = _static(env)
         assert metrics["src_on_target"] is expected and metrics["is_success"] is expected, gap
@@ -245,7 +249,7 @@ def test_green_block_beside_yellow_fails():
     assert env.touches_table("green_block")
     assert _step(env) is False
     highest_centre_on_table = float(np.linalg.norm(half))
-    assert highest_centre_on_table - half[2] < top - 0.005  # the band's bottom (gap >= -5 mm)
+    assert highest_centre_on_table - half[2] < top - T.Z_SINK_TOLERANCE  # the band's bottom
 
 
 def test_spoon_may_hang_over_the_towel_edge():

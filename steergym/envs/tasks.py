@@ -21,6 +21,7 @@ from steergym.envs.widowx import WidowXEnv
 
 XY_TOLERANCE = 0.003  # m added to the target's half extent (SIMPLER)
 Z_TOLERANCE = 0.02  # m allowed between the source's bottom and the target's top (SIMPLER)
+Z_SINK_TOLERANCE = 0.005  # m the source's bottom may lie below the target's top (contact, tilt)
 
 
 def _closeness(distance: float, scale: float = 10.0) -> float:
@@ -93,7 +94,7 @@ class PickAndPlaceTask(WidowXEnv):
         # The bottom of the colliding geometry, which need not be centred on the body origin (the
         # spoon's bowl puts it 0.5 mm higher: the body origin alone let 20.5 mm pass the 2 cm band).
         gap = src_pos[2] + src_geo.center_offset[2] - src_geo.half_extents[2] - self.target_top()
-        z_ok = bool(-0.005 <= gap <= Z_TOLERANCE)  # a Python bool: info["src_on_target"] must serialise
+        z_ok = bool(-Z_SINK_TOLERANCE <= gap <= Z_TOLERANCE)  # a Python bool: info["src_on_target"] must serialise
         return xy_ok and z_ok and not (self.completely_on and self.touches_table(self.source))
 
     def _evaluate(self) -> dict[str, Any]:
