@@ -119,7 +119,8 @@ def _grip(env, obj: str, shift: float = 0.0, fingers: float | None = None) -> No
     pos, quat = env.body_pose(obj)
     yaw = quat_to_yaw(quat)
     local = getattr(env, "grasp_offset", (0.0, 0.0)) if obj == getattr(env, "source", None) else (0.0, 0.0)
-    pos[:2] += [np.cos(yaw) * local[0] - np.sin(yaw) * local[1], np.sin(yaw) * local[0] + np.cos(yaw) * local[1]]
+    c, s = np.cos(yaw), np.sin(yaw)
+    pos[:2] += [c * local[0] - s * local[1], s * local[0] + c * local[1]]
     half_width = _half_width(env, obj)
     finger = half_width - 0.0005 if fingers is None else fingers
     yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # the jaw is symmetric; the wrist's yaw limit is +-pi/2
@@ -511,7 +512,8 @@ def test_robosuite_can_in_bin(rs_envs):
     _rs_move_eef(env, [*centre, bin_z + 0.2], 30)  # over the bin, then down into it
     _rs_move_eef(env, [*centre, bin_z + 0.09], 30)
     eef = _rs_eef(env)
-    assert np.all(eef[:2] > low) and np.all(eef[:2] < high) and bin_z + RS_LET_GO < eef[2] < bin_z + RS_BIN_HEIGHT
+    assert np.all(eef[:2] > low) and np.all(eef[:2] < high)
+    assert bin_z + RS_LET_GO < eef[2] < bin_z + RS_BIN_HEIGHT
     for distance, expected in ((RS_LET_GO + EPS, True), (RS_LET_GO - EPS, False)):
         _rs_place(env, "Can_joint0", eef - [0.0, 0.0, distance])
         assert bool(rs._check_success()) is expected, distance

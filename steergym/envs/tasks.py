@@ -94,7 +94,7 @@ class PickAndPlaceTask(WidowXEnv):
         # The bottom of the colliding geometry, which need not be centred on the body origin (the
         # spoon's bowl puts it 0.5 mm higher: the body origin alone let 20.5 mm pass the 2 cm band).
         gap = src_pos[2] + src_geo.center_offset[2] - src_geo.half_extents[2] - self.target_top()
-        z_ok = bool(-Z_SINK_TOLERANCE <= gap <= Z_TOLERANCE)  # a Python bool: info["src_on_target"] must serialise
+        z_ok = bool(-Z_SINK_TOLERANCE <= gap <= Z_TOLERANCE)  # Python bool: info["src_on_target"] serialises
         return xy_ok and z_ok and not (self.completely_on and self.touches_table(self.source))
 
     def _evaluate(self) -> dict[str, Any]:
@@ -179,7 +179,7 @@ class PutEggplantInBasket(PickAndPlaceTask):
 
     def _on_target(self) -> bool:
         offset = self.source_offset_in_target()
-        inside_xy = abs(offset[0]) <= self.inner_half_extents[0] and abs(offset[1]) <= self.inner_half_extents[1]
+        inside_xy = bool(np.all(np.abs(offset[:2]) <= self.inner_half_extents))
         src_pos, _ = self.body_pose(self.source)
         # In the basket: below its rim (5 cm walls) plus SIMPLER's looser 6 cm allowance for "in".
         return bool(inside_xy and src_pos[2] - self.target_top() <= self.in_height)
