@@ -10,7 +10,8 @@ constants to the documented rule once, so a silent change of a rule is caught.
 Two ways of asking: `_static` evaluates the predicate on a state as placed (`mj_forward`, no time
 passes: exact boundaries, floating objects allowed), and `_step` runs one env step with a hold
 action on a state that stays put through it (what a learner sees: `info["is_success"]`, the sparse
-reward and termination, and the dense reward's 1.0-only-on-success).
+reward and termination, and the dense reward's 1.0-only-on-success). The robosuite tasks report
+robosuite's own `_check_success`; its thresholds are checked the same way at the end.
 """
 
 from __future__ import annotations
