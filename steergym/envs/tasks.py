@@ -21,6 +21,7 @@ from steergym.envs.widowx import WidowXEnv
 
 XY_TOLERANCE = 0.003  # m added to the target's half extent (SIMPLER)
 Z_TOLERANCE = 0.02  # m allowed between the source's bottom and the target's top (SIMPLER)
+Z_SINK_TOLERANCE = 0.005  # m the source's bottom may lie below the target's top (contact, tilt)
 
 
 def _closeness(distance: float, scale: float = 10.0) -> float:
@@ -87,11 +88,13 @@ class PickAndPlaceTask(WidowXEnv):
     def _on_target(self) -> bool:
         offset = self.source_offset_in_target()
         tgt_half = self.geometry[self.target].half_extents
-        src_half = self.geometry[self.source].half_extents
+        src_geo = self.geometry[self.source]
         xy_ok = bool(np.all(np.abs(offset[:2]) <= tgt_half[:2] + XY_TOLERANCE))
         src_pos, _ = self.body_pose(self.source)
-        gap = src_pos[2] - src_half[2] - self.target_top()
-        z_ok = -0.005 <= gap <= Z_TOLERANCE
+        # The bottom of the colliding geometry, which need not be centred on the body origin (the
+        # spoon's bowl puts it 0.5 mm higher: the body origin alone let 20.5 mm pass the 2 cm band).
+        gap = src_pos[2] + src_geo.center_offset[2] - src_geo.half_extents[2] - self.target_top()
+        z_ok = bool(-Z_SINK_TOLERANCE <= gap <= Z_TOLERANCE)  # Python bool: info["src_on_target"] serialises
         return xy_ok and z_ok and not (self.completely_on and self.touches_table(self.source))
 
     def _evaluate(self) -> dict[str, Any]:
@@ -166,6 +169,8 @@ class PutEggplantInBasket(PickAndPlaceTask):
     source_place = Placement(low=(0.24, -0.12), high=(0.32, -0.06), yaws=(0.0, np.pi / 4, -np.pi / 4), yaw_jitter=0.1)
     target_place = Placement(low=(0.30, 0.10), high=(0.34, 0.13))
     release_height = 0.05
+    inner_half_extents = (0.085, 0.065)  # m: the eggplant's centre must lie inside the walls (17 x 13 cm)
+    in_height = 0.06  # m of the eggplant's centre above the floor: below the 5 cm rim plus SIMPLER's "in"
 
     def target_top(self) -> float:
         """The basket's floor, metres."""
@@ -174,10 +179,10 @@ class PutEggplantInBasket(PickAndPlaceTask):
 
     def _on_target(self) -> bool:
         offset = self.source_offset_in_target()
-        inside_xy = abs(offset[0]) <= 0.085 and abs(offset[1]) <= 0.065
+        inside_xy = bool(np.all(np.abs(offset[:2]) <= self.inner_half_extents))
         src_pos, _ = self.body_pose(self.source)
         # In the basket: below its rim (5 cm walls) plus SIMPLER's looser 6 cm allowance for "in".
-        return bool(inside_xy and src_pos[2] - self.target_top() <= 0.06)
+        return bool(inside_xy and src_pos[2] - self.target_top() <= self.in_height)
 
 
 class LiftCube(PickAndPlaceTask):
@@ -214,12 +219,16 @@ class LiftCube(PickAndPlaceTask):
 
 
 class PushCube(WidowXEnv):
-    """Small task: push the blue cube onto the green mark on the table (no grasp needed)."""
+    """Small task: push the blue cube onto the green mark on the table (no grasp needed).
+
+    Success: the cube's centre within `goal_radius` of the mark's centre in xy, and the cube
+    touching the table (held or falling over the mark does not count).
+    """
 
     objects = ("blue_cube", "goal_marker")
     instruction = "push the blue cube to the green mark"
     max_episode_steps = 60
-    goal_radius = 0.025  # m between the cube's centre and the mark's centre for success
+    goal_radius = 0.025  # m between the cube's centre and the mark's centre (in xy) for success
     cube_place = Placement(**_around(0.06, 0.08), yaws=(0.0,), yaw_jitter=np.pi / 4)
 
     def _place_objects(self, rng: np.random.Generator) -> None:
@@ -241,7 +250,9 @@ class PushCube(WidowXEnv):
     def _evaluate(self) -> dict[str, Any]:
         cube, _ = self.body_pose("blue_cube")
         distance = float(np.linalg.norm(cube[:2] - self.goal_position()[:2]))
-        return {"is_success": distance <= self.goal_radius, "goal_distance": distance}
+        # On the mark *on the table*: a cube carried or falling over the mark is not there yet.
+        on_table = self.touches_table("blue_cube")
+        return {"is_success": distance <= self.goal_radius and on_table, "goal_distance": distance}
 
     def _dense_reward(self, metrics: dict[str, Any]) -> float:
         tcp = self.data.site_xpos[self.controller.site_id]
