@@ -14,6 +14,7 @@ torch's global random state.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -77,11 +78,19 @@ def _run(argv: list[str], what: str) -> str:
         _kill_group(proc)
 
 
-def _kill_after(proc: subprocess.Popen, checkpoint: Path, what: str) -> None:
-    """SIGKILL `proc`'s process group as soon as `checkpoint` exists; fail if it ended before."""
+def _past_start(checkpoint: Path) -> bool:
+    """A chunk trainer's checkpoint saved after some training (its first is saved at env step 0)."""
+    try:
+        return json.loads(checkpoint.read_text())["num_timesteps"] > 0
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def _kill_after(proc: subprocess.Popen, checkpoint: Path, what: str, ready=Path.exists) -> None:
+    """SIGKILL `proc`'s process group as soon as `ready(checkpoint)`; fail if it ended before."""
     deadline = time.monotonic() + RUN_TIMEOUT
     try:
-        while not checkpoint.exists():
+        while not ready(checkpoint):
             if proc.poll() is not None:
                 out = proc.stdout.read() if proc.stdout else ""
                 pytest.fail(f"{what} ended (exit {proc.returncode}) before {checkpoint} existed:\n{out[-3000:]}")
@@ -95,12 +104,12 @@ def _kill_after(proc: subprocess.Popen, checkpoint: Path, what: str) -> None:
 
 
 def _killed_then_resumed(cli: list[str], total: list[str], out_flag: str, straight: Path, killed: Path,
-                         checkpoint: str, what: str) -> None:
+                         checkpoint: str, what: str, ready=Path.exists) -> None:
     """The uninterrupted run and the killed one side by side, then the resumed run."""
     straight_proc = _start([*cli, *total, out_flag, str(straight)])
     try:
         killed_proc = _start([*cli, *total, out_flag, str(killed)])
-        _kill_after(killed_proc, killed / checkpoint, f"{what} (to be killed)")
+        _kill_after(killed_proc, killed / checkpoint, f"{what} (to be killed)", ready)
         _finish(straight_proc, f"{what} (uninterrupted)")
     finally:
         _kill_group(straight_proc)
@@ -135,3 +144,85 @@ def test_bc_killed_run_resumes_bit_for_bit(data_root, tmp_path):
                          "last/state.safetensors", "train bc")
     for name in ("last/state.safetensors", "policy/model.safetensors"):
         assert_same_tensors(tmp_path / "straight" / name, tmp_path / "killed" / name)
+
+
+# ---------------------------------------------------------------------------------- Cal-QL / CQL
+@pytest.mark.parametrize("trainer", ["calql", "cql"])
+def test_calql_killed_online_run_resumes_bit_for_bit(trainer, data_root, tmp_path):
+    argv = cli(trainer, "--dataset", "resume/lift-mixed-v0", "--root", str(data_root), "--pretrain-steps", "5",
+               "--eval-every", "40", "--eval-episodes", "1", "--hidden", "16", "16", "--batch-size", "16",
+               "--reward-scale", "10", "--reward-bias", "-5", "--failure-reward", "0")
+    _killed_then_resumed(argv, ["--env-steps", "400"], "--out", tmp_path / "straight", tmp_path / "killed",
+                         "checkpoints/latest/config.json", f"train {trainer}")
+    for name in ("agent/model.safetensors", "checkpoints/latest/model.safetensors",
+                 "checkpoints/latest/replay.safetensors"):
+        assert_same_tensors(tmp_path / "straight" / name, tmp_path / "killed" / name)
+
+
+# ------------------------------------------------------------------------------------------ PTR
+# `steergym train ptr` saves every 2,000 offline steps; the library's save_every makes a tiny run
+# checkpoint often (the CLI calls this same run_ptr).
+PTR_SCRIPT = """
+import sys, torch
+from steergym.algorithms.multitask_runs import run_ptr
+from steergym.algorithms.ptr import ptr_calql_config
+torch.set_num_threads(1)
+root, out, resume = sys.argv[1], sys.argv[2], sys.argv[3] == "resume"
+run_ptr(["resume/carrot-v0", "resume/spoon-v0"], "resume/stack-v0", out, pretrain_steps=150, adapt_steps=150,
+        demos=1, calql=ptr_calql_config(batch_size=16, critic_hidden=(16, 16), actor_hidden=(16, 16), log_every=10),
+        save_every=10, eval_episodes=1, root=root, resume=resume, progress=False)
+"""
+
+
+def _ptr_checkpoint_after(steps: int):
+    def ready(folder: Path) -> bool:
+        try:  # ptr.json is written last: the checkpoint is complete
+            return (folder / "ptr.json").is_file() and json.loads((folder / "config.json").read_text())[
+                "offline_steps"] >= steps
+        except (OSError, ValueError, KeyError):
+            return False
+    return ready
+
+
+def test_ptr_killed_in_each_offline_phase_resumes_bit_for_bit(tmp_path):
+    root = tmp_path / "data"
+    for k, (task, name) in enumerate(((CARROT, "carrot"), (SPOON, "spoon"), (STACK, "stack"))):
+        collect(task, 1, "mixed", f"resume/{name}-v0", seed=10 * k, root=root, progress=False)
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    argv = lambda out, mode: ["-c", PTR_SCRIPT, str(root), str(out), mode]  # noqa: E731
+    straight_proc = _start(argv(straight, "new"))
+    try:
+        # killed during pre-training, resumed, killed again during adaptation, resumed to the end
+        _kill_after(_start(argv(killed, "new")), killed / "checkpoints" / "offline", "PTR (pre-training)",
+                    _ptr_checkpoint_after(10))
+        _kill_after(_start(argv(killed, "resume")), killed / "checkpoints" / "offline", "PTR (adaptation)",
+                    _ptr_checkpoint_after(170))
+        _finish(straight_proc, "PTR (uninterrupted)")
+    finally:
+        _kill_group(straight_proc)
+    _run(argv(killed, "resume"), "PTR (resumed)")
+    for name in ("agent/model.safetensors", "checkpoints/offline/model.safetensors"):
+        assert_same_tensors(straight / name, killed / name)
+    assert (straight / "agent" / "ptr.json").read_text() == (killed / "agent" / "ptr.json").read_text()
+
+
+# ---------------------------------------------------------------------------------- OGPO, DSRL-NA
+CHUNK_TINY = {
+    "ogpo": ["--hidden", "16", "16", "--batch-size", "8", "--learning-starts", "2", "--group-size", "2"],
+    "dsrl-na": ["--hidden", "16", "16", "--batch-size", "8", "--learning-starts", "2", "--utd", "1"],
+}
+
+
+@pytest.mark.parametrize("trainer", ["ogpo", "dsrl-na"])
+def test_chunk_trainer_killed_run_resumes_bit_for_bit(trainer, tmp_path):
+    argv = cli(trainer, "--policy", "widowx-lift-diffusion", "--eval-every", "60", "--eval-episodes", "1",
+               *CHUNK_TINY[trainer])
+    _killed_then_resumed(argv, ["--env-steps", "400"], "--out", tmp_path / "straight", tmp_path / "killed",
+                         "checkpoints/latest/config.json", f"train {trainer}", ready=_past_start)
+    for name in ("agent/model.safetensors", "checkpoints/latest/model.safetensors"):
+        assert_same_tensors(tmp_path / "straight" / name, tmp_path / "killed" / name)
+    for a, b in ((tmp_path / "straight", tmp_path / "killed"),):
+        x, y = np.load(a / "agent" / "replay.npz"), np.load(b / "agent" / "replay.npz")
+        assert sorted(x.files) == sorted(y.files)
+        for key in x.files:
+            np.testing.assert_array_equal(x[key], y[key], err_msg=key)
