@@ -61,7 +61,7 @@ from steergym.algorithms.encoders import (
     random_shift,
 )
 from steergym.algorithms.replay import ObsSpec, empty_obs, grow_rows, ring_rows, take_rows
-from steergym.algorithms.run_files import append_csv, write_json
+from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
 from steergym.atomic import atomic_folder
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
 
@@ -475,6 +475,11 @@ class ChunkTrainer:
             next_eval = self.num_timesteps + int(eval_every)  # resumed right after an evaluation
         if self.next_eval is not None and eval_env is not None:
             next_eval = self.next_eval  # resumed from a checkpoint that `learn` saved at an episode's end
+        if self.next_eval is not None and run_dir is not None:
+            # the rows a killed run wrote after its checkpoint: this run writes them again
+            last_eval = self.eval_history[-1]["env_steps"] if self.eval_history else -1
+            keep_csv_rows(run_dir / "eval.csv", lambda row: int(row["env_steps"]) <= last_eval)
+            keep_csv_rows(run_dir / "progress.csv", lambda row: int(row["updates"]) <= self.updates)
         self.next_eval = None
         # An evaluation's checkpoint waits for the training episode to end: the env's state mid-episode
         # is not saved, and a resumed `learn` starts a new episode, so a checkpoint taken mid-episode
