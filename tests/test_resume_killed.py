@@ -288,3 +288,22 @@ def test_decoding_noise_does_not_depend_on_torchs_global_random_state(name):
     torch.rand(3)
     policy.reset(seed=7)
     np.testing.assert_array_equal(policy.sample_n(obs[0], 2), chunks)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="renameat2 is Linux's")
+def test_overwriting_a_checkpoint_folder_swaps_it_in_one_step(tmp_path, monkeypatch):
+    """Two renames (old away, new in) leave a moment with no checkpoint at all: a run killed there
+    could not be resumed. On Linux the swap is one renameat2(RENAME_EXCHANGE)."""
+    from steergym.atomic import atomic_folder
+
+    with atomic_folder(tmp_path / "latest") as staging:
+        (staging / "config.json").write_text("old")
+
+    def no_rename(*args):
+        raise AssertionError("os.replace: the checkpoint was swapped in two steps")
+
+    monkeypatch.setattr(os, "replace", no_rename)
+    with atomic_folder(tmp_path / "latest") as staging:
+        (staging / "config.json").write_text("new")
+    assert (tmp_path / "latest" / "config.json").read_text() == "new"
+    assert [p.name for p in tmp_path.iterdir()] == ["latest"]  # the old content is gone
