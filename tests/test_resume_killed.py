@@ -215,7 +215,9 @@ CHUNK_TINY = {
 
 @pytest.mark.parametrize("trainer", ["ogpo", "dsrl-na"])
 def test_chunk_trainer_killed_run_resumes_bit_for_bit(trainer, tmp_path):
-    argv = cli(trainer, "--policy", "widowx-lift-diffusion", "--eval-every", "60", "--eval-episodes", "1",
+    # evaluations every 30 env steps fall inside training episodes (lift's are 6 to 40 steps here):
+    # a checkpoint saved there and resumed into a fresh episode is what this case caught
+    argv = cli(trainer, "--policy", "widowx-lift-diffusion", "--eval-every", "30", "--eval-episodes", "1",
                "--config", '{"log_every": 3}', *CHUNK_TINY[trainer])
     _killed_then_resumed(argv, ["--env-steps", "240"], "--out", tmp_path / "straight", tmp_path / "killed",
                          "checkpoints/latest/config.json", f"train {trainer}", ready=_past_start)
