@@ -148,15 +148,27 @@ def test_bc_killed_run_resumes_bit_for_bit(data_root, tmp_path):
 
 # ---------------------------------------------------------------------------------- Cal-QL / CQL
 @pytest.mark.parametrize("trainer", ["calql"])  # cql: the same code with the calibration off
-def test_calql_killed_online_run_resumes_bit_for_bit(trainer, data_root, tmp_path):
-    argv = cli(trainer, "--dataset", "resume/lift-mixed-v0", "--root", str(data_root), "--pretrain-steps", "5",
+def test_calql_killed_after_pretraining_and_online_resumes_bit_for_bit(trainer, data_root, tmp_path):
+    argv = cli(trainer, "--dataset", "resume/lift-mixed-v0", "--root", str(data_root), "--pretrain-steps", "60",
                "--eval-every", "40", "--eval-episodes", "1", "--hidden", "16", "16", "--batch-size", "16",
-               "--reward-scale", "10", "--reward-bias", "-5", "--failure-reward", "0")
-    _killed_then_resumed(argv, ["--env-steps", "240"], "--out", tmp_path / "straight", tmp_path / "killed",
-                         "checkpoints/latest/config.json", f"train {trainer}")
+               "--reward-scale", "10", "--reward-bias", "-5", "--failure-reward", "0", "--env-steps", "240")
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    straight_proc = _start([*argv, "--out", str(straight)])
+    try:
+        # killed once pretrained/ exists (resumed from it), then once checkpoints/latest exists
+        _kill_after(_start([*argv, "--out", str(killed)]), killed / "pretrained" / "config.json",
+                    f"train {trainer} (pre-training)")
+        _kill_after(_start([*argv, "--out", str(killed), "--resume"]),
+                    killed / "checkpoints" / "latest" / "config.json", f"train {trainer} (online)")
+        _finish(straight_proc, f"train {trainer} (uninterrupted)")
+    finally:
+        _kill_group(straight_proc)
+    _run([*argv, "--out", str(killed), "--resume"], f"train {trainer} (resumed)")
     for name in ("agent/model.safetensors", "checkpoints/latest/model.safetensors",
-                 "checkpoints/latest/replay.safetensors"):
-        assert_same_tensors(tmp_path / "straight" / name, tmp_path / "killed" / name)
+                 "checkpoints/latest/replay.safetensors", "pretrained/model.safetensors"):
+        assert_same_tensors(straight / name, killed / name)
+    for name in ("offline.csv", "progress.csv", "eval.csv"):  # each row once
+        assert _csv_without_wall(killed / name) == _csv_without_wall(straight / name), name
 
 
 # ------------------------------------------------------------------------------------------ PTR
