@@ -1022,11 +1022,12 @@ class CalQL:
         return {"actor_optim": self.actor_optimizer, "critic_optim": self.critic_optimizer,
                 "alpha_optim": self.alpha_optimizer, "alpha_prime_optim": self.alpha_prime_optimizer}
 
-    def save(self, path: str | os.PathLike, replay: bool = True) -> Path:
+    def save(self, path: str | os.PathLike, replay: bool = True, extra_files: dict[str, str] | None = None) -> Path:
         """Atomically write `path/` = config.json (config, spaces, step, optimiser hyper-parameters,
         batch-order generator, online counters, evaluation curve, offline-data fingerprint) +
         model.safetensors (networks, targets, temperatures, Adam moments, sampling generators)
-        + replay.safetensors (the finished online transitions, when there are some and `replay`).
+        + replay.safetensors (the finished online transitions, when there are some and `replay`)
+        + `extra_files` ({name: text}, a wrapping trainer's own files, in the same atomic write).
         Loading it resumes training exactly (the offline data is passed to `learn` again)."""
         from safetensors.numpy import save_file as save_numpy
         from safetensors.torch import save_file
@@ -1057,6 +1058,8 @@ class CalQL:
                       metadata={"format": FORMAT})
             if replay_arrays is not None:
                 save_numpy(replay_arrays, str(staging / REPLAY_FILE), metadata={"format": FORMAT})
+            for name, text in (extra_files or {}).items():
+                (staging / name).write_text(text)
             (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")  # +-inf as Infinity
         return Path(path)
 

@@ -21,7 +21,8 @@ Run folder (`learn(..., out=RUN)`):
     progress.csv         training metrics every `config.log_every` agent steps (also in tb/ when
                          tensorboard is installed)
     eval.csv             env_steps, agent_steps, wall_s, success_rate, mean_return, train_success
-    checkpoints/latest   the full trainer state after each evaluation (`Trainer.load` resumes it)
+    checkpoints/latest   the full trainer state at the end of the training episode in which an
+                         evaluation fell, and at the end of `learn` (`Trainer.load` resumes it)
 
 Checkpoint folder (`save(path)`, atomic): config.json (config, spaces, counters, optimiser
 hyper-parameters, numpy generator state), model.safetensors (networks, Adam moments, torch
@@ -31,7 +32,9 @@ pickled.
 
 Resume semantics: every `learn` call starts a new episode (seeded by the episode counter), so
 `learn(a); save; learn(b)` and `load; learn(b)` make identical updates; an episode cut by the end of
-a `learn` call keeps its transitions in the buffer.
+a `learn` call keeps its transitions in the buffer. Checkpoints written by `learn` wait for an
+episode's end (they also keep the evaluation schedule), so a killed run resumed from one continues
+exactly as the uninterrupted run would have.
 """
 
 from __future__ import annotations
@@ -58,7 +61,7 @@ from steergym.algorithms.encoders import (
     random_shift,
 )
 from steergym.algorithms.replay import ObsSpec, empty_obs, grow_rows, ring_rows, take_rows
-from steergym.algorithms.run_files import append_csv, write_json
+from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
 from steergym.atomic import atomic_folder
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
 
@@ -305,6 +308,9 @@ class ChunkTrainer:
         self.train_successes: list[bool] = []
         self.history: list[dict[str, Any]] = []  # progress rows (every config.log_every updates)
         self.eval_history: list[dict[str, Any]] = []  # evaluation rows
+        # where `learn` stood when it saved its checkpoint (None outside learn): a resumed learn
+        # continues its evaluation schedule instead of evaluating at once
+        self.next_eval: int | None = None
         return policy
 
     def _standardiser(self, normalizers: Any, name: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -467,6 +473,18 @@ class ChunkTrainer:
         next_eval = self.num_timesteps if eval_env is not None else math.inf
         if self.eval_history and self.eval_history[-1]["env_steps"] == self.num_timesteps:
             next_eval = self.num_timesteps + int(eval_every)  # resumed right after an evaluation
+        if self.next_eval is not None and eval_env is not None:
+            next_eval = self.next_eval  # resumed from a checkpoint that `learn` saved at an episode's end
+        if self.next_eval is not None and run_dir is not None:
+            # the rows a killed run wrote after its checkpoint: this run writes them again
+            last_eval = self.eval_history[-1]["env_steps"] if self.eval_history else -1
+            keep_csv_rows(run_dir / "eval.csv", lambda row: int(row["env_steps"]) <= last_eval)
+            keep_csv_rows(run_dir / "progress.csv", lambda row: int(row["updates"]) <= self.updates)
+        self.next_eval = None
+        # An evaluation's checkpoint waits for the training episode to end: the env's state mid-episode
+        # is not saved, and a resumed `learn` starts a new episode, so a checkpoint taken mid-episode
+        # would resume into another trajectory than the uninterrupted run's.
+        checkpoint_due = False
         bar = tqdm(total=int(total_timesteps), unit="env step", disable=not progress, leave=False,
                    desc=f"{self.algorithm}")
         try:
@@ -476,6 +494,7 @@ class ChunkTrainer:
                 if self.num_timesteps >= next_eval:
                     self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
                     next_eval = self.num_timesteps + int(eval_every)
+                    checkpoint_due = run_dir is not None
                 env_action = self._act(obs)
                 next_obs, reward, terminated, truncated, info = self.env.step(env_action)
                 planned = self._executed_chunk(env_action, info)  # (H, d), env units, clipped
@@ -500,12 +519,18 @@ class ChunkTrainer:
                     self._episode_end(episode_success)
                     self.episodes += 1
                     episode_success = False
+                    if checkpoint_due:  # between episodes: the state a resumed learn starts from
+                        self.next_eval, checkpoint_due = next_eval, False
+                        self.save(run_dir / "checkpoints" / "latest")
+                        self.next_eval = None
                     obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
                     self._episode_start()
                 else:
                     obs = next_obs
             if eval_env is not None:
                 self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
+            if run_dir is not None:
+                self.save(run_dir / "checkpoints" / "latest")
         finally:
             bar.close()
             if writer is not None:
@@ -521,7 +546,6 @@ class ChunkTrainer:
         self.eval_history.append(row)
         if run_dir is not None:
             append_csv(run_dir / "eval.csv", row)
-            self.save(run_dir / "checkpoints" / "latest")
         if writer is not None:
             writer.add_scalar("eval/success_rate", row["success_rate"], self.num_timesteps)
             writer.add_scalar("eval/mean_return", row["mean_return"], self.num_timesteps)
@@ -577,7 +601,7 @@ class ChunkTrainer:
                 "action_space": space_to_json(self.primitive_action_space), "optimizers": optim_meta,
                 "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
                 "train_successes": [bool(x) for x in self.train_successes[-1000:]],
-                "eval_history": self.eval_history}
+                "eval_history": self.eval_history, "next_eval": self.next_eval}
         arrays = {**self.replay.arrays("replay"), **self._extra_arrays()}
         with atomic_folder(path) as staging:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
@@ -644,6 +668,7 @@ class ChunkTrainer:
         self.metrics = dict(meta.get("metrics", {}))
         self.train_successes = list(meta.get("train_successes", []))
         self.eval_history = [dict(row) for row in meta.get("eval_history", [])]
+        self.next_eval = meta.get("next_eval")
 
 
 def _primitive(env: gym.Env) -> gym.Env:

@@ -36,7 +36,6 @@ import numpy as np
 import torch
 
 from steergym.algorithms.calql import CalQL, CalQLConfig
-from steergym.algorithms.run_files import write_json
 from steergym.data.multitask import TASK_KEY, append_task, concat_transitions, mix_transitions, task_one_hot, with_task
 from steergym.policies.base import is_batched
 from steergym.wrappers.task_condition import TaskConditionWrapper
@@ -190,12 +189,14 @@ class PTR:
 
     # ------------------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> Path:
-        """`path/` = the Cal-QL checkpoint (written atomically) + ptr.json (task ids, target ratio,
-        phases; written after it, so a folder without ptr.json is an interrupted save)."""
+        """`path/` = the Cal-QL checkpoint + ptr.json (task ids, target ratio, phases), written in one
+        atomic step: a process killed while saving leaves the previous checkpoint whole (ptr.json
+        written after the folder's swap left a folder that `load` refused and --resume could not
+        continue)."""
         path = Path(path)
-        self.agent.save(path, replay=True)
-        write_json(path / PTR_FILE, {"format": FORMAT, "task_ids": list(self.task_ids),
-                                     "target_ratio": self.config.target_ratio, "phases": self.phases})
+        meta = {"format": FORMAT, "task_ids": list(self.task_ids), "target_ratio": self.config.target_ratio,
+                "phases": self.phases}
+        self.agent.save(path, replay=True, extra_files={PTR_FILE: json.dumps(meta, indent=1, default=str) + "\n"})
         return path
 
     @classmethod
