@@ -40,3 +40,10 @@ def make_env() -> Iterator[Callable[..., gym.Env]]:
     yield _make
     for env in made:
         env.close()
+
+
+def pytest_terminal_summary(terminalreporter, config):
+    """Print the test order's seed (pytest-randomly shows it only in the header, which -q hides)."""
+    seed = getattr(config.option, "randomly_seed", None)
+    if config.pluginmanager.hasplugin("randomly") and isinstance(seed, int):
+        terminalreporter.write_line(f"test order: --randomly-seed={seed} (pytest -p randomly --randomly-seed={seed} repeats it)")

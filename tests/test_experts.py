@@ -1,7 +1,8 @@
 """The scripted experts: success, determinism, noise, and grasp stability.
 
-Kept small for CI: three seeds per task (the full 100-seed figure is
-`benchmarks/env_speed.py --expert-episodes 100`). Only the public API is used:
+The README claims the noiseless expert succeeds on all of seeds 0-99 of every task (100%, the
+`benchmarks/env_speed.py --expert-episodes 100` column); episodes are short (8-15 steps), so CI
+checks every one of those seeds (about 25 s on one core for the six tasks). Only the public API is used:
 `make_expert(env, noise=..., seed=...)`, `expert.reset()` after `env.reset()`, `expert.act(obs)`.
 """
 
@@ -14,7 +15,7 @@ from steergym.policies.scripted import make_expert
 from steergym.registry import env_ids
 
 ENV_IDS = env_ids()
-SEEDS = (0, 1, 2)
+SEEDS = range(100)  # the README's "expert success (100 seeds)": all of them
 
 
 def _short(env_id: str) -> str:
@@ -39,9 +40,8 @@ def _episode(env, expert, seed: int, max_steps: int | None = None):
 def test_expert_succeeds(make_env, env_id):
     env = make_env(env_id)
     expert = make_expert(env, noise=0.0, seed=0)
-    results = [_episode(env, expert, seed) for seed in SEEDS]
-    successes = [r[0] for r in results]
-    assert sum(successes) >= 2, f"{env_id}: expert succeeded on {sum(successes)}/{len(SEEDS)} seeds {SEEDS}"
+    failed = [seed for seed in SEEDS if not _episode(env, expert, seed)[0]]
+    assert not failed, f"{env_id}: the expert failed on seeds {failed} of {SEEDS}"
 
 
 def test_expert_works_from_pixel_observations(make_env):
