@@ -10,6 +10,11 @@ not written (pass --force to write it anyway).
     python recipes/shipped_policies.py                     # all of them (about 25 min on 2 cores)
     python recipes/shipped_policies.py --only widowx-carrot-diffusion --jobs 1
     python recipes/shipped_policies.py --out /tmp/policies # elsewhere (default: the package assets)
+    python recipes/shipped_policies.py --measure           # re-evaluate the shipped weights, no training
+
+--measure re-records success and failed seeds (seeds 0-99) of the existing checkpoints in index.json
+and their config.json metadata: for when the simulation changed in the last bits (an episode near
+its success boundary may flip) and the weights did not.
 
 Everything runs with torch on 1 thread per job for bit-for-bit repeatability on one machine.
 """
@@ -181,6 +186,36 @@ def make_weak(name: str, work: Path, threads: int = 1) -> tuple[Path, dict]:
     return out / name, entry
 
 
+def measure(name: str, out: Path, threads: int) -> dict:
+    """Re-evaluate the written checkpoint `name` on seeds 0-99; returns its updated index entry
+    (with "written" True and the previous rates under "previous")."""
+    import torch
+
+    torch.set_num_threads(threads)
+    from steergym.bench.evaluate import evaluate
+    from steergym.policies import load_policy
+
+    started = time.time()
+    entry = json.loads((out / "index.json").read_text())["policies"][name]
+    policy = load_policy(out / entry["folder"])
+    rates, failed = {}, {}
+    for env_id in entry["env_ids"]:
+        bound = policy.for_task(env_id) if policy.task_ids else policy
+        result = evaluate(env_id, bound, episodes=EVAL_EPISODES, seed=EVAL_SEED, progress=False)
+        rates[env_id], failed[env_id] = result.success_rate, result.failed_seeds
+    config_path = out / entry["folder"] / "config.json"
+    config = json.loads(config_path.read_text())
+    config["metadata"]["success_rate"] = rates
+    tmp = config_path.with_name(".config.json.partial")
+    tmp.write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
+    os.replace(tmp, config_path)
+    previous = entry["success_rate"]
+    entry.update(success_rate=rates, failed_seeds=failed, episodes=EVAL_EPISODES, written=True,
+                 minutes=round((time.time() - started) / 60, 1))
+    entry["previous"] = previous
+    return entry
+
+
 def update_index(out: Path, entries: dict[str, dict]) -> None:
     index_path = out / "index.json"
     index = json.loads(index_path.read_text()) if index_path.exists() else {"policies": {}}
@@ -188,6 +223,7 @@ def update_index(out: Path, entries: dict[str, dict]) -> None:
         if entry.pop("written"):
             entry.pop("minutes", None)
             entry.pop("in_band", None)
+            entry.pop("previous", None)
             index["policies"][name] = entry
     tmp = index_path.with_name(".index.json.partial")
     tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
@@ -242,11 +278,25 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=2, help="policies made in parallel (default: 2)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per job (default: 1)")
     parser.add_argument("--force", action="store_true", help="write policies outside their band too")
+    parser.add_argument("--measure", action="store_true",
+                        help="re-evaluate the checkpoints already in --out (no training) and re-record them")
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
     names = args.only or sorted(RECIPES)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
+    if args.measure:
+        with ProcessPoolExecutor(max_workers=max(1, args.jobs)) as pool:
+            futures = {name: pool.submit(measure, name, out, args.threads) for name in names}
+            entries = {name: future.result() for name, future in futures.items()}
+        for name, e in entries.items():
+            for env_id, rate in e["success_rate"].items():
+                before = e["previous"][env_id]
+                change = "" if rate == before else f" (recorded {before:.2f})"
+                print(f"{name} on {env_id.split('/')[-1]}: {rate:.2f}{change} [{e['minutes']} min]", flush=True)
+        update_index(out, entries)
+        write_readme(out)
+        return 0
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="steergym-recipes-"))
     # Collect datasets up front in this process, so parallel jobs never write the same dataset.
     from steergym.data.collect import collect
