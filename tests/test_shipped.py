@@ -53,7 +53,7 @@ def test_shipped_policy_repeats_its_recorded_episodes_exactly(name):
     """Re-run the first 20 of the 100 recorded evaluation seeds: the same episodes fail.
 
     Evaluation is deterministic (the env and the policy's noise are seeded by the episode seed), and
-    the README says the re-measure equals the record, so there is no tolerance: the failed seeds among
+    docs/benchmarks.md says the re-measure equals the record, so there is no tolerance: the failed seeds among
     0..19 must be the recorded ones. Measured on the development machine after the IK change (MuJoCo's
     C routines): every policy repeats its record on seeds 0..19, and on all 100 seeds but one episode
     (the generalist on PutCarrotOnPlate, seed 85, now succeeds). If another CPU flips a close
