@@ -1,6 +1,6 @@
 """The scripted experts: success, determinism, noise, and grasp stability.
 
-The README claims the noiseless expert succeeds on all of seeds 0-99 of every task (100%, the
+docs/benchmarks.md claims the noiseless expert succeeds on all of seeds 0-99 of every task (100%, the
 `benchmarks/env_speed.py --expert-episodes 100` column); episodes are short (8-15 steps), so CI
 checks every one of those seeds (about 25 s on one core for the six tasks). Only the public API is used:
 `make_expert(env, noise=..., seed=...)`, `expert.reset()` after `env.reset()`, `expert.act(obs)`.
@@ -15,7 +15,7 @@ from steergym.policies.scripted import make_expert
 from steergym.registry import env_ids
 
 ENV_IDS = env_ids()
-SEEDS = range(100)  # the README's "expert success (100 seeds)": all of them
+SEEDS = range(100)  # docs/benchmarks.md's "expert success (100 seeds)": all of them
 
 
 def _short(env_id: str) -> str:

@@ -1,4 +1,4 @@
-"""A killed training process resumes bit for bit (the README's claim), trainer by trainer.
+"""A killed training process resumes bit for bit (the claim in docs/policies.md and docs/trainers.md), trainer by trainer.
 
 Each case runs a tiny training in a child process, SIGKILLs it once its first checkpoint exists,
 resumes it with `--resume` in a fresh process up to the same total, and compares the final weights

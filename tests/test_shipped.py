@@ -53,11 +53,11 @@ def test_shipped_policy_repeats_its_recorded_episodes_exactly(name):
     """Re-run the first 20 of the 100 recorded evaluation seeds: the same episodes fail.
 
     Evaluation is deterministic (the env and the policy's noise are seeded by the episode seed), and
-    the README says the re-measure equals the record, so there is no tolerance: the failed seeds among
-    0..19 must be the recorded ones. The records were re-measured on all 100 seeds with
+    docs/benchmarks.md says the re-measure equals the record, so there is no tolerance: the failed
+    seeds among 0..19 must be the recorded ones. The records were re-measured on all 100 seeds with
     `recipes/shipped_policies.py --measure` after the IK change (MuJoCo's C routines) and the PushCube
     rule change (the cube must touch the table): two episodes had flipped (generalist on carrot, seed
-    85, now succeeds; push, seed 76 now fails: the cube was not on the table). If another CPU flips a close episode, the message
+    85, now succeeds; push, seed 76, now fails). If another CPU flips a close episode, the message
     names the seeds; re-record with `--measure` rather than loosen this.
     """
     entry = SHIPPED[name]

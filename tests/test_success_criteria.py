@@ -31,10 +31,10 @@ PICK_PLACE = [T.PutSpoonOnTowel, T.PutCarrotOnPlate, T.StackGreenOnYellowBlock] 
 
 
 def test_documented_constants():
-    """The rules as the README and task docstrings state them (SIMPLER's "on", made stricter)."""
+    """The rules as docs/envs.md and the task docstrings state them (SIMPLER's "on", made stricter)."""
     assert T.XY_TOLERANCE == 0.003  # target's half extent + 3 mm
     assert T.Z_TOLERANCE == 0.02  # at most 2 cm above the target's top
-    assert T.Z_SINK_TOLERANCE == 0.005  # and at most 5 mm below it (not in the README: contact slack)
+    assert T.Z_SINK_TOLERANCE == 0.005  # and at most 5 mm below it (not in docs/envs.md: contact slack)
     assert T.LiftCube.lift_height == 0.05  # cube's bottom 5 cm above the table
     assert T.PushCube.goal_radius == 0.025  # cube centre within 2.5 cm of the mark
     # "completely on" (may not touch the table) for carrot and stack; spoon and eggplant may
@@ -405,7 +405,7 @@ def test_push_cube_lifted_over_the_mark_fails():
 
 
 # --------------------------------------------------------------------------- robosuite
-# The adapter reports robosuite's own `_check_success` (README: "sparse reward 1.0 when the task
+# The adapter reports robosuite's own `_check_success` (docs/suites.md: "sparse reward 1.0 when the task
 # succeeds"), whose thresholds are literals in robosuite 1.5's code, restated here:
 RS_LIFT_MARGIN = 0.04  # Lift: cube body above the table top by more than this (no grasp needed)
 RS_BIN_HEIGHT = 0.1  # PickPlaceCan: can body within (bin z, bin z + this), inside its bin quarter
