@@ -204,6 +204,21 @@ def entry(env_id: str) -> EnvEntry:
     raise KeyError(f"unknown steergym env id {env_id!r}; known ids: {env_ids(include_steered=True)}")
 
 
+def make_env(env_id: str, **env_kwargs: Any) -> gym.Env:
+    """`gymnasium.make(env_id, **env_kwargs)` with one-line ValueErrors for user mistakes.
+
+    An unknown id names the registered steergym ids; a bad option names the valid ones.
+    """
+    try:
+        return gym.make(env_id, **env_kwargs)
+    except (gym.error.UnregisteredEnv, ModuleNotFoundError) as exc:
+        raise ValueError(f"unknown env id {env_id!r}; valid ids: {', '.join(env_ids())}") from exc
+    except (TypeError, ValueError) as exc:
+        # Environments name the offending option; gymnasium appends a long "was raised from" tail.
+        message = str(exc).split(" was raised from the environment creator")[0]
+        raise ValueError(f"{env_id}: {message}") from exc
+
+
 def register_all() -> None:
     """Register every id with gymnasium (idempotent)."""
     for e in ENVS:

@@ -28,9 +28,12 @@ from tqdm.auto import tqdm
 
 from steergym.algorithms import state as trainer_state
 from steergym.algorithms.run_files import append_csv, keep_csv_rows
-from steergym.data.chunks import ChunkData, load_chunk_data
-from steergym.policies.config import config_from_dict
+from steergym.data.chunks import ChunkData, dataset_spaces, load_chunk_data
+from steergym.data.dataset import read_metadata
+from steergym.policies.checkpoint import policy_classes
+from steergym.policies.config import PolicyConfig, config_from_dict
 from steergym.policies.generative import GenerativePolicy
+from steergym.rollout import evaluate
 
 RUN_FILE = "run.json"
 
@@ -196,8 +199,6 @@ class BCTrainer:
     # ---------------------------------------------------------------------------- evaluation
     def evaluate(self, episodes: int | None = None) -> dict[str, Any]:
         """Success of the EMA policy on each task of the data (reset seeds from `eval_seed`)."""
-        from steergym.bench.evaluate import evaluate
-
         episodes = episodes or self.config.eval_episodes
         results = {}
         for env_id in self.data.task_ids:
@@ -245,9 +246,6 @@ class BCTrainer:
         `data` is given.
         """
         from minari.serialization import deserialize_space
-
-        from steergym.policies.checkpoint import policy_classes
-        from steergym.policies.config import PolicyConfig
 
         run_dir = Path(run_dir)
         run_file = run_dir / RUN_FILE
@@ -362,9 +360,6 @@ def train_bc(
     Raises:
         ValueError: `run_dir` holds a run and `resume` is False, or `resume` without a run.
     """
-    from steergym.policies.checkpoint import policy_classes
-    from steergym.policies.config import PolicyConfig
-
     if run_dir is not None and (Path(run_dir) / RUN_FILE).exists():
         if not resume:
             raise ValueError(f"{run_dir} already holds a run; pass resume=True (--resume) or choose another folder")
@@ -385,9 +380,6 @@ def train_bc(
         conditioned = len(data.task_ids) > 1
     if conditioned:
         options["task_ids"] = data.task_ids
-    from steergym.data.chunks import dataset_spaces
-    from steergym.data.dataset import read_metadata
-
     obs_space, act_space = dataset_spaces(dataset_ids[0], root)
     config = config or BCConfig()
     torch.manual_seed(config.seed)

@@ -84,6 +84,7 @@ from steergym.algorithms.steering import TRAIN_SEED_OFFSET
 from steergym.atomic import atomic_folder
 from steergym.data.returns import monte_carlo_returns
 from steergym.policies.config import config_from_dict
+from steergym.rollout import score_episodes
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
@@ -1270,8 +1271,6 @@ def _info_array(info: dict, key: str, n: int, default: Any) -> np.ndarray:
 def evaluate_agent(agent: "CalQL", env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
     """Deterministic episodes of `agent` on a single `env`, reset seeds seed + i: success rate
     (info["is_success"] at any step) and mean return."""
-    from steergym.bench.evaluate import score_episodes
-
     return score_episodes(env, lambda obs: agent.predict(obs, deterministic=True)[0], episodes, seed)
 
 

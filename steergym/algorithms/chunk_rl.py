@@ -63,6 +63,9 @@ from steergym.algorithms.encoders import (
 from steergym.algorithms.replay import ObsSpec, empty_obs, grow_rows, ring_rows, take_rows
 from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
 from steergym.atomic import atomic_folder
+from steergym.policies.checkpoint import load_policy, save_policy
+from steergym.policies.generative import GenerativePolicy
+from steergym.rollout import score_episodes
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
 
 CONFIG_FILE = "config.json"
@@ -430,8 +433,6 @@ class ChunkTrainer:
                  deterministic: bool = True) -> dict[str, float]:
         """Episodes on `env` (wrapped as the training env is, if needed), reset seeds seed + i, the
         evaluation noise reseeded with seed + i: success_rate and mean_return."""
-        from steergym.bench.evaluate import score_episodes
-
         return score_episodes(self._wrap_env(env, self.policy),
                               lambda obs: self.predict(obs, deterministic=deterministic)[0],
                               episodes, seed, self.reset_eval_noise)
@@ -588,8 +589,6 @@ class ChunkTrainer:
         """Atomically write the full trainer state to the folder `path` (see the module docstring)."""
         from safetensors.torch import save_file
 
-        from steergym.policies.checkpoint import save_policy
-
         tensors, optim_meta = trainer_state.training_tensors(self._modules(), self._optimizers())
         tensors["generator"] = self.generator.get_state().cpu()
         tensors["eval_generator"] = self.eval_generator.get_state().cpu()
@@ -623,8 +622,6 @@ class ChunkTrainer:
     def _read_checkpoint(cls, path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict, Any]:
         from safetensors import SafetensorError
         from safetensors.torch import load_file
-
-        from steergym.policies.checkpoint import load_policy
 
         path = Path(path)
         missing = [n for n in (CONFIG_FILE, MODEL_FILE, REPLAY_FILE) if not (path / n).exists()]
@@ -676,8 +673,6 @@ def _primitive(env: gym.Env) -> gym.Env:
 
 
 def _saveable(policy: Any) -> bool:
-    from steergym.policies.generative import GenerativePolicy
-
     return isinstance(policy, GenerativePolicy)
 
 

@@ -18,14 +18,16 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import numpy as np
 
 from steergym.algorithms.calql import CalQL, CalQLConfig
 from steergym.algorithms.ptr import PTR, PTRConfig
 from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
-from steergym.algorithms.vgps import ValueFunction, _task_spaces
+from steergym.algorithms.vgps import ValueFunction, _task_spaces, vgps_calql_config
 from steergym.data import Transitions, load_transitions
 from steergym.data.multitask import concat_transitions
+from steergym.rollout import evaluate
 
 OFFLINE = Path("checkpoints") / "offline"  # the PTR agent during the offline phases
 LATEST = Path("checkpoints") / "latest"  # CalQL.learn's online checkpoint
@@ -65,8 +67,6 @@ def run_vgps(dataset_ids: Sequence[str], out: str | os.PathLike, steps: int,
              root: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> ValueFunction:
     """Train (or resume) a V-GPS value function on mixed-quality datasets; returns it (also saved
     in out/value_function)."""
-    from steergym.algorithms.vgps import vgps_calql_config
-
     out = Path(out)
     data = load_task_datasets(dataset_ids, root)
     tasks = tuple(data)
@@ -89,10 +89,6 @@ def run_ptr(prior_ids: Sequence[str], target_id: str, out: str | os.PathLike, *,
     dataset's first `demos` episodes (mixed in at `config.target_ratio`), evaluation on the target
     task, then `env_steps` of online fine-tuning. Task order: the prior tasks, then the target.
     `calql` defaults to `ptr_calql_config()`. Returns the agent (saved in out/agent)."""
-    import gymnasium as gym
-
-    from steergym.bench.evaluate import evaluate
-
     out = Path(out)
     prior = load_task_datasets(prior_ids, root)
     target_data = load_task_datasets([target_id], root, max_episodes=demos)

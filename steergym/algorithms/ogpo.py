@@ -71,6 +71,7 @@ from steergym.algorithms.denoising_chain import (
 )
 from steergym.algorithms.encoders import PixelEncoderConfig
 from steergym.policies.config import config_from_dict
+from steergym.policies.generative import GenerativePolicy
 
 FORMAT = "steergym.ogpo-v1"
 Q_REDUCTIONS = ("median", "mean", "trimmed_mean")
@@ -289,8 +290,6 @@ class OGPO(ChunkTrainer):
 
     def __init__(self, env: gym.Env | None, policy: Any, config: OGPOConfig | None = None, seed: int = 0,
                  device: str | torch.device = "cpu") -> None:
-        from steergym.policies.generative import GenerativePolicy
-
         if not isinstance(policy, GenerativePolicy) or policy.kind not in ("diffusion", "flow"):
             raise ValueError(f"OGPO: the policy must be a steergym DiffusionPolicy or FlowPolicy (OGPO updates "
                              f"the denoising chain's weights), got {type(policy).__name__}")

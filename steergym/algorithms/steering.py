@@ -36,7 +36,12 @@ import numpy as np
 from steergym.algorithms.run_files import append_csv, write_json
 from steergym.policies.config import config_from_dict
 from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
-from steergym.wrappers.chunk import bind_task
+from steergym.registry import make_env
+from steergym.rollout import score_episodes
+from steergym.wrappers.chunk import ActionChunkWrapper, bind_task
+from steergym.wrappers.noise import NoiseActionWrapper
+from steergym.wrappers.residual import ResidualActionWrapper
+from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper
 
 TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (as the shipped table)
 
@@ -122,8 +127,6 @@ class SteeringResult:
 def make_steering_env(env_id: str, method: str, policy: Any = None, config: SteeringConfig | None = None,
                       **env_kwargs: Any) -> gym.Env:
     """The env a learner sees for `method`: noise (dsrl), residual correction, or the bare task (sac)."""
-    from steergym.wrappers import NoiseActionWrapper, ResidualActionWrapper
-
     config = config or SteeringConfig()
     check_method(method, policy)
     env = make_task_env(env_id, config, **env_kwargs)
@@ -136,8 +139,6 @@ def make_steering_env(env_id: str, method: str, policy: Any = None, config: Stee
 
 def make_task_env(env_id: str, config: SteeringConfig, **env_kwargs: Any) -> gym.Env:
     """The task as the learner's reward sees it: `make_env`, then `RewardOffset` when configured."""
-    from steergym.bench.evaluate import make_env
-
     env = make_env(env_id, **env_kwargs)
     return RewardOffset(env, config.reward_offset) if config.reward_offset else env
 
@@ -231,9 +232,6 @@ def train_steering(
         return thunk
 
     if method == "dsrl" and config.num_envs > 1:
-        from steergym.wrappers import ActionChunkWrapper
-        from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper
-
         def make_chunked(index: int):  # sub-envs execute chunks; the wrapper decodes all noise in one call
             def thunk():
                 return ActionChunkWrapper(make_task_env(env_id, config, **env_kwargs), int(policy.noise_shape[0]))
@@ -324,8 +322,6 @@ def observation_stats(policy: Any) -> tuple[np.ndarray, np.ndarray] | None:
 def evaluate_steered(env: gym.Env, steered: SteeredPolicy, episodes: int, seed: int) -> dict[str, float]:
     """Episodes of the learner's actor on the wrapped `env`, reset seeds seed + i (the actor's sampling
     reseeded with the same seed: a stochastic evaluation is reproducible too)."""
-    from steergym.bench.evaluate import score_episodes
-
     return score_episodes(env, steered.actor_output, episodes, seed, lambda s: steered.reset(seed=s))
 
 

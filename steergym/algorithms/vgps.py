@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from steergym.algorithms.calql import CalQLConfig
-from steergym.algorithms.ptr import PTR, PTRConfig
+from steergym.algorithms.ptr import PTR, PTR_FILE, PTRConfig
 from steergym.data.multitask import append_task, task_one_hot
 from steergym.policies.base import is_batched
 
@@ -98,8 +98,6 @@ class ValueFunction:
     def load(cls, path: str | os.PathLike, observation_space: gym.Space | None = None,
              device: str | torch.device = "cpu") -> "ValueFunction":
         """Load a saved value function; the observation space defaults to the first task's env's."""
-        from steergym.algorithms.ptr import PTR_FILE
-
         path = Path(path)
         if observation_space is None:
             import json

@@ -24,6 +24,11 @@ from pathlib import Path
 from typing import Any
 
 import gymnasium as gym
+from tqdm.auto import tqdm
+
+from steergym.bench.plots import success_curve_plot
+from steergym.bench.video import episode_frames, side_by_side
+from steergym.rollout import evaluate
 
 
 @dataclass(frozen=True)
@@ -93,10 +98,10 @@ def run_demo(
         keep_best: steer with the actor of the best learning-curve point (on validation seeds
             1000.., never the final evaluation's seeds) instead of the last one.
     """
+    # Deferred so that importing this module (the CLI reads DEFAULTS) does not import torch.
     import torch
 
     from steergym.algorithms.steering import SteeringConfig, train_steering
-    from steergym.bench.evaluate import evaluate
     from steergym.policies.zoo import resolve_policy, shipped_policies
 
     if env_steps is None and minutes is None:
@@ -129,8 +134,6 @@ def run_demo(
     curve_episodes = min(DEFAULTS.curve_episodes, int(episodes))
 
     def report(row: dict[str, float]) -> None:
-        from tqdm.auto import tqdm
-
         line = (f"      {row['env_steps']:>7,d} env steps  {row['wall_s']:6.0f} s  "
                 f"eval success {row['success_rate']:.2f} ({curve_episodes} validation episodes)")
         (tqdm.write if progress and log is print else log)(line)  # tqdm.write keeps the bar intact
@@ -191,9 +194,6 @@ def run_demo(
 
 def _video_and_plot(env_id: str, policy: str, base: Any, steered: Any, curve: list[dict[str, float]],
                     base_success: float, out: Path, video_episodes: int, curve_episodes: int) -> tuple[Path, Path]:
-    from steergym.bench.plots import success_curve_plot
-    from steergym.bench.video import episode_frames, side_by_side
-
     fps = 5.0  # the WidowX control rate
     rows = [[episode_frames(env_id, base, s), episode_frames(env_id, steered, s)] for s in range(video_episodes)]
     video = side_by_side(rows, ["base", "DSRL"], fps, out / "side_by_side.mp4")

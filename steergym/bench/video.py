@@ -8,14 +8,13 @@ from typing import Any
 
 import numpy as np
 
-from steergym.bench.evaluate import _outcome_frame, make_env
+from steergym.registry import make_env
+from steergym.rollout import outcome_frame, reset_policy
 
 
 def episode_frames(env_id: str, policy: Any, seed: int, env_kwargs: dict[str, Any] | None = None
                    ) -> tuple[list[np.ndarray], bool]:
     """Rendered (H, W, 3) uint8 frames of one episode of `policy` (act/reset) from reset seed `seed`."""
-    from steergym.policies.base import reset_policy
-
     env = make_env(env_id, render_mode="rgb_array", **(env_kwargs or {}))
     try:
         obs, info = env.reset(seed=seed)
@@ -53,7 +52,7 @@ def side_by_side(episodes: list[list[tuple[list[np.ndarray], bool]]], labels: li
                     _label(frames[min(t, len(frames) - 1)], label) for (frames, _), label in zip(row, labels)
                 ]))
             held = np.hstack([
-                _outcome_frame(frames[-1], success, f"{label}: {'success' if success else 'failure'}")
+                outcome_frame(frames[-1], success, f"{label}: {'success' if success else 'failure'}")
                 for (frames, success), label in zip(row, labels)
             ])
             for _ in range(max(1, round(fps))):

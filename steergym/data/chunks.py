@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from steergym.data.dataset import Episode, _concat, _take, load_episodes, read_metadata
+from steergym.data.dataset import Episode, _concat, _take, load_dataset, load_episodes, read_metadata
 
 
 @dataclass
@@ -81,8 +81,6 @@ def load_chunk_data(
         ValueError: no datasets, datasets whose observation or action spaces differ, or nothing
             left after filtering (the message names the dataset).
     """
-    from steergym.data.dataset import load_dataset
-
     if not dataset_ids:
         raise ValueError("load_chunk_data: no dataset ids given")
     task_ids: list[str] = []
@@ -126,7 +124,5 @@ def load_chunk_data(
 
 def dataset_spaces(dataset_id: str, root: str | os.PathLike | None = None):
     """(observation_space, action_space) of a local dataset."""
-    from steergym.data.dataset import load_dataset
-
     ds = load_dataset(dataset_id, root)
     return ds.observation_space, ds.action_space

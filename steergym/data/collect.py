@@ -97,6 +97,7 @@ def collect_episodes(
     progress: bool = True,
 ) -> tuple[list[Episode], gym.Env]:
     """Roll out the scripted expert of `env_id`; returns the episodes and the (open) env."""
+    # Deferred so that `import steergym.data` does not import torch (steergym.policies does).
     from steergym.policies.scripted import make_expert
 
     env = gym.make(env_id, **(env_kwargs or {}))

@@ -11,12 +11,14 @@ scripted expert) or any callable obs -> action.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable
 from typing import Any, Protocol, runtime_checkable
 
 import gymnasium as gym
 import numpy as np
+
+from steergym.policies.scripted import make_expert
+from steergym.rollout import reset_policy
 
 
 @runtime_checkable
@@ -74,21 +76,6 @@ def check_action(action: Any, space: gym.Space, batched: bool, who: str) -> np.n
     return arr
 
 
-def reset_policy(policy: Any, seed: int | None) -> None:
-    """Call `policy.reset(seed=seed)`, or `policy.reset()` for resets that take no seed."""
-    reset = getattr(policy, "reset", None)
-    if not callable(reset):
-        return
-    try:
-        params = inspect.signature(reset).parameters
-    except (TypeError, ValueError):
-        params = {}
-    if "seed" in params or any(p.kind == p.VAR_KEYWORD for p in params.values()):
-        reset(seed=seed)
-    else:
-        reset()
-
-
 class CallablePolicy:
     """A function obs -> action as a Policy; a batch is fed item by item unless `batched=True`."""
 
@@ -134,8 +121,6 @@ class ScriptedPolicy:
     """The task's privileged scripted expert as a Policy (single env only: it reads `env`'s simulator)."""
 
     def __init__(self, env: gym.Env, noise: float = 0.0, random_action_prob: float = 0.0, seed: int | None = None):
-        from steergym.policies.scripted import make_expert
-
         self.expert = make_expert(env, noise, random_action_prob, seed)
         self.observation_space, self.action_space = env.observation_space, env.action_space
         self._knobs = (noise, random_action_prob)
@@ -148,8 +133,6 @@ class ScriptedPolicy:
 
     def reset(self, seed: int | None = None) -> None:
         if seed is not None:
-            from steergym.policies.scripted import make_expert
-
             self.expert = make_expert(self._env, *self._knobs, seed=seed)
         self.expert.reset()
 

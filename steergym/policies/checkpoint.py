@@ -25,7 +25,9 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+import steergym
 from steergym.atomic import atomic_folder
+from steergym.policies.config import PolicyConfig
 
 FORMAT = "steergym.policy"
 FORMAT_VERSION = 1
@@ -34,11 +36,21 @@ WEIGHTS_FILE = "model.safetensors"
 PICKLE_SUFFIXES = (".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".bin", ".zip")
 
 
-def policy_classes() -> dict[str, type]:
-    from steergym.policies.diffusion import DiffusionPolicy
-    from steergym.policies.flow import FlowPolicy
+# kind -> policy class. DiffusionPolicy and FlowPolicy add themselves (`register_policy_class`);
+# `steergym.policies` imports both, so the table is full wherever this module can be imported.
+# (The classes' `save` calls `save_policy`: importing them here would be an import cycle.)
+_POLICY_CLASSES: dict[str, type] = {}
 
-    return {"diffusion": DiffusionPolicy, "flow": FlowPolicy}
+
+def register_policy_class(cls: type) -> type:
+    """Class decorator: checkpoints whose kind is `cls.kind` load as `cls`."""
+    _POLICY_CLASSES[cls.kind] = cls
+    return cls
+
+
+def policy_classes() -> dict[str, type]:
+    """kind -> policy class, for every kind a checkpoint may have."""
+    return dict(_POLICY_CLASSES)
 
 
 def sha256_file(path: Path) -> str:
@@ -53,8 +65,6 @@ def save_policy(policy, path: str | os.PathLike, metadata: dict[str, Any] | None
     """Write `policy` to the folder `path` (replacing an existing checkpoint there); returns it."""
     from minari.serialization import serialize_space
     from safetensors.torch import save_file
-
-    import steergym
 
     path = Path(path)
     if path.exists() and not (path / CONFIG_FILE).exists():
@@ -128,8 +138,6 @@ def load_policy(path: str | os.PathLike, env: gym.Env | None = None, *,
     """
     from minari.serialization import deserialize_space
     from safetensors.torch import load_file
-
-    from steergym.policies.config import PolicyConfig
 
     path = Path(path)
     config = read_config(path)

@@ -21,6 +21,7 @@ import math
 import numpy as np
 import torch
 
+from steergym.policies.checkpoint import register_policy_class
 from steergym.policies.generative import GenerativePolicy
 
 
@@ -50,6 +51,7 @@ def ddim_timesteps(train_steps: int, sample_steps: int) -> list[int]:
     return [k * ratio for k in range(sample_steps - 1, -1, -1)]
 
 
+@register_policy_class
 class DiffusionPolicy(GenerativePolicy):
     """DDPM-trained, DDIM-sampled action-chunk policy (see module docstring)."""
 

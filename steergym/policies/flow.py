@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import torch
 
+from steergym.policies.checkpoint import register_policy_class
 from steergym.policies.generative import GenerativePolicy
 
 
+@register_policy_class
 class FlowPolicy(GenerativePolicy):
     """Flow-matching action-chunk policy (see module docstring)."""
 

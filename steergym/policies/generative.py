@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from steergym.policies.checkpoint import save_policy
 from steergym.policies.config import PolicyConfig
 from steergym.policies.networks import DenoiserMLP, ObservationEncoder
 from steergym.policies.normalization import Normalizer
@@ -183,8 +184,6 @@ class GenerativePolicy(nn.Module):
 
     def save(self, path, metadata: dict[str, Any] | None = None):
         """Write the checkpoint folder `path` (config.json + model.safetensors), atomically."""
-        from steergym.policies.checkpoint import save_policy
-
         return save_policy(self, path, metadata)
 
     # ------------------------------------------------------------------- subclass interface

@@ -42,8 +42,12 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from steergym.envs.robosuite_tasks import RobosuiteEnv  # robosuite itself is imported lazily
 from steergym.envs.rotations import quat_to_yaw
+from steergym.envs.tasks import PickAndPlaceTask, PushCube
 from steergym.envs.widowx import FINGER_CLOSED, FINGER_OPEN
+from steergym.policies.robosuite_expert import RobosuiteCanExpert, RobosuiteLiftExpert
+from steergym.rollout import evaluate
 
 PAD_CLEARANCE = 0.003  # m kept between the pad bottoms and the table when grasping
 YAW_LIMIT = 1.57  # rad, the controller clips its yaw target to +-YAW_LIMIT
@@ -444,9 +448,6 @@ def make_expert(
     `steergym/Robosuite-PickPlaceCan-v0` (state observations) get the observation-only
     `RobosuiteLiftExpert` / `RobosuiteCanExpert`.
     """
-    from steergym.envs.robosuite_tasks import RobosuiteEnv  # robosuite itself is imported lazily
-    from steergym.envs.tasks import PickAndPlaceTask, PushCube
-
     u = getattr(env, "unwrapped", env)
     kwargs = dict(noise=noise, random_action_prob=random_action_prob, seed=seed)
     if isinstance(u, PickAndPlaceTask):
@@ -454,8 +455,6 @@ def make_expert(
     if isinstance(u, PushCube):
         return PushExpert(env, **kwargs)
     if isinstance(u, RobosuiteEnv) and u.task.env_name in ("Lift", "PickPlaceCan") and not u.cameras:
-        from steergym.policies.robosuite_expert import RobosuiteCanExpert, RobosuiteLiftExpert
-
         expert = RobosuiteLiftExpert if u.task.env_name == "Lift" else RobosuiteCanExpert
         return expert(u.observation_space, u.action_space, **kwargs)
     raise ValueError(
@@ -473,15 +472,13 @@ def expert_success_rate(
     random_action_prob: float = 0.0,
 ) -> dict[str, float]:
     """Success rate and mean episode length of the expert on `env_id` over seeds seed..seed+episodes-1
-    (a thin view of `steergym.bench.evaluate` with the expert's sub-optimality knobs)."""
-    from steergym.bench.evaluate import evaluate
-
+    (a thin view of `steergym.rollout.evaluate` with the expert's sub-optimality knobs)."""
     result = evaluate(
         env_id,
         "expert",
         episodes=episodes,
         seed=seed,
         progress=False,
-        expert_kwargs={"noise": noise, "random_action_prob": random_action_prob},
+        make_policy=lambda env, s: make_expert(env, noise, random_action_prob, seed=s),
     )
     return {"success_rate": result.success_rate, "mean_length": result.mean_length, "episodes": episodes}

@@ -29,6 +29,7 @@ import torch
 
 from steergym.atomic import atomic_folder
 from steergym.policies.base import check_action, reset_policy
+from steergym.policies.checkpoint import load_policy, save_policy, sha256_file
 
 STEERED_FORMAT = "steergym.steered-policy"
 STEERED_VERSION = 1
@@ -157,8 +158,6 @@ class SteeredPolicy:
         from minari.serialization import serialize_space
         from safetensors.torch import save_file
 
-        from steergym.policies.checkpoint import save_policy, sha256_file
-
         path = Path(path)
         if path.exists() and not (path / STEERED_CONFIG).exists():
             raise ValueError(f"refusing to overwrite {path}: it exists and is not a steered-policy folder")
@@ -199,8 +198,6 @@ def load_steered(path: str | os.PathLike, seed: int = 0, deterministic: bool | N
     from minari.serialization import deserialize_space
     from safetensors import SafetensorError
     from safetensors.torch import load_file
-
-    from steergym.policies.checkpoint import load_policy, sha256_file
 
     path = Path(path)
     config_file = path / STEERED_CONFIG

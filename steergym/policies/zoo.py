@@ -19,6 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from steergym.policies.checkpoint import load_policy
+from steergym.policies.steered import is_steered_folder, load_steered
+
 SHIPPED_DIR = Path(__file__).resolve().parent.parent / "assets" / "policies"
 INDEX_FILE = "index.json"
 
@@ -78,8 +81,6 @@ def shipped_policies(directory: str | os.PathLike | None = None) -> dict[str, Sh
 
 def load_shipped(name: str, env=None, seed: int = 0):
     """Load the shipped policy `name`; ValueError listing the names if there is no such policy."""
-    from steergym.policies.checkpoint import load_policy
-
     table = shipped_policies()
     if name not in table:
         raise ValueError(f"no shipped policy {name!r}; shipped policies: {', '.join(table) or 'none'}")
@@ -93,9 +94,6 @@ def resolve_policy(name_or_path: str, env_id: str | None = None, seed: int = 0) 
     Without `env_id`, a single-task policy's own task is used; a generalist needs one. A
     task-conditioned policy is bound to `env_id` with `for_task`.
     """
-    from steergym.policies.checkpoint import load_policy
-    from steergym.policies.steered import is_steered_folder, load_steered
-
     table = shipped_policies()
     if name_or_path in table:
         policy = load_shipped(name_or_path, seed=seed)

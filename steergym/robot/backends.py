@@ -31,6 +31,7 @@ import numpy as np
 from steergym.envs.controller import DEFAULT_ROTATION
 from steergym.envs.rotations import euler_to_mat, mat_to_euler
 from steergym.envs.widowx import START_POS, START_RPY
+from steergym.registry import entry
 
 SAFE_POSE_TOLERANCE_M = 0.015  # tcp within 1.5 cm of the start pose counts as "at the safe pose"
 SAFE_POSE_MAX_STEPS = 40  # 8 s at 5 Hz: from anywhere in the workspace, 5 cm per step
@@ -50,8 +51,6 @@ class SimBackend:
     def __init__(self, task: str, obs_mode: str = "state", image_size: tuple[int, int] = (128, 128),
                  wrist_camera: bool = False, reward_type: str = "sparse",
                  render_size: tuple[int, int] = (256, 256)) -> None:
-        from steergym.registry import entry
-
         row = entry(task)  # KeyError listing the known ids
         if row.family != "widowx":
             raise ValueError(f"SimBackend serves the simulated WidowX tasks (env_ids()), not {task!r} "
@@ -159,8 +158,6 @@ class InterbotixBackend:
         except ImportError as exc:
             raise RuntimeError("backend 'interbotix' reads its camera with OpenCV: pip install opencv-python") from exc
         from gymnasium import spaces
-
-        from steergym.registry import entry
 
         row = entry(task)
         self.task, self.max_episode_steps = task, row.max_episode_steps

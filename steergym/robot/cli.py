@@ -21,6 +21,9 @@ from pathlib import Path
 
 from steergym.robot.protocol import DEFAULT_PORT
 
+# Each command imports what it runs (the server, the backends, MuJoCo) when it runs: `steergym.cli`
+# builds this parser on every start.
+
 DEFAULT_TASK = "steergym/WidowXPutCarrotOnPlate-v0"
 
 

@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from steergym.data.dataset import Episode, write_dataset
 from steergym.robot import protocol
 
 LOG_FORMAT = "steergym-robot-log-v1"
@@ -118,8 +119,6 @@ def log_to_episode(log: dict[str, Any]):
     Actions are the *executed* (safety-filtered) ones; an episode cut short by a crash or a
     client loss ends truncated.
     """
-    from steergym.data.dataset import Episode
-
     steps = log["steps"]
     if log["reset"] is None or not steps:
         return None
@@ -152,8 +151,6 @@ def export_logs(folder: str | os.PathLike, dataset_id: str, *, root: str | os.Pa
     two); the dataset's spaces are that simulated task's, which the robot link guarantees equal.
     """
     import gymnasium as gym
-
-    from steergym.data.dataset import write_dataset
 
     files = log_files(folder)
     if not files:

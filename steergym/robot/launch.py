@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from steergym.registry import real_id  # importing the registry registers the ids
+
 START_TIMEOUT_S = 120.0  # import + model build on a loaded 2-core machine
 
 
@@ -87,8 +89,6 @@ class ServerProcess:
     def make_env(self, env_id: str | None = None, **kwargs: Any):
         """`gymnasium.make` of the served task's WidowXReal id (or `env_id`) connected to this server."""
         import gymnasium as gym
-
-        from steergym.registry import real_id  # importing the registry registers the ids
 
         kwargs = {"port": self.port, "token_file": str(self.token_file), **kwargs}
         return gym.make(env_id or real_id(self.task), **kwargs)

@@ -36,6 +36,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from steergym.policies.zoo import resolve_policy
 from steergym.wrappers.noise import NoiseActionWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
 
@@ -133,7 +134,5 @@ def _check_seed(seed: Any) -> None:
 def _resolve(policy: Any, base_id: str, seed: int) -> Any:
     """A shipped name or checkpoint folder -> the loaded policy bound to `base_id`; objects pass."""
     if isinstance(policy, (str, os.PathLike)):
-        from steergym.policies.zoo import resolve_policy
-
         return resolve_policy(os.fspath(policy), base_id, seed=seed)[0]
     return policy
