@@ -5,16 +5,9 @@
                   [--video out.mp4] [--obs-mode MODE] [--json out.json]
                   [--steer vgps --critic DIR [--num-samples K] [--temperature T]]
     steergym policies [--json]
-    steergym train bc --dataset NAME [--dataset NAME ...] --policy diffusion|flow --out DIR
-                      [--steps N] [--resume] [--eval-every N] ...
-    steergym train dsrl|residual --policy NAME|DIR --out DIR [--env ID] [--env-steps N] [--minutes M] ...
-    steergym train sac --env ID --out DIR [--env-steps N] ...
-    steergym train calql|cql --dataset NAME --out DIR [--env ID] [--pretrain-steps N] [--env-steps N]
-                             [--resume] ...
-    steergym train ogpo|dsrl-na --policy NAME|DIR --out DIR [--env ID] [--obs-mode M] [--env-steps N] [--resume] ...
-    steergym train ptr --prior NAME [--prior NAME ...] --target NAME --out DIR [--demos 10] [--resume] ...
-    steergym train vgps --dataset NAME [--dataset NAME ...] --out DIR [--steps N] [--resume] ...
-    steergym demo [--policy NAME] [--env-steps N] [--minutes M] [--episodes N] [--seed S] [--out DIR]
+    steergym train bc|dsrl|residual|sac|calql|cql|ogpo|dsrl-na|ptr|vgps --out DIR ...
+                   (each trainer's options come from its run function and config dataclasses: --help)
+    steergym demo [--policy NAME] [--env-steps N] [--minutes M] [--episodes N] [--seed S] [--out DIR] ...
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
                      [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
@@ -33,7 +26,6 @@ import json
 import os
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,51 +49,9 @@ def _add_list(sub) -> None:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """Every registered id with its instruction, horizon and the spaces of its default obs mode."""
-    from steergym.bench.evaluate import make_env
-    from steergym.registry import ENVS
-    from steergym.registry import entry as registry_entry
+    from steergym.bench.catalog import env_rows
 
-    rows = []
-    listed: dict[str, dict] = {}
-    for entry in ENVS:
-        if entry.family == "real" and entry.base_id is None:
-            # the generic robot client takes whatever task its server serves: nothing to show offline
-            rows.append({"id": entry.id, "family": entry.family, "instruction": "(the served task's)",
-                         "horizon": None, "obs_shape": None, "action_shape": [7]})
-            continue
-        if entry.family in ("robosuite", "dmc"):
-            # the adapters' spaces are known without importing (or installing) robosuite/dm_control,
-            # and building those envs would make listing slow; dm_control's own limit ends its tasks
-            from steergym.envs import dmc, robosuite_tasks
-
-            info = (robosuite_tasks.describe(entry.kwargs["task"]) if entry.family == "robosuite"
-                    else dmc.describe(entry.kwargs["domain"], entry.kwargs["task"]))
-            rows.append({"id": entry.id, "family": entry.family, "instruction": info["instruction"],
-                         "horizon": entry.max_episode_steps or dmc.HORIZON, "obs_shape": info["obs_shape"],
-                         "action_shape": info["action_shape"]})
-            continue
-        if entry.family == "real":
-            # a robot client's row is its simulated task's (the server must serve that task; the
-            # tasks come first in ENVS), so listing never connects to a robot or builds a task twice
-            rows.append({**listed[entry.base_id], "id": entry.id, "family": entry.family})
-            continue
-        env = make_env(entry.id)
-        # a steered env ends when its base task's time limit does
-        horizon = entry.max_episode_steps or registry_entry(entry.base_id).max_episode_steps
-        try:
-            rows.append(
-                {
-                    "id": entry.id,
-                    "family": entry.family,
-                    "instruction": getattr(env.unwrapped, "instruction", ""),
-                    "horizon": horizon,
-                    "obs_shape": _shape(env.observation_space),
-                    "action_shape": _shape(env.action_space),
-                }
-            )
-            listed[entry.id] = rows[-1]
-        finally:
-            env.close()
+    rows = env_rows()
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -111,13 +61,6 @@ def cmd_list(args: argparse.Namespace) -> int:
     ]
     _print_table(["id", "instruction", "horizon", "obs", "action"], table)
     return 0
-
-
-def _shape(space) -> Any:
-    """JSON-able shape of a space: a list, or {key: list} for a Dict space."""
-    if getattr(space, "shape", None) is not None:
-        return list(space.shape)
-    return {key: _shape(sub) for key, sub in getattr(space, "spaces", {}).items()}
 
 
 def _shape_text(shape: list[int] | dict | None) -> str:
@@ -139,64 +82,49 @@ def _add_eval(sub) -> None:
     from steergym.bench.evaluate import POLICY_NAMES
     from steergym.envs.widowx import OBS_MODES, REWARD_TYPES
 
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a policy on a task",
-        description="Success rate (Wilson 95% interval), mean return and length of a policy; "
-        "episode i is reset with seed S+i.",
-    )
+    p = sub.add_parser("eval", help="evaluate a policy on a task", description="Success rate (Wilson 95% "
+                       "interval), mean return and length of a policy; episode i is reset with seed S+i.")
     p.add_argument("--env", metavar="ID",
                    help="environment id (see `steergym list`); default: the policy's own task")
     p.add_argument("--policy", default="expert", metavar="POLICY",
                    help=f"{', '.join(POLICY_NAMES)}, a shipped policy name (see `steergym policies`) or a "
                    "checkpoint folder (default: expert)")
-    p.add_argument("--episodes", type=_positive_int, default=20, metavar="N", help="episodes (default: 20)")
+    p.add_argument("--episodes", type=cli_args.positive_int, default=20, metavar="N", help="episodes (default: 20)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of episode 0 (default: 0)")
     p.add_argument("--video", metavar="PATH", help="write the first episodes to an .mp4 or .gif")
-    p.add_argument(
-        "--video-episodes", type=_positive_int, default=3, metavar="K", help="episodes recorded (default: 3)"
-    )
+    p.add_argument("--video-episodes", type=cli_args.positive_int, default=3, metavar="K", help="episodes recorded (default: 3)")
     p.add_argument("--obs-mode", choices=OBS_MODES, help="observation mode (default: the env's, state)")
     p.add_argument("--reward-type", choices=REWARD_TYPES, help="reward type (default: the env's, sparse)")
     p.add_argument("--json", metavar="PATH", help="also write the result as JSON")
     p.add_argument("--steer", choices=("vgps",), help="vgps: re-rank the policy's samples with --critic")
     p.add_argument("--critic", metavar="DIR", help="V-GPS value function (steergym train vgps ... value_function)")
-    p.add_argument("--num-samples", type=_positive_int, default=10, metavar="K", help="V-GPS candidates (default: 10)")
+    p.add_argument("--num-samples", type=cli_args.positive_int, default=10, metavar="K", help="V-GPS candidates (default: 10)")
     p.add_argument("--temperature", type=float, default=0.0, help="V-GPS softmax temperature; 0: argmax")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
+    from steergym.bench.catalog import eval_policy
     from steergym.bench.evaluate import evaluate
 
-    env_kwargs: dict[str, Any] = {}
-    if args.obs_mode:
-        env_kwargs["obs_mode"] = args.obs_mode
-    if args.reward_type:
-        env_kwargs["reward_type"] = args.reward_type
+    env_kwargs = {k: v for k, v in (("obs_mode", args.obs_mode), ("reward_type", args.reward_type)) if v}
     json_path = Path(args.json) if args.json else None
     if json_path is not None and json_path.is_dir():
         raise ValueError(f"--json {args.json!r} is a directory")
-    policy, env_id = _eval_policy(args.policy, args.env, args.seed)
+    policy, env_id = eval_policy(args.policy, args.env, args.seed)
     if args.steer == "vgps":
-        policy = _value_guided(policy, env_id, args)
+        from steergym.algorithms.vgps import ValueFunction
+
+        if not args.critic:
+            raise ValueError("--steer vgps needs --critic DIR (a value function: steergym train vgps ...)")
+        policy = ValueFunction.load(args.critic).steer(policy, env_id, args.num_samples, args.temperature, args.seed)
     elif args.critic:
         raise ValueError("--critic needs --steer vgps")
-    result = evaluate(
-        env_id,
-        policy=policy,
-        episodes=args.episodes,
-        seed=args.seed,
-        video=args.video,
-        env_kwargs=env_kwargs,
-        progress=not args.quiet,
-        video_episodes=args.video_episodes,
-    )
+    result = evaluate(env_id, policy=policy, episodes=args.episodes, seed=args.seed, video=args.video,
+                      env_kwargs=env_kwargs, progress=not args.quiet, video_episodes=args.video_episodes)
     print(f"{result.env_id}  policy={result.policy}  episodes={result.episodes}  seed={result.seed}")
-    print(
-        f"success rate {result.success_rate:.3f} ({result.successes}/{result.episodes}), "
-        f"95% CI [{result.ci_low:.3f}, {result.ci_high:.3f}]"
-    )
+    print(f"success rate {result.success_rate:.3f} ({result.successes}/{result.episodes}), "
+          f"95% CI [{result.ci_low:.3f}, {result.ci_high:.3f}]")
     print(f"mean return {result.mean_return:.3f}, mean length {result.mean_length:.1f} steps")
     if result.video:
         print(f"video: {result.video}")
@@ -206,58 +134,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     return 0
 
 
-def _value_guided(policy: Any, env_id: str, args: argparse.Namespace) -> Any:
-    """`policy` wrapped in V-GPS re-ranking with the value function in --critic, for `env_id`."""
-    from steergym.algorithms.vgps import ValueFunction
-    from steergym.policies.value_guided import ValueGuidedPolicy
-
-    if not args.critic:
-        raise ValueError("--steer vgps needs --critic DIR (a value function: steergym train vgps ...)")
-    if isinstance(policy, str) or not callable(getattr(policy, "sample_n", None)):
-        raise ValueError(f"--steer vgps needs a diffusion or flow policy to sample from, not {args.policy!r}")
-    value = ValueFunction.load(args.critic)
-    if env_id not in value.task_ids:
-        raise ValueError(f"--critic {args.critic} knows tasks {list(value.task_ids)}, not {env_id!r}")
-    steered = ValueGuidedPolicy(policy, value.critic(env_id), num_samples=args.num_samples,
-                                temperature=args.temperature, seed=args.seed)
-    steered.name = f"{getattr(policy, 'name', 'policy')}+vgps(K={args.num_samples})"
-    return steered
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
 def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.partial")
     tmp.write_text(text)
     os.replace(tmp, path)
-
-
-def _eval_policy(name: str, env_id: str | None, seed: int) -> tuple[Any, str]:
-    """(policy for `evaluate`, env id): built-in names pass through; others are loaded."""
-    from steergym.bench.evaluate import POLICY_NAMES
-
-    if name in POLICY_NAMES:
-        if env_id is None:
-            raise ValueError(f"--env is required with --policy {name}")
-        return name, env_id
-    from steergym.policies.zoo import resolve_policy, shipped_policies
-
-    if name not in shipped_policies() and not Path(name).is_dir():
-        shipped = ", ".join(shipped_policies()) or "none"
-        raise ValueError(f"unknown policy {name!r}: not one of {', '.join(POLICY_NAMES)}, a shipped policy "
-                         f"({shipped}) or a checkpoint folder")
-    policy, env_id = resolve_policy(name, env_id, seed=seed)
-    policy.name = name
-    return policy, env_id
 
 
 # ------------------------------------------------------------------------------ policies
@@ -286,30 +167,8 @@ def cmd_policies(args: argparse.Namespace) -> int:
 
 
 # ------------------------------------------------------------------------------ train
-@dataclass(frozen=True)
-class Trainer:
-    """A `steergym train` trainer: the library function it runs and the configs its options come from.
-    The options are the run function's parameters and each config dataclass's fields (`cli_args`)."""
-
-    run: Callable[..., Any]  # the library run function (its docstring's `Args:` are the options' help)
-    configs: dict[str, Callable[..., Any]]  # run parameter -> config factory (its values: the defaults)
-    help: str
-    report: Callable[[Any, dict[str, Any]], None]  # prints the result
-    fixed: dict[str, Any] = field(default_factory=dict)  # run arguments the trainer's name decides
-    skip: tuple[str, ...] = ()  # parameters and fields not on the command line
-    names: dict[str, str] = field(default_factory=dict)  # flags spelled otherwise than generated
-    aliases: dict[str, Any] = field(default_factory=dict)  # other spellings (see cli_args.add_options)
-    derive: Callable[[dict[str, Any]], dict[str, Any]] = lambda values: {}  # config defaults from other options
-
-    def run_options(self) -> list[Any]:
-        return cli_args.function_options(self.run, skip=(*self.fixed, *self.configs, *self.skip))
-
-    def config_options(self, param: str) -> list[Any]:
-        return cli_args.dataclass_options(self.configs[param](), skip=self.skip)
-
-
-def trainers() -> dict[str, Trainer]:
-    """The trainer table: name -> Trainer."""
+def trainers() -> dict[str, cli_args.Command]:
+    """The trainer table: name -> Command."""
     from functools import partial
 
     from steergym.algorithms import runs
@@ -323,6 +182,7 @@ def trainers() -> dict[str, Trainer]:
     from steergym.algorithms.vgps import vgps_calql_config
     from steergym.policies.config import PolicyConfig
 
+    Command = cli_args.Command
     both = ("actor_hidden", "critic_hidden")
     steering = {"run": runs.run_steering, "configs": {"config": SteeringConfig}, "report": _report_steering,
                 "aliases": {"--lr": "learning_rate", "--scale": "residual_scale"}}
@@ -331,31 +191,31 @@ def trainers() -> dict[str, Trainer]:
              "derive": lambda v: {"log_every": runs.offline_log_every(v["pretrain_steps"])}}
     chunk = {"run": runs.run_chunk_trainer, "report": _report_chunk}
     return {
-        "bc": Trainer(runs.run_bc, {"config": BCConfig, "policy_config": PolicyConfig},
+        "bc": Command(runs.run_bc, {"config": BCConfig, "policy_config": PolicyConfig},
                       "behaviour cloning of a diffusion or flow policy", _report_bc, skip=("kind", "task_ids", "extra")),
-        "dsrl": Trainer(**steering, help="DSRL: SAC in the latent-noise space of a frozen diffusion/flow policy",
+        "dsrl": Command(**steering, help="DSRL: SAC in the latent-noise space of a frozen diffusion/flow policy",
                         fixed={"method": "dsrl"}, skip=("normalize_like",)),
-        "residual": Trainer(**steering, help="residual SAC: bounded corrections to a frozen policy's actions",
+        "residual": Command(**steering, help="residual SAC: bounded corrections to a frozen policy's actions",
                             fixed={"method": "residual"}, skip=("normalize_like",)),
-        "sac": Trainer(**steering, help="SAC from scratch on the task (the baseline; no base policy)",
+        "sac": Command(**steering, help="SAC from scratch on the task (the baseline; no base policy)",
                        fixed={"method": "sac", "policy": None}),
-        "calql": Trainer(**calql, configs={"config": partial(CalQLConfig, calibrated=True)},
+        "calql": Command(**calql, configs={"config": partial(CalQLConfig, calibrated=True)},
                          help="Cal-QL: offline pre-training on a dataset, then online fine-tuning (calibrated CQL)"),
-        "cql": Trainer(**calql, configs={"config": partial(CalQLConfig, calibrated=False)},
+        "cql": Command(**calql, configs={"config": partial(CalQLConfig, calibrated=False)},
                        help="CQL: the same trainer with Cal-QL's calibration off"),
-        "ogpo": Trainer(**chunk, configs={"config": OGPOConfig}, fixed={"algorithm": "ogpo"},
+        "ogpo": Command(**chunk, configs={"config": OGPOConfig}, fixed={"algorithm": "ogpo"},
                         help="OGPO: fine-tune all weights of a diffusion/flow policy (off-policy critics, PPO over "
                         "the denoising chain)",
                         aliases={"--hidden": "critic_hidden", "--no-success-bc": "success_buffer_bc",
                                  "--no-conservative": "conservative_advantages", "--q-vr": "q_variance_reduction"},
                         derive=lambda v: {"conservative_advantages": False} if v.get("chi2") else {}),
-        "dsrl-na": Trainer(**chunk, configs={"config": DSRLNAConfig}, fixed={"algorithm": "dsrl-na"},
+        "dsrl-na": Command(**chunk, configs={"config": DSRLNAConfig}, fixed={"algorithm": "dsrl-na"},
                            help="DSRL-NA: noise-aliased DSRL (Q on executed chunks, distilled into the noise space)"),
-        "ptr": Trainer(run_ptr, {"calql": ptr_calql_config}, report=_report_ptr,
+        "ptr": Command(run_ptr, {"calql": ptr_calql_config}, report=_report_ptr,
                        help="PTR: multi-task CQL pre-training, then a new task from a few demos",
                        names={"prior_ids": "--prior", "target_id": "--target"}, aliases={"--hidden": "critic_hidden"},
                        derive=lambda v: {"log_every": runs.offline_log_every(v["pretrain_steps"] + v["adapt_steps"])}),
-        "vgps": Trainer(run_vgps, {"config": vgps_calql_config}, report=_report_vgps,
+        "vgps": Command(run_vgps, {"config": vgps_calql_config}, report=_report_vgps,
                         help="V-GPS: a task-conditioned Cal-QL value function for re-ranking a generalist",
                         names={"dataset_ids": "--dataset"}, aliases={"--hidden": both},
                         derive=lambda v: {"log_every": runs.offline_log_every(v["steps"])}),
@@ -369,35 +229,9 @@ def _add_train(sub) -> None:
     for name, trainer in trainers().items():
         folder = cli_args.docstring_args(trainer.run)["out"]
         t = subs.add_parser(name, help=trainer.help, description=f"{trainer.help}. The {folder}")
-        cli_args.add_options(t, trainer.run_options(), names=trainer.names, aliases=trainer.aliases)
-        for param, factory in trainer.configs.items():
-            group = t.add_argument_group(f"{param} ({type(factory()).__name__})")
-            cli_args.add_options(group, trainer.config_options(param), names=trainer.names, aliases=trainer.aliases)
-        t.add_argument("--config", default="{}", metavar="JSON",
-                       help="config fields as JSON, e.g. '{\"batch_size\": 64}' (flags win)")
-        t.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads")
+        trainer.add_to(t)
+        t.add_argument("--threads", type=cli_args.positive_int, default=None, help="torch CPU threads")
         t.add_argument("--quiet", action="store_true", help="no progress bar")
-
-
-def train_arguments(trainer: Trainer, args: argparse.Namespace) -> dict[str, Any]:
-    """The run function's arguments from parsed options: defaults < derived < --config JSON < flags."""
-    try:
-        overrides = json.loads(args.config)
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"--config is not valid JSON ({exc}): {args.config!r}") from None
-    if not isinstance(overrides, dict):
-        raise ValueError(f"--config must be a JSON object, got {args.config!r}")  # noqa: TRY004 (exit 2)
-    run = {o.name: getattr(args, o.name) for o in trainer.run_options()}
-    run.update(trainer.fixed, progress=not args.quiet)
-    options = {param: {o.name for o in trainer.config_options(param)} for param in trainer.configs}
-    unknown = sorted(set(overrides) - set().union(*options.values()))
-    if unknown:
-        raise ValueError(f"--config: unknown fields {unknown}")
-    explicit = {**overrides, **{k: getattr(args, k) for k in cli_args.given(args)}}
-    values = {**trainer.derive({**run, **explicit}), **explicit}
-    for param, names in options.items():
-        run[param] = trainer.configs[param](**{k: v for k, v in values.items() if k in names})
-    return run
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -406,7 +240,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     trainer = trainers()[args.trainer]
-    run = train_arguments(trainer, args)
+    run = trainer.arguments(args)
     trainer.report(trainer.run(**run), run)
     return 0
 
@@ -472,45 +306,30 @@ def _print_policy(folder: Path) -> None:
 
 
 # ------------------------------------------------------------------------------ demo
-def _add_demo(sub) -> None:
-    from steergym.bench.demo import DEFAULTS
+def _demo() -> cli_args.Command:
+    from steergym.bench.demo import run_demo
 
+    return cli_args.Command(run_demo, skip=("config", "log"), names={"gradient_steps": "--utd"})
+
+
+def _add_demo(sub) -> None:
     p = sub.add_parser(
         "demo", help="steer a shipped diffusion policy with DSRL on the CPU (before/after, video, plot)",
         description="Evaluate a shipped base policy, train DSRL (SB3 SAC in its noise space) for a budget "
         "in env steps, evaluate the steered policy on the same reset seeds, and write results.json, "
         "learning_curve.png and side_by_side.mp4 to --out. About 6-8 minutes on 2 cores at the defaults; "
-        "deterministic given --seed.",
+        "deterministic given --seed. --minutes alone replaces the env-step budget; with --env-steps "
+        "training stops at whichever ends first (not reproducible: depends on the machine's load).",
     )
-    p.add_argument("--policy", default=DEFAULTS.policy, metavar="NAME|DIR",
-                   help=f"shipped diffusion/flow policy or checkpoint folder (default: {DEFAULTS.policy})")
-    p.add_argument("--env-steps", type=_positive_int, default=None, metavar="N",
-                   help=f"DSRL training budget in env steps (default: {DEFAULTS.env_steps:,d}, "
-                   "or none when only --minutes is given)")
-    p.add_argument("--minutes", type=float, default=None,
-                   help="wall-clock training budget; alone it replaces the env-step budget, with --env-steps "
-                   "training stops at whichever ends first (not reproducible: depends on the machine's load)")
-    p.add_argument("--utd", type=_positive_int, default=DEFAULTS.gradient_steps,
-                   help=f"SAC updates per agent step (default: {DEFAULTS.gradient_steps})")
-    p.add_argument("--episodes", type=_positive_int, default=DEFAULTS.episodes,
-                   help=f"evaluation episodes, reset seeds 0..N-1 (default: {DEFAULTS.episodes})")
-    p.add_argument("--out", default="steergym-demo", metavar="DIR", help="output folder (default: steergym-demo)")
-    p.add_argument("--seed", type=int, default=0, help="training seed (default: 0)")
-    p.add_argument("--video-episodes", type=_positive_int, default=3, metavar="K")
-    p.add_argument("--threads", type=_positive_int, default=DEFAULTS.threads,
-                   help=f"torch CPU threads (default: {DEFAULTS.threads}, fixed so runs repeat exactly)")
+    _demo().add_to(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from steergym.bench.demo import DEFAULTS, run_demo
-
-    if args.minutes is not None and not args.minutes > 0:
-        raise ValueError(f"--minutes must be > 0, got {args.minutes}")
-    env_steps = args.env_steps if args.env_steps is not None or args.minutes is not None else DEFAULTS.env_steps
-    run_demo(args.policy, env_steps=env_steps, minutes=args.minutes, episodes=args.episodes, out=args.out,
-             seed=args.seed, video_episodes=args.video_episodes, progress=not args.quiet, threads=args.threads,
-             gradient_steps=args.utd)
+    run = _demo().arguments(args)
+    if args.minutes is not None and "env_steps" not in cli_args.given(args):
+        run["env_steps"] = None  # the time budget alone
+    _demo().run(**run)
     return 0
 
 
@@ -523,48 +342,17 @@ def _add_render_tasks(sub) -> None:
         "<Name>-vN_third_person.png from the policy camera.",
     )
     p.add_argument("--out", required=True, metavar="DIR", help="output directory (created if missing)")
-    p.add_argument(
-        "--size", type=_size, default=(240, 320), metavar="WxH", help="width x height (default: 320x240)"
-    )
+    p.add_argument("--size", type=cli_args.width_by_height, default=(240, 320), metavar="WxH",
+                   help="width x height (default: 320x240)")
     p.add_argument("--env", action="append", metavar="ID", help="only this id (repeatable; default: all)")
 
 
 def cmd_render_tasks(args: argparse.Namespace) -> int:
-    import imageio.v3 as iio
+    from steergym.bench.catalog import render_tasks
 
-    from steergym.bench.evaluate import make_env
-    from steergym.registry import env_ids
-
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {args.out!r} is not a directory")
-    out.mkdir(parents=True, exist_ok=True)
-    for env_id in args.env or env_ids():
-        env = make_env(env_id, render_mode="rgb_array", render_size=args.size)
-        try:
-            env.reset(seed=0)
-            name = env_id.split("/")[-1]
-            images = {f"{name}.png": env.render()}
-            if hasattr(env.unwrapped, "render_camera_image"):
-                third = env.unwrapped.render_camera_image("third_person", args.size)
-                images[f"{name}_third_person.png"] = third
-        finally:
-            env.close()
-        for filename, image in images.items():
-            iio.imwrite(out / filename, image, optimize=True)
-            print(out / filename)
+    for path in render_tasks(args.out, args.size, args.env):
+        print(path)
     return 0
-
-
-def _size(text: str) -> tuple[int, int]:
-    """ "320x240" (width x height) -> (240, 320), the (height, width) the envs take."""
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 320x240, got {text!r}") from None
-    if min(width, height) < 8:
-        raise argparse.ArgumentTypeError(f"width and height must be >= 8 pixels, got {text!r}")
-    return height, width
 
 
 # ------------------------------------------------------------------------------ collect
@@ -578,7 +366,7 @@ def _add_collect(sub) -> None:
         "dataset ($MINARI_DATASETS_PATH or ~/.minari/datasets; --root overrides).",
     )
     p.add_argument("--env", required=True, help="registered id, e.g. steergym/WidowXLiftCube-v0")
-    p.add_argument("--episodes", type=_positive_int, required=True)
+    p.add_argument("--episodes", type=cli_args.positive_int, required=True)
     p.add_argument("--quality", choices=QUALITIES, default="expert",
                    help="expert, noisy, failing, or mixed (40/30/30 of the three)")
     p.add_argument("--out", required=True, metavar="NAME", help="dataset id, e.g. steergym/lift/mixed-v0")

@@ -224,6 +224,29 @@ def _argument(option: Option) -> dict[str, Any]:
     return kwargs
 
 
+# ------------------------------------------------------------------------------ argparse types
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def width_by_height(text: str) -> tuple[int, int]:
+    """An argparse type: "320x240" (width x height) -> (240, 320), the (height, width) the envs take."""
+    try:
+        width, height = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 320x240, got {text!r}") from None
+    if min(width, height) < 8:
+        raise argparse.ArgumentTypeError(f"width and height must be >= 8 pixels, got {text!r}")
+    return height, width
+
+
 # ------------------------------------------------------------------------------ actions
 def _mark(namespace: argparse.Namespace, *dests: str) -> None:
     if getattr(namespace, GIVEN, None) is None:
@@ -276,3 +299,63 @@ class _Const(argparse.Action):
 def given(args: argparse.Namespace) -> set[str]:
     """The dests of the options given on the command line (not left at their defaults)."""
     return set(getattr(args, GIVEN, None) or ())
+
+
+# ------------------------------------------------------------------------------ a command
+@dataclasses.dataclass(frozen=True)
+class Command:
+    """A subcommand that calls one library function: its options are the function's parameters and the
+    fields of the config dataclasses it takes (`configs`: parameter -> factory, whose values are the
+    defaults). `add_to(parser)` adds them; `arguments(args)` gives the call's keyword arguments."""
+
+    run: Callable[..., Any]
+    configs: dict[str, Callable[..., Any]] = dataclasses.field(default_factory=dict)
+    help: str = ""
+    report: Callable[[Any, dict[str, Any]], None] | None = None  # prints the result (the CLI's)
+    fixed: dict[str, Any] = dataclasses.field(default_factory=dict)  # arguments this command decides
+    skip: tuple[str, ...] = ()  # parameters and fields not on the command line
+    names: dict[str, str] = dataclasses.field(default_factory=dict)  # flags spelled otherwise than generated
+    aliases: dict[str, Any] = dataclasses.field(default_factory=dict)  # other spellings (see add_options)
+    derive: Callable[[dict[str, Any]], dict[str, Any]] | None = None  # config defaults that follow other options
+
+    def run_options(self) -> list[Option]:
+        return function_options(self.run, skip=(*self.fixed, *self.configs, *self.skip))
+
+    def config_options(self, param: str) -> list[Option]:
+        return dataclass_options(self.configs[param](), skip=self.skip)
+
+    def add_to(self, parser: argparse.ArgumentParser) -> None:
+        add_options(parser, self.run_options(), names=self.names, aliases=self.aliases)
+        for param, factory in self.configs.items():
+            group = parser.add_argument_group(f"{param} ({type(factory()).__name__})")
+            add_options(group, self.config_options(param), names=self.names, aliases=self.aliases)
+        if self.configs:
+            parser.add_argument("--config", default="{}", metavar="JSON",
+                                help="config fields as JSON, e.g. '{\"batch_size\": 64}' (flags win)")
+
+    def arguments(self, args: argparse.Namespace) -> dict[str, Any]:
+        """`run`'s keyword arguments: each config is built from its defaults < `derive`d ones < --config
+        JSON < flags given; progress=not --quiet."""
+        import json
+
+        run = {o.name: getattr(args, o.name) for o in self.run_options()}
+        run.update(self.fixed)
+        if "progress" in inspect.signature(self.run).parameters:
+            run["progress"] = not getattr(args, "quiet", False)
+        if not self.configs:
+            return run
+        try:
+            overrides = json.loads(getattr(args, "config", "{}"))
+        except json.JSONDecodeError as exc:
+            raise ValueError(f"--config is not valid JSON ({exc}): {args.config!r}") from None
+        if not isinstance(overrides, dict):
+            raise ValueError(f"--config must be a JSON object, got {args.config!r}")  # noqa: TRY004 (a usage error)
+        options = {param: {o.name for o in self.config_options(param)} for param in self.configs}
+        unknown = sorted(set(overrides) - set().union(*options.values()))
+        if unknown:
+            raise ValueError(f"--config: unknown fields {unknown}")
+        explicit = {**overrides, **{k: getattr(args, k) for k in given(args)}}
+        values = {**(self.derive({**run, **explicit}) if self.derive else {}), **explicit}
+        for param, names in options.items():
+            run[param] = self.configs[param](**{k: v for k, v in values.items() if k in names})
+        return run

@@ -10,7 +10,7 @@ from typing import Literal
 import pytest
 
 from steergym import cli_args
-from steergym.cli import build_parser, train_arguments, trainers
+from steergym.cli import build_parser, trainers
 
 TRAINERS = trainers()
 CLI_LEVEL = {"help", "config", "threads", "quiet"}  # options of every trainer, not of a config
@@ -85,7 +85,7 @@ def test_each_flag_sets_its_field_in_the_built_config(name):
             assert cli_args.given(args) == {option.name, *(o.name for o in trainer.run_options()
                                                            if o.default is dataclasses.MISSING)}
             try:
-                built = train_arguments(trainer, args)[param]
+                built = trainer.arguments(args)[param]
             except ValueError:
                 continue  # the config itself rejects this value (a combination it does not allow)
             assert getattr(built, option.name) == value, [*required, *tokens]
@@ -97,31 +97,31 @@ def test_old_spellings_and_precedence():
     calql = trainer_parser("calql")
     args = calql.parse_args(["--dataset", "d", "--out", "o", "--hidden", "16", "16", "--no-normalize-obs",
                              "--config", '{"batch_size": 8, "cql_alpha": 2.0}', "--batch-size", "16"])
-    config = train_arguments(TRAINERS["calql"], args)["config"]
+    config = TRAINERS["calql"].arguments(args)["config"]
     assert config.actor_hidden == config.critic_hidden == (16, 16) and not config.normalize_observations
     assert (config.batch_size, config.cql_alpha, config.calibrated) == (16, 2.0, True)  # flags win over --config
     assert config.log_every == 100  # 1% of the 10,000 offline steps unless given
-    cql = train_arguments(TRAINERS["cql"], trainer_parser("cql").parse_args(["--dataset", "d", "--out", "o"]))
+    cql = TRAINERS["cql"].arguments(trainer_parser("cql").parse_args(["--dataset", "d", "--out", "o"]))
     assert not cql["config"].calibrated
     ogpo = trainer_parser("ogpo")
-    config = train_arguments(TRAINERS["ogpo"], ogpo.parse_args(
+    config = TRAINERS["ogpo"].arguments(ogpo.parse_args(
         ["--out", "o", "--hidden", "32", "--no-success-bc", "--chi2", "--q-vr"]))["config"]
     assert config.critic_hidden == (32,) and not config.success_buffer_bc and config.q_variance_reduction
     assert config.chi2 and not config.conservative_advantages  # --chi2 turns conservative advantages off
-    steering = train_arguments(TRAINERS["residual"], trainer_parser("residual").parse_args(
+    steering = TRAINERS["residual"].arguments(trainer_parser("residual").parse_args(
         ["--out", "o", "--scale", "0.2", "--lr", "1e-3", "--gradient-steps", "2"]))
     assert (steering["config"].residual_scale, steering["config"].learning_rate) == (0.2, 1e-3)
     assert steering["method"] == "residual" and steering["policy"] == "widowx-carrot-diffusion"
-    bc = train_arguments(TRAINERS["bc"], trainer_parser("bc").parse_args(
+    bc = TRAINERS["bc"].arguments(trainer_parser("bc").parse_args(
         ["--dataset", "a", "--dataset", "b", "--out", "o", "--policy", "flow", "--hidden-dim", "16", "--steps", "5"]))
     assert bc["dataset"] == ["a", "b"] and bc["policy"] == "flow"
     assert bc["policy_config"].hidden_dim == 16 and bc["config"].steps == 5
-    ptr = train_arguments(TRAINERS["ptr"], trainer_parser("ptr").parse_args(
+    ptr = TRAINERS["ptr"].arguments(trainer_parser("ptr").parse_args(
         ["--prior", "a", "--prior", "b", "--target", "c", "--out", "o", "--hidden", "16"]))
     assert (ptr["prior_ids"], ptr["target_id"], ptr["calql"].critic_hidden) == (["a", "b"], "c", (16,))
     assert ptr["calql"].cql_alpha == 10.0 and ptr["calql"].log_every == 300  # PTR's defaults, 1% of 30k steps
     with pytest.raises(ValueError, match="unknown fields"):
-        train_arguments(TRAINERS["vgps"], trainer_parser("vgps").parse_args(
+        TRAINERS["vgps"].arguments(trainer_parser("vgps").parse_args(
             ["--dataset", "a", "--out", "o", "--config", '{"nope": 1}']))
 
 
