@@ -151,9 +151,11 @@ def run_ptr(prior_ids: Sequence[str], target_id: str, out: str | os.PathLike, *,
     if env_steps > 0:
         if resume and (out / LATEST / "config.json").is_file():
             ptr.agent = CalQL.load(out / LATEST)  # the online phase had started: continue it
+        done = ptr.agent.online.num_timesteps
+        remaining = max(0, env_steps - done)  # online steps still to take
         env, eval_env = ptr.wrap(gym.make(target)), ptr.wrap(gym.make(target))
-        try:
-            ptr.learn(env, env_steps, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
+        try:  # PTR.learn (CalQL.learn) counts its budget in all (SB3's reset_num_timesteps=False)
+            ptr.learn(env, done + remaining, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
                       out=out, progress=progress)
         finally:
             env.close()
