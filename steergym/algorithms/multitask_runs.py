@@ -55,18 +55,31 @@ def first_episodes(transitions: Transitions, k: int) -> Transitions:
         raise ValueError(f"first_episodes: k must be >= 1, got {k}")
     order = list(dict.fromkeys(transitions.episode_index.tolist()))[:k]
     keep = np.isin(transitions.episode_index, order)
-    take = lambda a: {key: v[keep] for key, v in a.items()} if isinstance(a, dict) else a[keep]  # noqa: E731
+    take = lambda a: {key: v[keep] for key, v in a.items()} if isinstance(a, dict) else a[keep]
     fields = {f.name: getattr(transitions, f.name) for f in dataclasses.fields(transitions)}
     rows = {name: take(value) for name, value in fields.items()
             if name not in ("metadata", "sample_group", "group_ratios")}
     return dataclasses.replace(transitions, **rows)
 
 
-def run_vgps(dataset_ids: Sequence[str], out: str | os.PathLike, steps: int,
+def run_vgps(dataset_ids: Sequence[str], out: str | os.PathLike, steps: int = 10_000,
              config: CalQLConfig | None = None, seed: int = 0, save_every: int = 2_000,
              root: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> ValueFunction:
     """Train (or resume) a V-GPS value function on mixed-quality datasets; returns it (also saved
-    in out/value_function)."""
+    in out/value_function).
+
+    Args:
+        dataset_ids: dataset ids, one task each (sparse success rewards).
+        out: run folder: run.json, offline.csv, checkpoints/offline and value_function/ (for
+            steergym eval --steer vgps --critic DIR/value_function).
+        steps: offline gradient steps in all.
+        config: Cal-QL settings (default: `vgps_calql_config()`).
+        seed: seeds the networks and the sampling.
+        save_every: offline steps between checkpoints.
+        root: dataset folder (default: $MINARI_DATASETS_PATH).
+        resume: continue the run in `out` from checkpoints/offline.
+        progress: show a progress bar.
+    """
     out = Path(out)
     data = load_task_datasets(dataset_ids, root)
     tasks = tuple(data)
@@ -81,14 +94,34 @@ def run_vgps(dataset_ids: Sequence[str], out: str | os.PathLike, steps: int,
     return value
 
 
-def run_ptr(prior_ids: Sequence[str], target_id: str, out: str | os.PathLike, *, pretrain_steps: int,
-            adapt_steps: int, env_steps: int = 0, demos: int | None = 10, calql: CalQLConfig | None = None,
+def run_ptr(prior_ids: Sequence[str], target_id: str, out: str | os.PathLike, *, pretrain_steps: int = 20_000,
+            adapt_steps: int = 10_000, env_steps: int = 0, demos: int | None = 10, calql: CalQLConfig | None = None,
             target_ratio: float = 0.1, seed: int = 0, eval_episodes: int = 20, eval_every: int = 2_000, save_every: int = 2_000,
             root: str | os.PathLike | None = None, resume: bool = False, progress: bool = True) -> PTR:
     """PTR end to end: multi-task pre-training on the prior datasets, adaptation to the target
     dataset's first `demos` episodes (mixed in at `config.target_ratio`), evaluation on the target
     task, then `env_steps` of online fine-tuning. Task order: the prior tasks, then the target.
-    `calql` defaults to `ptr_calql_config()`. Returns the agent (saved in out/agent)."""
+    `calql` defaults to `ptr_calql_config()`. Returns the agent (saved in out/agent).
+
+    Args:
+        prior_ids: prior dataset ids, one task each (the env id in their metadata).
+        target_id: dataset id of the new task's demos.
+        out: run folder: run.json, offline.csv, checkpoints/offline, checkpoints/latest and agent/.
+        pretrain_steps: multi-task offline steps on the prior datasets.
+        adapt_steps: offline steps on the prior data plus the target demos.
+        env_steps: online fine-tuning env steps on the target task (0: none).
+        demos: target episodes used (None: all).
+        calql: Cal-QL settings (default: `ptr_calql_config()`).
+        target_ratio: share of target rows per adaptation batch.
+        seed: seeds the networks and the sampling.
+        eval_episodes: episodes of each evaluation on the target task.
+        eval_every: online env steps between evaluations.
+        save_every: offline steps between checkpoints.
+        root: dataset folder (default: $MINARI_DATASETS_PATH).
+        resume: continue the run in `out` from its last checkpoint.
+        progress: show progress bars.
+    """
+
     out = Path(out)
     prior = load_task_datasets(prior_ids, root)
     target_data = load_task_datasets([target_id], root, max_episodes=demos)
@@ -97,7 +130,7 @@ def run_ptr(prior_ids: Sequence[str], target_id: str, out: str | os.PathLike, *,
     config = PTRConfig(tasks, target_ratio=target_ratio, **({"calql": calql} if calql is not None else {}))
     ptr = _start(out, resume, lambda: PTR(*_task_spaces(target), config, seed=seed), tasks)
     run = {"trainer": "ptr", "prior": list(prior_ids), "target": target_id, "target_task": target,
-           "tasks": list(tasks), "demo_episodes": int(len(np.unique(demo_data.episode_index))),
+           "tasks": list(tasks), "demo_episodes": len(np.unique(demo_data.episode_index)),
            "rows": {t: len(d) for t, d in prior.items()}, "pretrain_steps": pretrain_steps,
            "adapt_steps": adapt_steps, "env_steps": env_steps, "seed": seed,
            "target_ratio": ptr.config.target_ratio, "config": ptr.agent.config.to_dict()}
@@ -115,9 +148,11 @@ def run_ptr(prior_ids: Sequence[str], target_id: str, out: str | os.PathLike, *,
     if env_steps > 0:
         if resume and (out / LATEST / "config.json").is_file():
             ptr.agent = CalQL.load(out / LATEST)  # the online phase had started: continue it
+        done = ptr.agent.online.num_timesteps
+        remaining = max(0, env_steps - done)  # online steps still to take
         env, eval_env = ptr.wrap(gym.make(target)), ptr.wrap(gym.make(target))
-        try:
-            ptr.learn(env, env_steps, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
+        try:  # PTR.learn (CalQL.learn) counts its budget in all (SB3's reset_num_timesteps=False)
+            ptr.learn(env, done + remaining, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
                       out=out, progress=progress)
         finally:
             env.close()

@@ -90,6 +90,21 @@ class ValueFunction:
         task_one_hot(self.task_ids, task)
         return TaskCritic(self, task)
 
+    def steer(self, policy: Any, task: str, num_samples: int = 10, temperature: float = 0.0,
+              seed: int = 0) -> Any:
+        """`policy` (a generative policy: it has `sample_n`) re-ranked by this value function on `task`:
+        a `ValueGuidedPolicy` named "<policy>+vgps(K=<num_samples>)"."""
+        from steergym.policies.value_guided import ValueGuidedPolicy
+
+        if task not in self.task_ids:
+            raise ValueError(f"this value function knows tasks {list(self.task_ids)}, not {task!r}")
+        if isinstance(policy, str) or not callable(getattr(policy, "sample_n", None)):
+            raise ValueError(f"V-GPS needs a diffusion or flow policy to sample from, not {policy!r}")  # noqa: TRY004
+        steered = ValueGuidedPolicy(policy, self.critic(task), num_samples=num_samples, temperature=temperature,
+                                    seed=seed)
+        steered.name = f"{getattr(policy, 'name', 'policy')}+vgps(K={num_samples})"
+        return steered
+
     def save(self, path: str | os.PathLike) -> Path:
         """A PTR checkpoint folder (`ValueFunction.load` or `PTR.load` read it back)."""
         return self.ptr.save(path)

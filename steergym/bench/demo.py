@@ -91,7 +91,9 @@ def run_demo(
         env_steps: DSRL training budget in primitive env steps (None: `minutes` alone).
         minutes: optional wall-clock training budget; training stops at whichever budget ends first.
         episodes: evaluation episodes of the base and of the steered policy (reset seeds 0..episodes-1).
+        out: output folder (results.json, learning_curve.png, side_by_side.mp4).
         seed: training seed (SB3 networks and sampling, training resets).
+        video_episodes: episodes in the side-by-side video.
         threads: torch CPU threads (None: torch's default, which depends on the machine).
         gradient_steps: SAC updates per agent step (UTD), unless `config` is given.
         eval_every: env steps between learning-curve points (default: a tenth of the budget).
