@@ -676,8 +676,8 @@ def _train_chunk(args: argparse.Namespace) -> int:
             agent = cls(train_env, policy, config_cls(**overrides), seed=args.seed)
         remaining = args.env_steps - agent.num_timesteps
         if remaining > 0:
-            agent.learn(remaining, eval_env=eval_env, eval_every=args.eval_every,
-                        eval_episodes=args.eval_episodes, out=out, progress=not args.quiet)
+            agent.learn(remaining, eval_env=eval_env, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
+                        out=out, progress=not args.quiet, reset_num_timesteps=False)
         agent.save(out / "agent")
     finally:
         train_env.close()
@@ -748,8 +748,9 @@ def _train_calql(args: argparse.Namespace) -> int:
         else:
             env = make_env(env_id)
         try:
-            agent.learn(env, args.env_steps, eval_every=args.eval_every, eval_episodes=args.eval_episodes,
-                        out=out, progress=not args.quiet)
+            agent.learn(env, args.env_steps - agent.online.num_timesteps, eval_every=args.eval_every,
+                        eval_episodes=args.eval_episodes, out=out, progress=not args.quiet,
+                        reset_num_timesteps=False)  # a resumed run continues to --env-steps in all
         finally:
             env.close()
     else:

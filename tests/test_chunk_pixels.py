@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from steergym.algorithms.calql import FusedCritics
+from steergym.algorithms.networks import FusedCritics
 from steergym.algorithms.chunk_rl import ChunkReplay
 from steergym.algorithms.dsrl_na import DSRLNA, DSRLNAConfig
 from steergym.algorithms.ogpo import OGPO, OGPOConfig
@@ -171,8 +171,8 @@ def test_ogpo_pixel_resume_makes_identical_next_updates(tmp_path):
     resumed = OGPO.load(tmp_path / "ckpt", env=PixelReach())
     assert resumed.config.critic_layer_norm and resumed.replay.size == 7
     np.testing.assert_array_equal(resumed.success_obs["pixels"], agent.success_obs["pixels"])
-    agent.learn(6, progress=False)
-    resumed.learn(6, progress=False)
+    agent.learn(6, progress=False, reset_num_timesteps=False)
+    resumed.learn(6, progress=False, reset_num_timesteps=False)
     for name in ("critic", "critic_target", "actor_target", "policy"):
         assert_same(getattr(agent, name), getattr(resumed, name), name)
     assert agent.metrics == resumed.metrics
@@ -185,8 +185,8 @@ def test_dsrl_na_image_box_resume_makes_identical_next_updates(tmp_path):
     agent.learn(10, progress=False)
     agent.save(tmp_path / "ckpt")
     resumed = DSRLNA.load(tmp_path / "ckpt", env=PixelReach(dict_obs=False))
-    agent.learn(6, progress=False)
-    resumed.learn(6, progress=False)
+    agent.learn(6, progress=False, reset_num_timesteps=False)
+    resumed.learn(6, progress=False, reset_num_timesteps=False)
     for name in ("actor", "critic_a", "critic_a_target", "critic_w"):
         assert_same(getattr(agent, name), getattr(resumed, name), name)
     assert torch.equal(agent.log_alpha, resumed.log_alpha) and agent.metrics == resumed.metrics

@@ -289,8 +289,8 @@ def test_resume_makes_identical_next_updates(bc_flow, tmp_path):
     agent.save(tmp_path / "ckpt")
     resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
     assert resumed.num_timesteps == agent.num_timesteps == 30 and resumed.replay.size == 30
-    agent.learn(12, progress=False)
-    resumed.learn(12, progress=False)
+    agent.learn(12, progress=False, reset_num_timesteps=False)
+    resumed.learn(12, progress=False, reset_num_timesteps=False)
     for (name, a), (_, b) in zip(agent.policy.state_dict().items(), resumed.policy.state_dict().items()):
         assert torch.equal(a, b), name
     for a, b in zip(agent.critic.parameters(), resumed.critic.parameters()):
@@ -313,8 +313,8 @@ def test_cosine_actor_schedule_warms_up_decays_and_resumes_exactly(bc_flow, tmp_
     assert agent.metrics["actor_lr"] == agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(cfg.actor_lr_at(8))
     agent.save(tmp_path / "ckpt")
     resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
-    agent.learn(6, progress=False)
-    resumed.learn(6, progress=False)
+    agent.learn(6, progress=False, reset_num_timesteps=False)
+    resumed.learn(6, progress=False, reset_num_timesteps=False)
     assert agent.metrics == resumed.metrics and agent.metrics["actor_lr"] == pytest.approx(cfg.actor_lr_at(14))
     for a, b in zip(agent.policy.parameters(), resumed.policy.parameters()):
         assert torch.equal(a, b)

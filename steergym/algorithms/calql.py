@@ -66,31 +66,36 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from steergym.algorithms import state as trainer_state
+from steergym.algorithms.base import TRAIN_SEED_OFFSET, RunLog, learn_target
 from steergym.algorithms.encoders import (
     IMAGE_KEY,
-    PixelEncoder,
+    SHIFT_PAD,
     PixelEncoderConfig,
     check_pixel_obs,
     is_image_space,
     observation_layout,
     random_shift,
 )
+from steergym.algorithms.networks import (
+    FusedCritics,
+    PixelActor,
+    PixelCritics,
+    TanhGaussianActor,
+    tanh_gaussian_sample,
+)
 from steergym.algorithms.replay import OnlineReplay, take_rows
-from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
-from steergym.algorithms.steering import TRAIN_SEED_OFFSET
+from steergym.algorithms.run_files import write_json
 from steergym.atomic import atomic_folder
 from steergym.data.returns import monte_carlo_returns
 from steergym.policies.config import config_from_dict
+from steergym.space_json import space_from_json, space_to_json
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 REPLAY_FILE = "replay.safetensors"
 FORMAT = "steergym.calql-v1"
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # JaxCQL model.py
-SHIFT_PAD = 4  # DrQ's random shift: pad 4 pixels, crop back
 
 Obs = Any  # a (B, o) tensor / array, or for pixel observations a dict {key: (B, ...)} of them
 
@@ -235,177 +240,6 @@ def cql_regularizer(
         candidates = torch.cat([q_rand, q_data.unsqueeze(-1), q_next, q_cur], dim=-1)
     ood = temperature * torch.logsumexp(candidates / temperature, dim=-1)  # (n, B)
     return torch.clamp(ood - q_data, clip_min, clip_max).mean(dim=-1)
-
-
-def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, n: int | None,
-                         generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reparameterised a = tanh(mean + std * eps) and log pi(a) with the tanh change of variables.
-
-    `mean`, `log_std`: (B, d). n=None: one sample, shapes (B, d) and (B,); else (B, n, d) and (B, n).
-    """
-    if n is not None:
-        mean, log_std = mean.unsqueeze(1).expand(-1, n, -1), log_std.unsqueeze(1).expand(-1, n, -1)
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    u = mean + log_std.exp() * eps
-    gaussian = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-    # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), the numerically stable form
-    squash = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-    return torch.tanh(u), gaussian - squash
-
-
-# -------------------------------------------------------------------------------- networks
-def _orthogonal_(weight: torch.Tensor, gain: float) -> None:
-    """Orthogonal init of an (in, out) matrix (stored transposed w.r.t. nn.Linear's (out, in))."""
-    q = torch.empty(weight.shape[1], weight.shape[0])
-    nn.init.orthogonal_(q, gain=gain)
-    weight.copy_(q.T)
-
-
-class TanhGaussianActor(nn.Module):
-    """MLP -> (mean, log_std); log_std = multiplier * raw + offset (learnable scalars, init 1 and -1,
-    JaxCQL), clipped to [-20, 2]; actions tanh(N(mean, std)) in [-1, 1]^d."""
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], orthogonal: bool = True) -> None:
-        super().__init__()
-        sizes = (obs_dim, *hidden)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.out = nn.Linear(sizes[-1], 2 * action_dim)
-        self.log_std_multiplier = nn.Parameter(torch.tensor(1.0))
-        self.log_std_offset = nn.Parameter(torch.tensor(-1.0))
-        if orthogonal:
-            for layer in self.hidden:
-                nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
-                nn.init.zeros_(layer.bias)
-            nn.init.orthogonal_(self.out.weight, gain=1e-2)
-            nn.init.zeros_(self.out.bias)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = obs
-        for layer in self.hidden:
-            x = F.relu(layer(x))
-        mean, raw = self.out(x).chunk(2, dim=-1)
-        log_std = (self.log_std_multiplier * raw + self.log_std_offset).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return mean, log_std
-
-
-class FusedCritics(nn.Module):
-    """`n` independent Q(s, a) MLPs kept as stacked (n, in, out) weights, evaluated on many actions
-    per state at once.
-
-    `q_values(obs (B, o), actions (B, K, d)) -> (n, B, K)`: the first layer is split into its
-    observation and action parts, so the observation part is computed once per state (not K
-    times) and no repeated copy of the observations is built; each later layer is one `addmm`
-    per critic followed by an in-place ReLU, over chunks of ~CHUNK_ROWS state-action rows so the
-    activations stay in cache. Measured on one CPU thread (batch 256, 31 actions per state, 2 x 256):
-    one batched `baddbmm` over all rows was slower than per-critic `addmm`s, and chunking cut the
-    critic pass with its backward from ~149 to ~109 ms (the ReLU backward ran ~4x faster).
-    `forward(obs, act)` is the K = 1 case, (n, B). With `detach=True` the weights are used detached
-    (the actor's loss must not train the critics).
-
-    `layer_norm=True` puts a per-critic LayerNorm after each hidden linear layer, before its ReLU
-    (OGPO's public critics); its affine parameters are stacked too, `norm_weights[j]` and
-    `norm_biases[j]` of shape (n, hidden[j]) (init 1 and 0). Off (the default), the module has
-    exactly the parameters it had before the flag existed.
-    """
-
-    CHUNK_ROWS = 1024
-    LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], n: int = 2,
-                 orthogonal: bool = True, layer_norm: bool = False) -> None:
-        super().__init__()
-        sizes = (obs_dim + action_dim, *hidden, 1)
-        self.n, self.obs_dim, self.layer_norm = n, obs_dim, bool(layer_norm)
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(n, a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(n, 1, b)) for b in sizes[1:])
-        if self.layer_norm:  # (registered after the layers: without it the parameter order is unchanged)
-            self.norm_weights = nn.ParameterList(nn.Parameter(torch.ones(n, h)) for h in hidden)
-            self.norm_biases = nn.ParameterList(nn.Parameter(torch.zeros(n, h)) for h in hidden)
-        for k, weight in enumerate(self.weights):
-            last = k == len(self.weights) - 1
-            for i in range(n):  # init only
-                if orthogonal:
-                    _orthogonal_(weight.data[i], 1e-2 if last else math.sqrt(2.0))
-                else:  # nn.Linear's default
-                    bound = 1.0 / math.sqrt(weight.shape[1])
-                    nn.init.uniform_(weight.data[i], -bound, bound)
-                    nn.init.uniform_(self.biases[k].data[i], -bound, bound)
-
-    def q_values(self, obs: torch.Tensor, actions: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        weights = [w.detach() if detach else w for w in self.weights]
-        biases = [b.detach() if detach else b for b in self.biases]
-        if self.layer_norm:
-            norms = [(g.detach(), b.detach()) if detach else (g, b)
-                     for g, b in zip(self.norm_weights, self.norm_biases)]
-        B, K, _ = actions.shape
-        w0_obs, w0_act = weights[0][:, :self.obs_dim], weights[0][:, self.obs_dim:]
-        # action columns in chunks of ~CHUNK_ROWS rows: activations that stay in cache make the
-        # ReLU and its backward ~4x faster than one pass over all B * K rows (measured on a CPU)
-        step = max(1, self.CHUNK_ROWS // max(B, 1))
-        out = []
-        for i in range(self.n):
-            # critic i's layers, selected once (a selection per chunk would cost a gradient copy each)
-            w_act, layers = w0_act[i], [(weights[j][i], biases[j][i]) for j in range(1, len(weights))]
-            # one (gain, shift) per hidden layer, or None: no LayerNorm
-            layer_norms = [(g[i], b[i]) for g, b in norms] if self.layer_norm else [None] * len(layers)
-            h_obs = torch.addmm(biases[0][i], obs, w0_obs[i]).unsqueeze(1)  # (B, 1, H), once per state
-            columns = []
-            for start in range(0, K, step):
-                chunk = actions[:, start:start + step]
-                k = chunk.shape[1]
-                h = self._activate(torch.mm(chunk.reshape(B * k, -1), w_act).view(B, k, -1) + h_obs,
-                                   layer_norms[0]).view(B * k, -1)
-                for (w, b), norm in zip(layers[:-1], layer_norms[1:]):
-                    h = self._activate(torch.addmm(b, h, w), norm)
-                columns.append(torch.addmm(layers[-1][1], h, layers[-1][0]).view(B, k))
-            out.append(columns[0] if len(columns) == 1 else torch.cat(columns, dim=1))
-        return torch.stack(out)
-
-    def _activate(self, h: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """ReLU (in place) of a hidden layer's pre-activation, after its LayerNorm when `norm` is given."""
-        return (h if norm is None else self._norm(h, *norm)).relu_()
-
-    def _norm(self, h: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """LayerNorm over the last axis of `h` with one critic's (hidden,) gain and shift."""
-        return F.layer_norm(h, (h.shape[-1],), gain, shift, self.LAYER_NORM_EPS)
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        return self.q_values(obs, act.unsqueeze(1), detach).squeeze(-1)
-
-
-class PixelActor(nn.Module):
-    """The actor of pixel observations: its own `PixelEncoder`, then a `TanhGaussianActor`.
-    `forward(obs dict, normalised) -> (mean, log_std)`, each (B, action_dim)."""
-
-    def __init__(self, encoder: PixelEncoder, head: TanhGaussianActor) -> None:
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.encoder(obs))
-
-
-class PixelCritics(nn.Module):
-    """The critics of pixel observations: one `PixelEncoder` shared by the `FusedCritics` ensemble.
-
-    `encode(obs) -> (B, F)` features; `q_values(obs, actions (B, K, d), detach) -> (n, B, K)` and
-    `forward(obs, act (B, d), detach) -> (n, B)` as `FusedCritics` (detach: no gradient reaches
-    the encoder or the heads).
-    """
-
-    def __init__(self, encoder: PixelEncoder, head: FusedCritics) -> None:
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.encoder(obs)
-
-    def q_values(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        features = self.encoder(obs)
-        return self.head.q_values(features.detach() if detach else features, actions, detach)
-
-    def forward(self, obs: dict[str, torch.Tensor], act: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        return self.q_values(obs, act.unsqueeze(1), detach).squeeze(-1)
 
 
 # ------------------------------------------------------------------------------- the agent
@@ -711,10 +545,11 @@ class CalQL:
     def learn(self, env: gym.Env, total_timesteps: int, offline=None, *, eval_env: Any = "auto",
               eval_every: int | None = 5_000, eval_episodes: int = 10, eval_seed: int = 0,
               out: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-              progress: bool = True, on_eval: Any = None) -> "CalQL":
-        """Online fine-tuning on `env` until `total_timesteps` online transitions in all (counted
-        from the first `learn`, so a resumed agent continues to the same total: SB3's
-        `reset_num_timesteps=False`).
+              progress: bool = True, on_eval: Any = None, reset_num_timesteps: bool = True) -> "CalQL":
+        """Online fine-tuning on `env` for `total_timesteps` more online transitions (SB3's meaning:
+        `reset_num_timesteps=True` restarts the online counters at 0 and the training episodes afresh;
+        False continues them, so a resumed agent reaches its total with
+        `learn(env, total - agent.online.num_timesteps, reset_num_timesteps=False)`).
 
         Each transition is collected with the stochastic policy, then `config.utd` updates follow,
         each on a batch of round(batch_size * online_ratio) finished online transitions and the
@@ -740,9 +575,7 @@ class CalQL:
         from tqdm.auto import tqdm
 
         cfg, name = self.config, "CalQL.learn"
-        total = int(total_timesteps)
-        if total < 1:
-            raise ValueError(f"{name}: total_timesteps must be >= 1, got {total_timesteps}")
+        _, total = learn_target(name, self.online.num_timesteps, total_timesteps, reset_num_timesteps)
         if eval_every is not None and int(eval_every) < 1 or int(eval_episodes) < 1:
             raise ValueError(f"{name}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
         observation_space, action_space = _single_spaces(env)
@@ -761,6 +594,8 @@ class CalQL:
         if self.replay is None:
             self.replay = OnlineReplay(cfg.buffer_size, self._replay_spec(), self.action_dim, cfg.discount,
                                        cfg.failure_value)
+        if reset_num_timesteps and self.online.num_timesteps > 0:  # counters at 0, episodes afresh
+            self.online, self._runner = OnlineState(resets=self.online.resets, recent=self.online.recent), None
         if self._runner is None or self._runner.env is not env:  # another env: its episodes start afresh
             self._runner = _EnvRunner(env, TRAIN_SEED_OFFSET + self.seed, self._layout)
             self.replay.set_num_envs(self._runner.num_envs)
@@ -779,7 +614,9 @@ class CalQL:
         checkpoint_every = int(checkpoint_every or eval_every or 0) or None
         if checkpoint_every is not None and state.next_checkpoint == 0:
             state.next_checkpoint = checkpoint_every
-        log = _RunLog(out, self.step, state.next_eval) if out is not None else None
+        log = RunLog(out, keep={"progress": lambda r: float(r["step"]) <= self.step,  # written after update `step`
+                                "eval": lambda r: float(r["env_steps"]) < state.next_eval},  # those the checkpoint had
+                     purge_step=self.step) if out is not None else None
         if log is not None and not (Path(out) / "run.json").exists():
             write_json(Path(out) / "run.json", {"algorithm": "calql" if cfg.calibrated else "cql",
                                                  "config": cfg.to_dict(), "seed": self.seed,
@@ -1045,8 +882,8 @@ class CalQL:
         tensors["act_generator"] = self.act_generator.get_state().cpu()
         meta = {"format": FORMAT, "algorithm": "calql" if self.config.calibrated else "cql",
                 "config": self.config.to_dict(), "seed": self.seed, "step": self.step,
-                "offline_steps": self.offline_steps, "observation_space": _space_to_json(self.observation_space),
-                "action_space": _box_to_json(self.action_space), "optimizers": optim_meta,
+                "offline_steps": self.offline_steps, "observation_space": space_to_json(self.observation_space),
+                "action_space": space_to_json(self.action_space), "optimizers": optim_meta,
                 "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
                 "online": self.online.to_dict(), "curve": self.curve,
                 "offline_fingerprint": self._offline_fingerprint, "replay": None}
@@ -1086,7 +923,7 @@ class CalQL:
         except (SafetensorError, OSError, ValueError) as exc:
             raise ValueError(f"{path / MODEL_FILE}: unreadable ({exc})") from exc
         try:
-            spaces = (_space_from_json(meta["observation_space"]), _box_from_json(meta["action_space"]))
+            spaces = (space_from_json(meta["observation_space"]), space_from_json(meta["action_space"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path / CONFIG_FILE}: unreadable spaces ({exc!r})") from exc
         if env is not None and (env.observation_space != spaces[0] or env.action_space != spaces[1]):
@@ -1275,31 +1112,6 @@ def evaluate_agent(agent: "CalQL", env: gym.Env, episodes: int, seed: int) -> di
     return score_episodes(env, lambda obs: agent.predict(obs, deterministic=True)[0], episodes, seed)
 
 
-class _RunLog:
-    """progress.csv / eval.csv and TensorBoard events of a run folder. On resume, rows written after
-    the checkpoint (by the run that was killed) are dropped, and TensorBoard purges its events."""
-
-    def __init__(self, out: str | os.PathLike, step: int, next_eval: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        keep = {"progress": lambda r: float(r["step"]) <= step,  # written after update `step`
-                "eval": lambda r: float(r["env_steps"]) < next_eval}  # evaluations the checkpoint had done
-        for kind, kept in keep.items():
-            keep_csv_rows(self.out / f"{kind}.csv", kept)
-        self.tb = SummaryWriter(str(self.out / "tb"), purge_step=step if step > 0 else None)
-
-    def write(self, kind: str, row: dict[str, Any], step: int) -> None:
-        append_csv(self.out / f"{kind}.csv", row)
-        for key, value in row.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
-                self.tb.add_scalar(f"{kind}/{key}", value, step)
-
-    def close(self) -> None:
-        self.tb.close()
-
-
 def _single_spaces(env: Any) -> tuple[gym.Space, gym.Space]:
     """(observation_space, action_space) of one env, also for a Gymnasium vector env."""
     if isinstance(env, gym.vector.VectorEnv):
@@ -1355,33 +1167,4 @@ def _episode_returns(rewards: np.ndarray, terminals: np.ndarray, episode_index: 
         rows = np.flatnonzero(episode_index == k)
         returns[rows] = monte_carlo_returns(rewards[rows], terminals[rows], discount, failure_value)
     return returns
-
-
-def _box_to_json(space: gym.spaces.Box) -> dict[str, Any]:
-    """A Box as JSON: per-element bounds for 1-D Boxes; one number each for an image-like Box whose
-    bounds are all equal (not 2 x H x W x C numbers)."""
-    low, high = space.low.tolist(), space.high.tolist()
-    if len(space.shape) > 1 and np.all(space.low == space.low.flat[0]) and np.all(space.high == space.high.flat[0]):
-        low, high = space.low.flat[0].item(), space.high.flat[0].item()
-    return {"low": low, "high": high, "shape": list(space.shape), "dtype": str(space.dtype)}
-
-
-def _space_to_json(space: gym.Space) -> dict[str, Any]:
-    """A Box (`_box_to_json`) or a Dict of Boxes ({"dict": {key: box}}) as JSON."""
-    if isinstance(space, gym.spaces.Dict):
-        return {"dict": {k: _box_to_json(v) for k, v in space.spaces.items()}}
-    return _box_to_json(space)
-
-
-def _space_from_json(data: dict[str, Any]) -> gym.Space:
-    if "dict" in data:
-        return gym.spaces.Dict({k: _box_from_json(v) for k, v in data["dict"].items()})
-    return _box_from_json(data)
-
-
-def _box_from_json(data: dict[str, Any]) -> gym.spaces.Box:
-    dtype, shape = np.dtype(data["dtype"]), tuple(data["shape"])
-    low = np.broadcast_to(np.asarray(data["low"], dtype=np.float64), shape).astype(dtype)
-    high = np.broadcast_to(np.asarray(data["high"], dtype=np.float64), shape).astype(dtype)
-    return gym.spaces.Box(low, high, shape=shape, dtype=dtype)
 

@@ -52,24 +52,26 @@ import torch
 from torch import nn
 
 from steergym.algorithms import state as trainer_state
-from steergym.algorithms.calql import SHIFT_PAD, FusedCritics, PixelCritics
+from steergym.algorithms.base import TRAIN_SEED_OFFSET, learn_target, tensorboard_writer
 from steergym.algorithms.encoders import (
     IMAGE_KEY,
+    SHIFT_PAD,
     check_pixel_obs,
     is_image_space,
     observation_layout,
     random_shift,
 )
+from steergym.algorithms.networks import FusedCritics, PixelCritics
 from steergym.algorithms.replay import ObsSpec, empty_obs, grow_rows, ring_rows, take_rows
 from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
 from steergym.atomic import atomic_folder
+from steergym.space_json import space_to_json
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 REPLAY_FILE = "replay.npz"
 POLICY_DIR = "policy"
-TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (steering.py)
 CLIP_OBS = 10.0
 
 Obs = Any  # a batch of observations: (B, o) float32, or {key: (B, *shape)} arrays / tensors for pixels
@@ -243,18 +245,6 @@ def chunk_env_of(who: str, env: gym.Env, policy: Any) -> ActionChunkWrapper:
         primitive = env
     check_policy_spaces(who, policy, primitive.observation_space, primitive.action_space)
     return env if isinstance(env, ActionChunkWrapper) else ActionChunkWrapper(env, horizon)
-
-
-def space_to_json(space: gym.Space) -> Any:
-    from minari.serialization import serialize_space
-
-    return json.loads(serialize_space(space))
-
-
-def space_from_json(data: Any) -> gym.Space:
-    from minari.serialization import deserialize_space
-
-    return deserialize_space(json.dumps(data))
 
 
 class ChunkTrainer:
@@ -439,8 +429,14 @@ class ChunkTrainer:
     # ----------------------------------------------------------------------------- training
     def learn(self, total_timesteps: int, eval_env: gym.Env | None = None, eval_every: int = 10_000,
               eval_episodes: int = 10, eval_seed: int = 0, out: str | os.PathLike | None = None,
-              progress: bool = True, time_budget_s: float | None = None) -> "ChunkTrainer":
+              progress: bool = True, time_budget_s: float | None = None,
+              reset_num_timesteps: bool = True) -> "ChunkTrainer":
         """Collect and train for `total_timesteps` more *primitive* env steps (or `time_budget_s`).
+
+        SB3's meaning: `reset_num_timesteps=True` restarts the step counters (env steps and agent
+        steps, so `learning_starts` applies again, as in SB3) at 0; False continues them, as a
+        resumed run does (`learn(total - agent.num_timesteps, reset_num_timesteps=False)`).
+        Training episodes keep counting, so their reset seeds never repeat.
 
         Each agent step: act (a chunk), store the transition, then (after `config.learning_starts`
         agent steps) the algorithm's updates. With `eval_env`, evaluates every `eval_every` env steps
@@ -449,12 +445,14 @@ class ChunkTrainer:
         who = f"{type(self).__name__}.learn"
         if self.env is None:
             raise ValueError(f"{who}: no training env; pass env= to the constructor or load, or call set_env")
-        if isinstance(total_timesteps, bool) or int(total_timesteps) < 1:
-            raise ValueError(f"{who}: total_timesteps must be an integer >= 1, got {total_timesteps!r}")
+        _, target = learn_target(who, self.num_timesteps, total_timesteps, reset_num_timesteps)
         if int(eval_every) < 1 or int(eval_episodes) < 1:
             raise ValueError(f"{who}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
         from tqdm.auto import tqdm
 
+        if reset_num_timesteps and self.num_timesteps > 0:
+            self.num_timesteps = self.agent_steps = 0
+            self.eval_history, self.next_eval = [], None
         run_dir = Path(out) if out is not None else None
         writer = None
         if run_dir is not None:
@@ -464,8 +462,8 @@ class ChunkTrainer:
                 "total_timesteps": int(total_timesteps), "eval_every": eval_every,
                 "eval_episodes": eval_episodes, "eval_seed": eval_seed, "start_env_steps": self.num_timesteps,
             })
-            writer = _tensorboard(run_dir / "tb")
-        start_steps, start_time = self.num_timesteps, time.perf_counter()
+            writer = tensorboard_writer(run_dir / "tb")
+        start_time = time.perf_counter()
         cfg = self.config
         obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
         self._episode_start()
@@ -488,7 +486,7 @@ class ChunkTrainer:
         bar = tqdm(total=int(total_timesteps), unit="env step", disable=not progress, leave=False,
                    desc=f"{self.algorithm}")
         try:
-            while self.num_timesteps - start_steps < int(total_timesteps):
+            while self.num_timesteps < target:
                 if time_budget_s is not None and time.perf_counter() - start_time > time_budget_s:
                     break
                 if self.num_timesteps >= next_eval:
@@ -679,13 +677,5 @@ def _saveable(policy: Any) -> bool:
     from steergym.policies.generative import GenerativePolicy
 
     return isinstance(policy, GenerativePolicy)
-
-
-def _tensorboard(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: CSV logs are always written
-        return None
-    return SummaryWriter(str(folder))
 
 

@@ -120,9 +120,11 @@ def run_ptr(prior_ids: Sequence[str], target_id: str, out: str | os.PathLike, *,
         if resume and (out / LATEST / "config.json").is_file():
             ptr.agent = CalQL.load(out / LATEST)  # the online phase had started: continue it
         env, eval_env = ptr.wrap(gym.make(target)), ptr.wrap(gym.make(target))
+        remaining = env_steps - ptr.agent.online.num_timesteps  # a resumed run continues to env_steps in all
         try:
-            ptr.learn(env, env_steps, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
-                      out=out, progress=progress)
+            if remaining > 0:
+                ptr.learn(env, remaining, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
+                          out=out, progress=progress, reset_num_timesteps=False)
         finally:
             env.close()
             eval_env.close()

@@ -33,12 +33,11 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from steergym.algorithms.base import TRAIN_SEED_OFFSET
 from steergym.algorithms.run_files import append_csv, write_json
 from steergym.policies.config import config_from_dict
 from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
 from steergym.wrappers.chunk import bind_task
-
-TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (as the shipped table)
 
 
 @dataclass
