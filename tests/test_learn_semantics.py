@@ -20,16 +20,31 @@ from steergym.data.dataset import Transitions
 from steergym.policies.flow import FlowPolicy
 
 
+class Bandit3(Bandit):
+    """Bandit's spaces and reward, but 3 steps an episode (observation = step / 3, random start offset
+    from the reset seed), so a `learn` can stop in the middle of one."""
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t, self.offset = 0, float(self.np_random.uniform(-0.1, 0.1))
+        return np.array([self.offset], np.float32), {}
+
+    def step(self, action):
+        obs, reward, _, _, info = super().step(action)
+        self.t += 1
+        return np.array([self.offset + self.t / 3], np.float32), reward, self.t >= 3, False, info
+
+
 def _calql():
     return CalQL(spaces(), CalQLConfig(online_ratio=1.0, **ONLINE), seed=0)
 
 
 def _ogpo():
-    return OGPO(Bandit(), tiny_policy(FlowPolicy), small_config(learning_starts=6), seed=0)
+    return OGPO(Bandit3(), tiny_policy(FlowPolicy), small_config(learning_starts=6), seed=0)
 
 
 def _dsrl_na():
-    return DSRLNA(Bandit(), tiny_policy(FlowPolicy), dsrl_na_config(learning_starts=6), seed=0)
+    return DSRLNA(Bandit3(), tiny_policy(FlowPolicy), dsrl_na_config(learning_starts=6), seed=0)
 
 
 def _steps(agent) -> int:
@@ -56,7 +71,7 @@ TRAINERS = {"calql": _calql, "ogpo": _ogpo, "dsrl-na": _dsrl_na}
 def test_learn_counts_more_steps_and_continues_without_a_reset(name):
     make = TRAINERS[name]
     split = make()
-    _learn(split, 10)
+    _learn(split, 10)  # stops inside an episode (CalQL's Chain has 5 steps, the others' Bandit3 3)
     assert _steps(split) == 10
     _learn(split, 15, reset_num_timesteps=False)
     assert _steps(split) == 25
@@ -96,3 +111,21 @@ def test_a_budget_that_is_not_a_positive_integer_is_refused_by_name(budget):
         learn_target("OGPO.learn", 0, budget, True)
     with pytest.raises(ValueError, match=r"CalQL.learn: total_timesteps"):
         _calql().learn(Chain(), budget, eval_env=None, progress=False)
+
+
+def test_a_chunk_checkpoint_from_before_the_shared_loop_still_loads_and_continues(tmp_path):
+    """Checkpoints written before OffPolicyTrainer kept `next_eval` None outside an evaluation and
+    no `next_checkpoint`; they load, and the schedule does not evaluate twice at the same step."""
+    import json
+
+    agent = _ogpo()
+    agent.learn(9, eval_env=Bandit3(), eval_every=6, eval_episodes=1, progress=False)
+    agent.save(tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    config["next_eval"] = None
+    del config["next_checkpoint"]
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(config))
+    old = OGPO.load(tmp_path / "ckpt", env=Bandit3())
+    assert old.num_timesteps == 9 and [row["env_steps"] for row in old.eval_history] == [0, 6, 9]
+    old.learn(3, eval_env=Bandit3(), eval_every=6, eval_episodes=1, progress=False, reset_num_timesteps=False)
+    assert [row["env_steps"] for row in old.eval_history] == [0, 6, 9, 10, 12]

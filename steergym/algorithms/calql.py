@@ -68,7 +68,7 @@ import torch
 from torch import nn
 
 from steergym.algorithms import state as trainer_state
-from steergym.algorithms.base import TRAIN_SEED_OFFSET, RunLog, learn_target
+from steergym.algorithms.base import TRAIN_SEED_OFFSET, OffPolicyTrainer, learn_target
 from steergym.algorithms.encoders import (
     IMAGE_KEY,
     SHIFT_PAD,
@@ -257,7 +257,7 @@ class Batch:
     mc_returns: torch.Tensor
 
 
-class CalQL:
+class CalQL(OffPolicyTrainer):
     """Cal-QL (or CQL with `config.calibrated=False`) on a Box action space and flat Box, image Box
     or Dict (images + vectors) observations (`obs_dim` is None for the latter two).
 
@@ -572,8 +572,6 @@ class CalQL:
                 continues bit for bit; a vector env's episodes in progress are dropped on resume.
             on_eval: optional callable(row) after each evaluation.
         """
-        from tqdm.auto import tqdm
-
         cfg, name = self.config, "CalQL.learn"
         _, total = learn_target(name, self.online.num_timesteps, total_timesteps, reset_num_timesteps)
         if eval_every is not None and int(eval_every) < 1 or int(eval_episodes) < 1:
@@ -599,7 +597,6 @@ class CalQL:
         if self._runner is None or self._runner.env is not env:  # another env: its episodes start afresh
             self._runner = _EnvRunner(env, TRAIN_SEED_OFFSET + self.seed, self._layout)
             self.replay.set_num_envs(self._runner.num_envs)
-        runner = self._runner
         own_eval_env = False
         if isinstance(eval_env, str) and eval_env == "auto":
             spec = getattr(env, "spec", None)
@@ -609,75 +606,88 @@ class CalQL:
                               "to evaluate (training goes on without evaluations)", stacklevel=2)
         if eval_env is not None and isinstance(eval_env, gym.vector.VectorEnv):
             raise ValueError(f"{name}: eval_env must be a single env, got a vector env {eval_env}")
-        state = self.online
-        eval_every = int(eval_every) if eval_every and eval_env is not None else None
-        checkpoint_every = int(checkpoint_every or eval_every or 0) or None
-        if checkpoint_every is not None and state.next_checkpoint == 0:
-            state.next_checkpoint = checkpoint_every
-        log = RunLog(out, keep={"progress": lambda r: float(r["step"]) <= self.step,  # written after update `step`
-                                "eval": lambda r: float(r["env_steps"]) < state.next_eval},  # those the checkpoint had
-                     purge_step=self.step) if out is not None else None
-        if log is not None and not (Path(out) / "run.json").exists():
-            write_json(Path(out) / "run.json", {"algorithm": "calql" if cfg.calibrated else "cql",
-                                                 "config": cfg.to_dict(), "seed": self.seed,
+        if out is not None and not (Path(out) / "run.json").exists():
+            write_json(Path(out) / "run.json", {"algorithm": self.algorithm, "config": cfg.to_dict(), "seed": self.seed,
                                                  "total_timesteps": total, "eval_every": eval_every,
                                                  "eval_episodes": int(eval_episodes), "eval_seed": int(eval_seed),
                                                  "env": getattr(getattr(env, "spec", None), "id", None)})
-        bar = tqdm(total=total, initial=min(state.num_timesteps, total), unit="step", leave=False,
-                   disable=not progress, desc=("calql" if cfg.calibrated else "cql") + " online")
         try:
-            while True:
-                # updates owed for the transitions collected last (a checkpoint may sit just before them)
-                while state.updates_due > 0:
-                    state.updates_due -= 1
-                    batch = self._mixed_batch()
-                    if batch is None:  # nothing finished to learn from yet (online data only)
-                        continue
-                    logging = (self.step + 1) % cfg.log_every == 0
-                    metrics = self.update(batch, metrics=logging)
-                    if logging:
-                        row = {"env_steps": state.num_timesteps, **metrics}
-                        self.history.append(row)
-                        if log is not None:
-                            log.write("progress", row, self.step)
-                        bar.set_postfix(td=f"{metrics['td_loss']:.3g}", q=f"{metrics['q_data']:.3g}", refresh=False)
-                if eval_every is not None and state.num_timesteps >= state.next_eval:
-                    row = self._evaluate_row(eval_env, int(eval_episodes), int(eval_seed))
-                    state.next_eval = state.num_timesteps + eval_every
-                    if log is not None:
-                        log.write("eval", row, state.num_timesteps)
-                    bar.set_postfix(eval_success=f"{row['success_rate']:.2f}", refresh=False)
-                    if on_eval is not None:
-                        on_eval(row)
-                if state.num_timesteps >= total:
-                    break
-                collected = self._collect(runner)
-                bar.update(collected)
-                if (out is not None and checkpoint_every is not None and state.num_timesteps >= state.next_checkpoint
-                        and (self.replay.pending_transitions == 0 or runner.num_envs > 1)):
-                    state.next_checkpoint = state.num_timesteps + checkpoint_every
-                    self.save(Path(out) / "checkpoints" / "latest")
-            if eval_every is not None and (not self.curve or self.curve[-1]["env_steps"] != state.num_timesteps):
-                row = self._evaluate_row(eval_env, int(eval_episodes), int(eval_seed))
-                if log is not None:
-                    log.write("eval", row, state.num_timesteps)
-                if on_eval is not None:
-                    on_eval(row)
+            self._run_loop(total, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
+                           eval_seed=eval_seed, out=out, checkpoint_every=checkpoint_every, progress=progress,
+                           desc=f"{self.algorithm} online", on_eval=on_eval)
             if out is not None:
-                self.save(Path(out) / "checkpoints" / "latest")
                 self.save(Path(out) / "agent", replay=False)
         finally:
-            bar.close()
-            if log is not None:
-                log.close()
             if own_eval_env:
                 eval_env.close()
         return self
 
-    def _collect(self, runner: "_EnvRunner") -> int:
+    # ------------------------------------------------------------ the hooks of OffPolicyTrainer
+    @property
+    def algorithm(self) -> str:
+        return "calql" if self.config.calibrated else "cql"
+
+    @property
+    def num_timesteps(self) -> int:
+        """Online transitions collected (the budget of `learn`)."""
+        return self.online.num_timesteps
+
+    @num_timesteps.setter
+    def num_timesteps(self, value: int) -> None:
+        self.online.num_timesteps = value
+
+    @property
+    def _next_eval(self) -> int:
+        return self.online.next_eval
+
+    @_next_eval.setter
+    def _next_eval(self, value: int) -> None:
+        self.online.next_eval = value
+
+    @property
+    def _next_checkpoint(self) -> int:
+        return self.online.next_checkpoint
+
+    @_next_checkpoint.setter
+    def _next_checkpoint(self, value: int) -> None:
+        self.online.next_checkpoint = value
+
+    def _eval_rows(self) -> list[dict[str, Any]]:
+        return self.curve
+
+    def _log_keep(self) -> dict[str, Any]:
+        step, next_eval = self.step, self.online.next_eval
+        return {"progress": lambda r: float(r["step"]) <= step,  # written after update `step`
+                "eval": lambda r: float(r["env_steps"]) < next_eval}  # the evaluations the checkpoint had done
+
+    def _log_purge_step(self) -> int:
+        return self.step
+
+    def _between_episodes(self) -> bool:
+        # a vector env's episodes in progress are dropped on resume (documented in `learn`)
+        return self.replay.pending_transitions == 0 or self._runner.num_envs > 1
+
+    def _train_owed(self, log) -> None:
+        """The `utd` updates owed for each transition collected (a checkpoint may sit just before them)."""
+        cfg, state = self.config, self.online
+        while state.updates_due > 0:
+            state.updates_due -= 1
+            batch = self._mixed_batch()
+            if batch is None:  # nothing finished to learn from yet (online data only)
+                continue
+            logging = (self.step + 1) % cfg.log_every == 0
+            metrics = self.update(batch, metrics=logging)
+            if logging:
+                row = {"env_steps": state.num_timesteps, **metrics}
+                self.history.append(row)
+                if log is not None:
+                    log.write("progress", row, self.step)
+                self._bar.set_postfix(td=f"{metrics['td_loss']:.3g}", q=f"{metrics['q_data']:.3g}", refresh=False)
+
+    def _collect(self, log) -> int:
         """One step of every env with the stochastic policy; finished episodes enter the buffer.
         Returns the number of transitions collected (a vector env's autoreset steps are none)."""
-        cfg, state = self.config, self.online
+        cfg, state, runner = self.config, self.online, self._runner
         obs = runner.observe(state)
         with torch.no_grad():
             mean, log_std = self.actor(self._normalize_obs(self._obs_tensor(obs)))

@@ -40,7 +40,6 @@ exactly as the uninterrupted run would have.
 from __future__ import annotations
 
 import json
-import math
 import os
 import time
 from pathlib import Path
@@ -52,7 +51,7 @@ import torch
 from torch import nn
 
 from steergym.algorithms import state as trainer_state
-from steergym.algorithms.base import TRAIN_SEED_OFFSET, learn_target, tensorboard_writer
+from steergym.algorithms.base import TRAIN_SEED_OFFSET, OffPolicyTrainer, learn_target
 from steergym.algorithms.encoders import (
     IMAGE_KEY,
     SHIFT_PAD,
@@ -63,7 +62,7 @@ from steergym.algorithms.encoders import (
 )
 from steergym.algorithms.networks import FusedCritics, PixelCritics
 from steergym.algorithms.replay import ObsSpec, empty_obs, grow_rows, ring_rows, take_rows
-from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
+from steergym.algorithms.run_files import write_json
 from steergym.atomic import atomic_folder
 from steergym.space_json import space_to_json
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
@@ -247,7 +246,7 @@ def chunk_env_of(who: str, env: gym.Env, policy: Any) -> ActionChunkWrapper:
     return env if isinstance(env, ActionChunkWrapper) else ActionChunkWrapper(env, horizon)
 
 
-class ChunkTrainer:
+class ChunkTrainer(OffPolicyTrainer):
     """Base of OGPO and DSRL-NA: env loop, logging, evaluation, save/load. Subclasses implement
     `_act` (obs -> the env action), `_predict_actions`, `_update`, `_modules`, `_optimizers`; they
     may override `_wrap_env` / `_executed_chunk` (another env wrapper) and the state hooks."""
@@ -298,9 +297,10 @@ class ChunkTrainer:
         self.train_successes: list[bool] = []
         self.history: list[dict[str, Any]] = []  # progress rows (every config.log_every updates)
         self.eval_history: list[dict[str, Any]] = []  # evaluation rows
-        # where `learn` stood when it saved its checkpoint (None outside learn): a resumed learn
-        # continues its evaluation schedule instead of evaluating at once
-        self.next_eval: int | None = None
+        # the schedules of `learn` (env steps of the next evaluation / checkpoint), saved with a checkpoint
+        self._next_eval = self._next_checkpoint = 0
+        self._obs: Any = None  # the training episode's observation (None: reset before the next step)
+        self._episode_success = False
         return policy
 
     def _standardiser(self, normalizers: Any, name: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -430,17 +430,19 @@ class ChunkTrainer:
     def learn(self, total_timesteps: int, eval_env: gym.Env | None = None, eval_every: int = 10_000,
               eval_episodes: int = 10, eval_seed: int = 0, out: str | os.PathLike | None = None,
               progress: bool = True, time_budget_s: float | None = None,
-              reset_num_timesteps: bool = True) -> "ChunkTrainer":
+              reset_num_timesteps: bool = True, checkpoint_every: int | None = None) -> "ChunkTrainer":
         """Collect and train for `total_timesteps` more *primitive* env steps (or `time_budget_s`).
 
         SB3's meaning: `reset_num_timesteps=True` restarts the step counters (env steps and agent
-        steps, so `learning_starts` applies again, as in SB3) at 0; False continues them, as a
-        resumed run does (`learn(total - agent.num_timesteps, reset_num_timesteps=False)`).
-        Training episodes keep counting, so their reset seeds never repeat.
+        steps, so `learning_starts` applies again, as in SB3) at 0 and the training episode afresh;
+        False continues them, as a resumed run does (`learn(total - agent.num_timesteps,
+        reset_num_timesteps=False)`). Training episodes keep counting, so their reset seeds never repeat.
 
         Each agent step: act (a chunk), store the transition, then (after `config.learning_starts`
         agent steps) the algorithm's updates. With `eval_env`, evaluates every `eval_every` env steps
-        and at the end (deterministic, seeds eval_seed + i); with `out`, writes the run folder.
+        and at the end (deterministic, seeds eval_seed + i); with `out`, writes the run folder and a
+        checkpoint every `checkpoint_every` env steps (default eval_every) at the next episode end.
+        The loop itself is `OffPolicyTrainer._run_loop`.
         """
         who = f"{type(self).__name__}.learn"
         if self.env is None:
@@ -448,116 +450,86 @@ class ChunkTrainer:
         _, target = learn_target(who, self.num_timesteps, total_timesteps, reset_num_timesteps)
         if int(eval_every) < 1 or int(eval_episodes) < 1:
             raise ValueError(f"{who}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
-        from tqdm.auto import tqdm
-
         if reset_num_timesteps and self.num_timesteps > 0:
-            self.num_timesteps = self.agent_steps = 0
-            self.eval_history, self.next_eval = [], None
-        run_dir = Path(out) if out is not None else None
-        writer = None
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(run_dir / "run.json", {
+            self.num_timesteps = self.agent_steps = self._next_eval = self._next_checkpoint = 0
+            self.eval_history, self._obs = [], None
+        if out is not None:
+            write_json(Path(out) / "run.json", {
                 "algorithm": self.algorithm, "config": self.config.to_dict(), "seed": self.seed,
                 "total_timesteps": int(total_timesteps), "eval_every": eval_every,
                 "eval_episodes": eval_episodes, "eval_seed": eval_seed, "start_env_steps": self.num_timesteps,
             })
-            writer = tensorboard_writer(run_dir / "tb")
-        start_time = time.perf_counter()
-        cfg = self.config
-        obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
-        self._episode_start()
-        episode_success = False
-        next_eval = self.num_timesteps if eval_env is not None else math.inf
-        if self.eval_history and self.eval_history[-1]["env_steps"] == self.num_timesteps:
-            next_eval = self.num_timesteps + int(eval_every)  # resumed right after an evaluation
-        if self.next_eval is not None and eval_env is not None:
-            next_eval = self.next_eval  # resumed from a checkpoint that `learn` saved at an episode's end
-        if self.next_eval is not None and run_dir is not None:
-            # the rows a killed run wrote after its checkpoint: this run writes them again
-            last_eval = self.eval_history[-1]["env_steps"] if self.eval_history else -1
-            keep_csv_rows(run_dir / "eval.csv", lambda row: int(row["env_steps"]) <= last_eval)
-            keep_csv_rows(run_dir / "progress.csv", lambda row: int(row["updates"]) <= self.updates)
-        self.next_eval = None
-        # An evaluation's checkpoint waits for the training episode to end: the env's state mid-episode
-        # is not saved, and a resumed `learn` starts a new episode, so a checkpoint taken mid-episode
-        # would resume into another trajectory than the uninterrupted run's.
-        checkpoint_due = False
-        bar = tqdm(total=int(total_timesteps), unit="env step", disable=not progress, leave=False,
-                   desc=f"{self.algorithm}")
-        try:
-            while self.num_timesteps < target:
-                if time_budget_s is not None and time.perf_counter() - start_time > time_budget_s:
-                    break
-                if self.num_timesteps >= next_eval:
-                    self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
-                    next_eval = self.num_timesteps + int(eval_every)
-                    checkpoint_due = run_dir is not None
-                env_action = self._act(obs)
-                next_obs, reward, terminated, truncated, info = self.env.step(env_action)
-                planned = self._executed_chunk(env_action, info)  # (H, d), env units, clipped
-                steps = int(info.get("steps", self.horizon))
-                action = self.critic_action(torch.as_tensor(planned[None], dtype=torch.float32, device=self.device))
-                slot = self.replay.add(obs=self.obs_row(obs), actions=action[0].cpu().numpy(),
-                                       rewards=float(reward), next_obs=self.obs_row(next_obs),
-                                       terminals=float(terminated), steps=steps)
-                self._on_transition(slot)
-                episode_success = episode_success or bool(info.get("is_success", False))
-                self.num_timesteps += steps
-                self.agent_steps += 1
-                bar.update(steps)
-                if self.agent_steps > cfg.learning_starts:
-                    self.metrics = self._update()
-                    self.updates += 1
-                    if self.updates % cfg.log_every == 0:
-                        self._log_row(run_dir, writer)
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in list(self.metrics.items())[:3]}, refresh=False)
-                if terminated or truncated:
-                    self.train_successes.append(episode_success)
-                    self._episode_end(episode_success)
-                    self.episodes += 1
-                    episode_success = False
-                    if checkpoint_due:  # between episodes: the state a resumed learn starts from
-                        self.next_eval, checkpoint_due = next_eval, False
-                        self.save(run_dir / "checkpoints" / "latest")
-                        self.next_eval = None
-                    obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
-                    self._episode_start()
-                else:
-                    obs = next_obs
-            if eval_env is not None:
-                self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
-            if run_dir is not None:
-                self.save(run_dir / "checkpoints" / "latest")
-        finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
+        self._learn_started = time.perf_counter()
+        self._run_loop(target, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
+                       eval_seed=eval_seed, out=out, checkpoint_every=checkpoint_every, progress=progress,
+                       desc=self.algorithm, time_budget_s=time_budget_s, unit="env step")
         return self
 
-    def _eval_row(self, eval_env, episodes, seed, start_time, run_dir, writer) -> dict[str, Any]:
+    # ------------------------------------------------------------ the hooks of OffPolicyTrainer
+    def _collect(self, log) -> int:
+        """One agent step: act (a chunk), store the transition, update (after learning_starts)."""
+        cfg = self.config
+        if self._obs is None:  # a new training episode
+            self._obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
+            self._episode_start()
+            self._episode_success = False
+        obs = self._obs
+        env_action = self._act(obs)
+        next_obs, reward, terminated, truncated, info = self.env.step(env_action)
+        planned = self._executed_chunk(env_action, info)  # (H, d), env units, clipped
+        steps = int(info.get("steps", self.horizon))
+        action = self.critic_action(torch.as_tensor(planned[None], dtype=torch.float32, device=self.device))
+        slot = self.replay.add(obs=self.obs_row(obs), actions=action[0].cpu().numpy(), rewards=float(reward),
+                               next_obs=self.obs_row(next_obs), terminals=float(terminated), steps=steps)
+        self._on_transition(slot)
+        self._episode_success = self._episode_success or bool(info.get("is_success", False))
+        self.num_timesteps += steps
+        self.agent_steps += 1
+        if self.agent_steps > cfg.learning_starts:
+            self.metrics = self._update()
+            self.updates += 1
+            if self.updates % cfg.log_every == 0:
+                self._log_row(log)
+                self._bar.set_postfix({k: f"{v:.3g}" for k, v in list(self.metrics.items())[:3]}, refresh=False)
+        if terminated or truncated:
+            self.train_successes.append(self._episode_success)
+            self._episode_end(self._episode_success)
+            self.episodes += 1
+            self._obs = None  # the next `_collect` resets; a checkpoint here resumes exactly
+        else:
+            self._obs = next_obs
+        return steps
+
+    def _between_episodes(self) -> bool:
+        return self._obs is None
+
+    def _evaluate_row(self, eval_env, episodes: int, seed: int) -> dict[str, Any]:
         scores = self.evaluate(eval_env, episodes, seed)
         recent = self.train_successes[-50:]
         row = {"env_steps": self.num_timesteps, "agent_steps": self.agent_steps,
-               "wall_s": round(time.perf_counter() - start_time, 2), **scores,
+               "wall_s": round(time.perf_counter() - self._learn_started, 2), **scores,
                "train_success": float(np.mean(recent)) if recent else None}
         self.eval_history.append(row)
-        if run_dir is not None:
-            append_csv(run_dir / "eval.csv", row)
-        if writer is not None:
-            writer.add_scalar("eval/success_rate", row["success_rate"], self.num_timesteps)
-            writer.add_scalar("eval/mean_return", row["mean_return"], self.num_timesteps)
         return row
 
-    def _log_row(self, run_dir, writer) -> None:
+    def _eval_rows(self) -> list[dict[str, Any]]:
+        return self.eval_history
+
+    def _log_keep(self) -> dict[str, Any]:
+        last_eval = self.eval_history[-1]["env_steps"] if self.eval_history else -1
+        updates = self.updates
+        return {"eval": lambda row: float(row["env_steps"]) <= last_eval,  # the checkpoint's evaluations
+                "progress": lambda row: float(row["updates"]) <= updates}
+
+    def _log_purge_step(self) -> int:
+        return self.num_timesteps
+
+    def _log_row(self, log) -> None:
         row = {"env_steps": self.num_timesteps, "agent_steps": self.agent_steps, "updates": self.updates,
                **{k: round(float(v), 6) for k, v in self.metrics.items()}}
         self.history.append(row)
-        if run_dir is not None:
-            append_csv(run_dir / "progress.csv", row)
-        if writer is not None:
-            for key, value in self.metrics.items():
-                writer.add_scalar(f"train/{key}", float(value), self.num_timesteps)
+        if log is not None:
+            log.write("progress", row, self.num_timesteps, scalars=self.metrics, prefix="train")
 
     # hooks for subclasses
     def _episode_start(self) -> None:
@@ -599,7 +571,8 @@ class ChunkTrainer:
                 "action_space": space_to_json(self.primitive_action_space), "optimizers": optim_meta,
                 "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
                 "train_successes": [bool(x) for x in self.train_successes[-1000:]],
-                "eval_history": self.eval_history, "next_eval": self.next_eval}
+                "eval_history": self.eval_history, "next_eval": self._next_eval,
+                "next_checkpoint": self._next_checkpoint}
         arrays = {**self.replay.arrays("replay"), **self._extra_arrays()}
         with atomic_folder(path) as staging:
             save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
@@ -666,7 +639,12 @@ class ChunkTrainer:
         self.metrics = dict(meta.get("metrics", {}))
         self.train_successes = list(meta.get("train_successes", []))
         self.eval_history = [dict(row) for row in meta.get("eval_history", [])]
-        self.next_eval = meta.get("next_eval")
+        next_eval = meta.get("next_eval")
+        if next_eval is None:  # a checkpoint of steergym before the shared loop, saved outside an evaluation
+            just_evaluated = self.eval_history and self.eval_history[-1]["env_steps"] == self.num_timesteps
+            next_eval = self.num_timesteps + 1 if just_evaluated else 0
+        self._next_eval = int(next_eval)
+        self._next_checkpoint = int(meta.get("next_checkpoint", 0))
 
 
 def _primitive(env: gym.Env) -> gym.Env:
