@@ -9,6 +9,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file
 
 from steergym.algorithms.networks import FusedCritics
 from steergym.algorithms.chunk_rl import ChunkReplay
@@ -165,9 +166,9 @@ def test_ogpo_pixel_resume_makes_identical_next_updates(tmp_path):
     agent = OGPO(PixelReach(), pixel_policy(), ogpo_config(), seed=2)
     agent.learn(12, progress=False)  # two whole 6-step episodes: a checkpoint between episodes resumes exactly
     agent.save(tmp_path / "ckpt")
-    with np.load(tmp_path / "ckpt" / "replay.npz", allow_pickle=False) as saved:
-        assert saved["replay/obs/pixels"].dtype == np.uint8 and saved["replay/obs/pixels"].shape == (6, 32, 32, 3)
-        assert saved["success/obs/pixels"].shape == (3, 32, 32, 3)
+    saved = load_file(tmp_path / "ckpt" / "replay.safetensors")
+    assert saved["replay/obs/pixels"].dtype == np.uint8 and saved["replay/obs/pixels"].shape == (6, 32, 32, 3)
+    assert saved["success/obs/pixels"].shape == (3, 32, 32, 3)
     resumed = OGPO.load(tmp_path / "ckpt", env=PixelReach())
     assert resumed.config.critic_layer_norm and resumed.replay.size == 6
     np.testing.assert_array_equal(resumed.success_obs["pixels"], agent.success_obs["pixels"])

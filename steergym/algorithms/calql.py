@@ -53,12 +53,10 @@ Box observations and the pixel observations above.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -70,7 +68,6 @@ from torch import nn
 from steergym.algorithms import state as trainer_state
 from steergym.algorithms.base import TRAIN_SEED_OFFSET, OffPolicyTrainer, learn_target
 from steergym.algorithms.encoders import (
-    IMAGE_KEY,
     SHIFT_PAD,
     PixelEncoderConfig,
     check_pixel_obs,
@@ -78,6 +75,7 @@ from steergym.algorithms.encoders import (
     observation_layout,
     random_shift,
 )
+from steergym.algorithms.env_runner import EnvRunner, OnlineState, single_spaces
 from steergym.algorithms.networks import (
     FusedCritics,
     PixelActor,
@@ -85,10 +83,9 @@ from steergym.algorithms.networks import (
     TanhGaussianActor,
     tanh_gaussian_sample,
 )
+from steergym.algorithms.offline_data import check_transitions, data_fingerprint, sampling_groups
 from steergym.algorithms.replay import OnlineReplay, take_rows
 from steergym.algorithms.run_files import write_json
-from steergym.atomic import atomic_folder
-from steergym.data.returns import monte_carlo_returns
 from steergym.policies.config import config_from_dict
 from steergym.space_json import space_from_json, space_to_json
 
@@ -273,7 +270,7 @@ class CalQL(OffPolicyTrainer):
         if isinstance(env_or_spaces, (tuple, list)):
             observation_space, action_space = env_or_spaces
         else:
-            observation_space, action_space = _single_spaces(env_or_spaces)
+            observation_space, action_space = single_spaces(env_or_spaces)
         _check_spaces(observation_space, action_space)
         self.observation_space, self.action_space = observation_space, action_space
         self.config = config or CalQLConfig()
@@ -333,7 +330,7 @@ class CalQL(OffPolicyTrainer):
         self._offline_fingerprint: str | None = None
         self._offline_groups: list[np.ndarray] | None = None  # row indices per mixture group
         self._offline_ratios: tuple[float, ...] = ()
-        self._runner: _EnvRunner | None = None
+        self._runner: EnvRunner | None = None
 
     # ------------------------------------------------------------------------- one update
     def update(self, batch: Batch, metrics: bool = True) -> dict[str, float]:
@@ -485,8 +482,8 @@ class CalQL(OffPolicyTrainer):
         other data is an error.
         """
         data = self._dataset_tensors(transitions, owner)
-        groups, ratios = _sampling_groups(transitions, data["actions"].shape[0], owner)
-        fingerprint = _fingerprint(data, None if groups is None else (transitions.sample_group, ratios))
+        groups, ratios = sampling_groups(transitions, data["actions"].shape[0], owner)
+        fingerprint = data_fingerprint(data, None if groups is None else (transitions.sample_group, ratios))
         if self._offline_fingerprint is not None and fingerprint != self._offline_fingerprint:
             raise ValueError(f"{owner}: these offline transitions ({data['actions'].shape[0]} rows, fingerprint "
                              f"{fingerprint[:12]}) are not the data this agent was trained with (fingerprint "
@@ -529,7 +526,7 @@ class CalQL(OffPolicyTrainer):
                 for k, space in self._layout.items()}
 
     def _obs_tensor(self, obs: Obs) -> Obs:
-        """Numpy observations (as `_EnvRunner` / `_batch_obs` give) as tensors on the device."""
+        """Numpy observations (as `EnvRunner` / `batch_obs` give) as tensors on the device."""
         if isinstance(obs, dict):
             return {k: torch.as_tensor(v, device=self.device) for k, v in obs.items()}
         return torch.as_tensor(obs, device=self.device)
@@ -576,7 +573,7 @@ class CalQL(OffPolicyTrainer):
         _, total = learn_target(name, self.online.num_timesteps, total_timesteps, reset_num_timesteps)
         if eval_every is not None and int(eval_every) < 1 or int(eval_episodes) < 1:
             raise ValueError(f"{name}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
-        observation_space, action_space = _single_spaces(env)
+        observation_space, action_space = single_spaces(env)
         if not isinstance(action_space, gym.spaces.Box):
             raise ValueError(f"{name}: needs a Box action space, the env has {action_space}")
         if observation_space != self.observation_space or action_space != self.action_space:
@@ -595,7 +592,7 @@ class CalQL(OffPolicyTrainer):
         if reset_num_timesteps and self.online.num_timesteps > 0:  # counters at 0, episodes afresh
             self.online, self._runner = OnlineState(resets=self.online.resets, recent=self.online.recent), None
         if self._runner is None or self._runner.env is not env:  # another env: its episodes start afresh
-            self._runner = _EnvRunner(env, TRAIN_SEED_OFFSET + self.seed, self._layout)
+            self._runner = EnvRunner(env, TRAIN_SEED_OFFSET + self.seed, self._layout)
             self.replay.set_num_envs(self._runner.num_envs)
         own_eval_env = False
         if isinstance(eval_env, str) and eval_env == "auto":
@@ -742,70 +739,17 @@ class CalQL(OffPolicyTrainer):
         return row
 
     def _dataset_tensors(self, transitions, name: str) -> dict[str, torch.Tensor]:
-        """Validated dataset arrays as tensors on the device, actions rescaled to [-1, 1], rewards
-        transformed, returns-to-go recomputed per episode when `episode_index` is there."""
-        fields, pixel_obs = {}, {}
-        for key in ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns"):
-            value = getattr(transitions, key, None)
-            if value is None:
-                raise ValueError(f"{name}: the transitions have no {key!r}"
-                                 + (" (Cal-QL's reference values; load with steergym.data.load_transitions)"
-                                    if key == "mc_returns" else ""))
-            if self._layout is not None and key in ("observations", "next_observations"):
-                pixel_obs[key] = value  # checked below, once N is known
-                continue
-            if isinstance(value, dict):
-                raise ValueError(f"{name}: {key!r} is a dict (Dict observations), but this agent has flat Box "
-                                 f"observations {self.observation_space}")
-            fields[key] = np.asarray(value)
-        size = fields["actions"].shape[0] if fields["actions"].ndim else 0
-        if size == 0:
-            raise ValueError(f"{name}: the transitions are empty")
-        expected = {"observations": (size, self.obs_dim), "next_observations": (size, self.obs_dim),
-                    "actions": (size, self.action_dim), "rewards": (size,), "terminals": (size,),
-                    "mc_returns": (size,)}
-        for key in pixel_obs:
-            del expected[key]
-        for key, shape in expected.items():
-            if fields[key].shape != shape:
-                raise ValueError(f"{name}: {key!r} has shape {fields[key].shape}, expected {shape} "
-                                 f"(N={size}, observation dim {self.obs_dim}, action dim {self.action_dim})")
-            if fields[key].dtype.kind not in "biuf":
-                raise ValueError(f"{name}: {key!r} has dtype {fields[key].dtype}, expected numbers")
-            bad = ~np.isfinite(fields[key].astype(np.float64))
-            if bad.any():
-                row = int(np.argwhere(bad)[0][0])
-                raise ValueError(f"{name}: {key!r} holds {int(bad.sum())} non-finite values "
-                                 f"(first at transition {row}: {fields[key][row]})")
-        low, high = self.action_space.low, self.action_space.high
-        outside = (fields["actions"] < low - 1e-6) | (fields["actions"] > high + 1e-6)
-        if outside.any():
-            row = int(np.argwhere(outside)[0][0])
-            raise ValueError(f"{name}: 'actions' leave the action space [{low}, {high}] "
-                             f"(first at transition {row}: {fields['actions'][row]})")
-        cfg = self.config
-        episode_index = getattr(transitions, "episode_index", None)
-        identity = cfg.reward_scale == 1.0 and cfg.reward_bias == 0.0
-        if episode_index is not None:
-            episode_index = np.asarray(episode_index)
-            if episode_index.shape != (size,):
-                raise ValueError(f"{name}: 'episode_index' has shape {episode_index.shape}, expected ({size},)")
-            fields["rewards"] = cfg.transform_reward(fields["rewards"].astype(np.float64))
-            fields["mc_returns"] = _episode_returns(fields["rewards"], fields["terminals"].astype(bool),
-                                                    episode_index, cfg.discount, cfg.failure_value)
-        elif not identity:
-            raise ValueError(f"{name}: reward_scale/reward_bias ({cfg.reward_scale}, {cfg.reward_bias}) need "
-                             "'episode_index' to recompute the returns-to-go; the transitions have none")
+        """`offline_data.check_transitions` as tensors on the device, actions rescaled to [-1, 1]."""
+        arrays = check_transitions(transitions, name, self.observation_space, self.action_space, self._layout,
+                                   self.config)
         as_tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)  # noqa: E731
-        if pixel_obs:
-            obs, next_obs = (self._obs_tensor(self._check_obs(pixel_obs[key], key, name, size))
-                             for key in ("observations", "next_observations"))
+        if self._layout is not None:
+            obs, next_obs = self._obs_tensor(arrays["observations"]), self._obs_tensor(arrays["next_observations"])
         else:
-            obs, next_obs = as_tensor(fields["observations"]), as_tensor(fields["next_observations"])
-        return {"obs": obs,
-                "actions": self._normalize_action(as_tensor(fields["actions"])),
-                "rewards": as_tensor(fields["rewards"]), "next_obs": next_obs,
-                "terminals": as_tensor(fields["terminals"]), "mc_returns": as_tensor(fields["mc_returns"])}
+            obs, next_obs = as_tensor(arrays["observations"]), as_tensor(arrays["next_observations"])
+        return {"obs": obs, "actions": self._normalize_action(as_tensor(arrays["actions"])),
+                "rewards": as_tensor(arrays["rewards"]), "next_obs": next_obs,
+                "terminals": as_tensor(arrays["terminals"]), "mc_returns": as_tensor(arrays["mc_returns"])}
 
     def _check_obs(self, value: Any, label: str, owner: str, size: int | None) -> dict[str, np.ndarray]:
         """Pixel observations as {key: array} with a batch axis (`encoders.check_pixel_obs`)."""
@@ -876,9 +820,6 @@ class CalQL(OffPolicyTrainer):
         + replay.safetensors (the finished online transitions, when there are some and `replay`)
         + `extra_files` ({name: text}, a wrapping trainer's own files, in the same atomic write).
         Loading it resumes training exactly (the offline data is passed to `learn` again)."""
-        from safetensors.numpy import save_file as save_numpy
-        from safetensors.torch import save_file
-
         tensors, optim_meta = trainer_state.training_tensors(self._modules(), self._optimizers())
         tensors["log_alpha"] = self.log_alpha.detach().cpu().clone()
         tensors["log_alpha_prime"] = self.log_alpha_prime.detach().cpu().clone()
@@ -900,38 +841,19 @@ class CalQL(OffPolicyTrainer):
         replay_arrays = None
         if replay and self.replay is not None and self.replay.size > 0:
             replay_arrays, meta["replay"] = self.replay.state()
-        with atomic_folder(path) as staging:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
-                      metadata={"format": FORMAT})
-            if replay_arrays is not None:
-                save_numpy(replay_arrays, str(staging / REPLAY_FILE), metadata={"format": FORMAT})
+
+        def write_files(staging: Path) -> None:
             for name, text in (extra_files or {}).items():
                 (staging / name).write_text(text)
-            (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")  # +-inf as Infinity
-        return Path(path)
+        return trainer_state.write_checkpoint(path, FORMAT, meta, tensors, replay_arrays, write_files)
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env | None = None,
              device: str | torch.device = "cpu") -> "CalQL":
         """Rebuild an agent saved by `save`; ValueError for a folder that is not one (or is corrupt).
         With `env`, its spaces must equal the saved ones."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path)
-        if not (path / CONFIG_FILE).is_file() or not (path / MODEL_FILE).is_file():
-            raise ValueError(f"{path}: not a steergym Cal-QL checkpoint (needs {CONFIG_FILE} and {MODEL_FILE})")
-        try:
-            meta = json.loads((path / CONFIG_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path / CONFIG_FILE}: unreadable ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise ValueError(f"{path}: format {found!r} is not {FORMAT!r}; not a Cal-QL checkpoint")
-        try:
-            tensors = load_file(str(path / MODEL_FILE))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{path / MODEL_FILE}: unreadable ({exc})") from exc
+        meta, tensors, arrays = trainer_state.read_checkpoint(path, FORMAT, "Cal-QL", replay=False)
         try:
             spaces = (space_from_json(meta["observation_space"]), space_from_json(meta["action_space"]))
         except (KeyError, TypeError, ValueError) as exc:
@@ -956,12 +878,8 @@ class CalQL(OffPolicyTrainer):
             if "act_generator" in tensors:
                 agent.act_generator.set_state(tensors["act_generator"])
             if meta.get("replay"):
-                from safetensors.numpy import load_file as load_numpy
-
-                try:
-                    arrays = load_numpy(str(path / REPLAY_FILE))
-                except (SafetensorError, OSError, ValueError) as exc:
-                    raise ValueError(f"{path / REPLAY_FILE}: unreadable ({exc})") from exc
+                if arrays is None:
+                    raise ValueError(f"{path}: the checkpoint lists a replay buffer but has no {REPLAY_FILE}")
                 agent.replay = OnlineReplay.from_state(arrays, meta["replay"], agent._replay_spec(), agent.action_dim)
         except (KeyError, RuntimeError) as exc:
             raise ValueError(f"{path}: checkpoint does not match its config ({exc})") from exc
@@ -1003,178 +921,9 @@ def _is_single(obs: Any, layout: dict[str, gym.spaces.Box], bare_image: bool) ->
     return np.ndim(value) == len(layout[key].shape)
 
 
-# ---------------------------------------------------------------------- online machinery
-@dataclass
-class OnlineState:
-    """Counters of the online phase (saved with a checkpoint, JSON)."""
-
-    num_timesteps: int = 0  # online transitions collected (the budget of `learn`)
-    env_steps: int = 0  # primitive env steps (a DSRL chunk counts H; info["steps"])
-    updates_due: int = 0  # updates owed for transitions already collected
-    resets: int = 0  # training-env resets so far (single env k-th reset seed: base + k)
-    next_eval: int = 0
-    next_checkpoint: int = 0
-    recent: list = field(default_factory=list)  # [return, success] of the last 50 training episodes
-    episode_return: list = field(default_factory=list)  # per env, episode in progress
-    episode_success: list = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OnlineState":
-        return config_from_dict(cls, data)
-
-
-@dataclass
-class _StepResult:
-    next_obs: np.ndarray  # (n, o) the observation each transition led to (the final one at an episode end)
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    success: np.ndarray
-    valid: np.ndarray  # False for a vector env's autoreset step (no transition)
-    primitive_steps: int
-
-
-class _EnvRunner:
-    """Steps a Gymnasium env or vector env and reports transitions uniformly as batches of n envs."""
-
-    def __init__(self, env: Any, seed_base: int, layout: dict[str, gym.spaces.Box] | None = None) -> None:
-        self.env, self.seed_base, self.layout = env, int(seed_base), layout
-        self.vector = isinstance(env, gym.vector.VectorEnv)
-        self.num_envs = int(env.num_envs) if self.vector else 1
-        self.mode = gym.vector.AutoresetMode(env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)) \
-            if self.vector else None
-        self.obs: np.ndarray | None = None
-        self.skip = np.zeros(self.num_envs, bool)
-
-    def observe(self, state: OnlineState) -> np.ndarray:
-        if self.obs is None:  # first call, or a single env's episode ended: reset with the next seed
-            obs, _ = self.env.reset(seed=self.seed_base + state.resets)
-            state.resets += self.num_envs
-            self.obs = _batch_obs(obs, self.layout, self.num_envs)
-            self.skip[:] = False
-            if len(state.episode_return) != self.num_envs or not self.vector:
-                state.episode_return, state.episode_success = [0.0] * self.num_envs, [False] * self.num_envs
-        return self.obs
-
-    def step(self, actions: np.ndarray) -> _StepResult:
-        if not self.vector:
-            obs, reward, terminated, truncated, info = self.env.step(actions[0])
-            next_obs = _batch_obs(obs, self.layout, 1)
-            self.obs = None if terminated or truncated else next_obs
-            return _StepResult(next_obs, np.array([reward], np.float64), np.array([bool(terminated)]),
-                               np.array([bool(truncated)]), np.array([bool(info.get("is_success", False))]),
-                               np.ones(1, bool), int(info.get("steps", 1)))
-        obs, reward, terminated, truncated, info = self.env.step(actions)
-        obs = _batch_obs(obs, self.layout, self.num_envs)
-        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
-        done, valid = terminated | truncated, ~self.skip
-        next_obs = {k: v.copy() for k, v in obs.items()} if isinstance(obs, dict) else obs.copy()
-        success = _info_array(info, "is_success", self.num_envs, False).astype(bool)
-        if self.mode == gym.vector.AutoresetMode.SAME_STEP and done.any():
-            final_obs, final_info = info["final_obs"], info.get("final_info", {})
-            final_success = _info_array(final_info, "is_success", self.num_envs, False).astype(bool)
-            for i in np.flatnonzero(done):
-                final = _batch_obs(final_obs[i], self.layout, 1)
-                if isinstance(next_obs, dict):
-                    for k in next_obs:
-                        next_obs[k][i] = final[k][0]
-                else:
-                    next_obs[i] = final[0]
-                success[i] = final_success[i]
-        steps = _info_array(info, "steps", self.num_envs, 1).astype(np.int64)
-        if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
-            self.skip = done.copy()  # the next step of these envs is their reset, not a transition
-        elif self.mode == gym.vector.AutoresetMode.DISABLED and done.any():
-            obs, _ = self.env.reset(options={"reset_mask": done})
-            obs = _batch_obs(obs, self.layout, self.num_envs)
-        self.obs = obs
-        return _StepResult(next_obs, np.asarray(reward, np.float64), terminated, truncated, success, valid,
-                           int(steps[valid].sum()))
-
-
-def _batch_obs(obs: Any, layout: dict[str, gym.spaces.Box] | None, n: int) -> Any:
-    """An env's observation(s) of n envs as a batch: flat (n, o) float32, or {key: (n, *shape)} in
-    the space's dtype for pixel observations (a bare image gets the key IMAGE_KEY)."""
-    if layout is None:
-        return np.asarray(obs, np.float32).reshape(n, -1)
-    if not isinstance(obs, dict):
-        obs = {IMAGE_KEY: obs}
-    return {k: np.asarray(obs[k], space.dtype if is_image_space(space) else np.float32).reshape(n, *space.shape)
-            for k, space in layout.items()}
-
-
-def _info_array(info: dict, key: str, n: int, default: Any) -> np.ndarray:
-    """A vector env's info[key] as an (n,) array, `default` where the sub-env did not report it."""
-    if key not in info:
-        return np.full(n, default)
-    values, mask = np.asarray(info[key]), np.asarray(info.get(f"_{key}", np.ones(n, bool)), bool)
-    return np.where(mask, values, default)
-
-
 def evaluate_agent(agent: "CalQL", env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
     """Deterministic episodes of `agent` on a single `env`, reset seeds seed + i: success rate
     (info["is_success"] at any step) and mean return."""
     from steergym.bench.evaluate import score_episodes
 
     return score_episodes(env, lambda obs: agent.predict(obs, deterministic=True)[0], episodes, seed)
-
-
-def _single_spaces(env: Any) -> tuple[gym.Space, gym.Space]:
-    """(observation_space, action_space) of one env, also for a Gymnasium vector env."""
-    if isinstance(env, gym.vector.VectorEnv):
-        return env.single_observation_space, env.single_action_space
-    return env.observation_space, env.action_space
-
-
-def _fingerprint(data: dict[str, torch.Tensor], mixture: tuple[np.ndarray, tuple[float, ...]] | None = None) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(data):
-        digest.update(key.encode())
-        if isinstance(data[key], dict):  # dict observations: every entry under its key
-            for sub in sorted(data[key]):
-                digest.update(f"{key}/{sub}".encode())
-                digest.update(data[key][sub].detach().cpu().numpy().tobytes())
-        else:
-            digest.update(data[key].detach().cpu().numpy().tobytes())
-    if mixture is not None:  # (uniform data keeps the fingerprint it had before mixtures existed)
-        digest.update(np.asarray(mixture[0], dtype=np.int64).tobytes())
-        digest.update(np.asarray(mixture[1], dtype=np.float64).tobytes())
-    return digest.hexdigest()
-
-
-def _sampling_groups(transitions, size: int, owner: str) -> tuple[list[np.ndarray] | None, tuple[float, ...]]:
-    """The row indices of each group of a mixture and the groups' batch shares; (None, ()) if uniform."""
-    group = getattr(transitions, "sample_group", None)
-    ratios = getattr(transitions, "group_ratios", None)
-    if group is None and ratios is None:
-        return None, ()
-    if group is None or ratios is None:
-        raise ValueError(f"{owner}: a mixture needs both 'sample_group' and 'group_ratios' "
-                         f"(got {'no sample_group' if group is None else 'no group_ratios'})")
-    group, ratios = np.asarray(group), tuple(float(r) for r in ratios)
-    if group.shape != (size,) or group.dtype.kind not in "iu":
-        raise ValueError(f"{owner}: 'sample_group' must be ({size},) integers, got {group.shape} {group.dtype}")
-    if not ratios or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
-        raise ValueError(f"{owner}: 'group_ratios' must be >= 0 and sum to 1, got {ratios}")
-    if group.min() < 0 or group.max() >= len(ratios):
-        raise ValueError(f"{owner}: 'sample_group' values must be in [0, {len(ratios)}), "
-                         f"got [{group.min()}, {group.max()}]")
-    rows = [np.flatnonzero(group == g) for g in range(len(ratios))]
-    empty = [g for g, r in enumerate(rows) if len(r) == 0 and ratios[g] > 0]
-    if empty:
-        raise ValueError(f"{owner}: mixture group(s) {empty} have a share > 0 but no rows")
-    return rows, ratios
-
-
-def _episode_returns(rewards: np.ndarray, terminals: np.ndarray, episode_index: np.ndarray, discount: float,
-                     failure_value: float | None) -> np.ndarray:
-    """Returns-to-go of every transition, computed per episode (rows of an episode in their order)."""
-    returns = np.zeros(rewards.shape, np.float64)
-    for k in np.unique(episode_index):
-        rows = np.flatnonzero(episode_index == k)
-        returns[rows] = monte_carlo_returns(rewards[rows], terminals[rows], discount, failure_value)
-    return returns
-

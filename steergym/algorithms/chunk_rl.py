@@ -13,7 +13,7 @@ a uint8 (H, W, C) image Box, or a Dict of image Boxes and 1-D float vectors (Wid
 `obs_mode="pixels_state"`). Inside the trainers pixel observations are dicts {key: (B, ...)} (a bare
 image gets the key IMAGE_KEY); the replay keeps each key in its dtype (images uint8), only the
 vector keys are standardised, and the critics are a `PixelEncoder` + `FusedCritics` head
-(`calql.PixelCritics`; a target critic has its own Polyak-averaged encoder copy). Critic training
+(`networks.PixelCritics`; a target critic has its own Polyak-averaged encoder copy). Critic training
 batches get DrQ's random shift (`image_augmentation`), drawn from the agent's generator.
 
 Run folder (`learn(..., out=RUN)`):
@@ -21,25 +21,25 @@ Run folder (`learn(..., out=RUN)`):
     progress.csv         training metrics every `config.log_every` agent steps (also in tb/ when
                          tensorboard is installed)
     eval.csv             env_steps, agent_steps, wall_s, success_rate, mean_return, train_success
-    checkpoints/latest   the full trainer state at the end of the training episode in which an
-                         evaluation fell, and at the end of `learn` (`Trainer.load` resumes it)
+    checkpoints/latest   the full trainer state every `checkpoint_every` env steps (default
+                         eval_every) at the end of a training episode, and at the end of `learn`
 
 Checkpoint folder (`save(path)`, atomic): config.json (config, spaces, counters, optimiser
 hyper-parameters, numpy generator state), model.safetensors (networks, Adam moments, torch
-generator states), replay.npz (buffers, dict observations one array per key; loaded with
-allow_pickle=False), policy/ (the generative policy as a steergym policy checkpoint). Nothing is
-pickled.
+generator states), replay.safetensors (buffers, dict observations one array per key; checkpoints
+from before it hold replay.npz, still read with allow_pickle=False), policy/ (the generative policy
+as a steergym policy checkpoint). Nothing is pickled; `steergym.algorithms.state.write_checkpoint`
+writes the folder for every off-policy trainer.
 
-Resume semantics: every `learn` call starts a new episode (seeded by the episode counter), so
-`learn(a); save; learn(b)` and `load; learn(b)` make identical updates; an episode cut by the end of
-a `learn` call keeps its transitions in the buffer. Checkpoints written by `learn` wait for an
-episode's end (they also keep the evaluation schedule), so a killed run resumed from one continues
-exactly as the uninterrupted run would have.
+Resume semantics (SB3's): `learn(n, reset_num_timesteps=False)` continues the training episode in
+progress, `reset_num_timesteps=True` (the default) or a loaded agent starts a new one (seeded by the
+episode counter). A checkpoint holds no env state, so checkpoints written by `learn` wait for an
+episode's end (they also keep the evaluation and checkpoint schedules): a killed run resumed from
+one continues exactly as the uninterrupted run would have (`OffPolicyTrainer._run_loop`).
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from pathlib import Path
@@ -63,13 +63,9 @@ from steergym.algorithms.encoders import (
 from steergym.algorithms.networks import FusedCritics, PixelCritics
 from steergym.algorithms.replay import ObsSpec, empty_obs, grow_rows, ring_rows, take_rows
 from steergym.algorithms.run_files import write_json
-from steergym.atomic import atomic_folder
 from steergym.space_json import space_to_json
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-REPLAY_FILE = "replay.npz"
 POLICY_DIR = "policy"
 CLIP_OBS = 10.0
 
@@ -556,7 +552,6 @@ class ChunkTrainer(OffPolicyTrainer):
     # ------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Atomically write the full trainer state to the folder `path` (see the module docstring)."""
-        from safetensors.torch import save_file
 
         from steergym.policies.checkpoint import save_policy
 
@@ -574,11 +569,8 @@ class ChunkTrainer(OffPolicyTrainer):
                 "eval_history": self.eval_history, "next_eval": self._next_eval,
                 "next_checkpoint": self._next_checkpoint}
         arrays = {**self.replay.arrays("replay"), **self._extra_arrays()}
-        with atomic_folder(path) as staging:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
-                      metadata={"format": self.FORMAT})
-            with open(staging / REPLAY_FILE, "wb") as handle:
-                np.savez(handle, **arrays)
+
+        def write_policy(staging: Path) -> None:
             if _saveable(self.policy):
                 # keep the base policy's metadata (its task: `steergym eval --policy DIR` needs no --env)
                 metadata = {**dict(getattr(self.policy, "metadata", None) or {}), "trainer": self.algorithm,
@@ -587,36 +579,14 @@ class ChunkTrainer(OffPolicyTrainer):
                 if env_id and not getattr(self.policy, "task_ids", ()):
                     metadata["env_id"] = env_id
                 save_policy(self.policy, staging / POLICY_DIR, metadata)
-            (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-        return Path(path)
+        return trainer_state.write_checkpoint(path, self.FORMAT, meta, tensors, arrays, write_policy)
 
     @classmethod
     def _read_checkpoint(cls, path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict, Any]:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         from steergym.policies.checkpoint import load_policy
 
         path = Path(path)
-        missing = [n for n in (CONFIG_FILE, MODEL_FILE, REPLAY_FILE) if not (path / n).exists()]
-        if missing:
-            raise ValueError(f"{path}: not a steergym {cls.algorithm} checkpoint (missing {missing})")
-        try:
-            meta = json.loads((path / CONFIG_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path / CONFIG_FILE}: unreadable ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != cls.FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise ValueError(f"{path}: format {found!r} is not {cls.FORMAT!r}; not a {cls.algorithm} checkpoint")
-        try:
-            tensors = load_file(str(path / MODEL_FILE))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{path / MODEL_FILE}: unreadable ({exc})") from exc
-        try:
-            with np.load(path / REPLAY_FILE, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path / REPLAY_FILE}: unreadable ({exc})") from exc
+        meta, tensors, arrays = trainer_state.read_checkpoint(path, cls.FORMAT, cls.algorithm, replay=True)
         policy = load_policy(path / POLICY_DIR) if (path / POLICY_DIR).exists() else None
         return meta, tensors, arrays, policy
 
@@ -629,10 +599,10 @@ class ChunkTrainer(OffPolicyTrainer):
         except (KeyError, RuntimeError) as exc:
             raise ValueError(f"{path}: checkpoint does not match its config ({exc})") from exc
         try:
-            self.replay.restore(arrays, "replay", str(path / REPLAY_FILE))
-            self._restore_extra_arrays(arrays, str(path / REPLAY_FILE))
+            self.replay.restore(arrays, "replay", str(path / "replay"))
+            self._restore_extra_arrays(arrays, str(path / "replay"))
         except KeyError as exc:
-            raise ValueError(f"{path / REPLAY_FILE}: missing array {exc}") from exc
+            raise ValueError(f"{path}: the replay file has no array {exc}") from exc
         trainer_state.set_numpy_rng_state(self.rng, meta["numpy_rng"])
         for key in ("num_timesteps", "agent_steps", "episodes", "updates"):
             setattr(self, key, int(meta[key]))
