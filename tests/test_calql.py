@@ -13,14 +13,8 @@ import numpy as np
 import pytest
 import torch
 
-from steergym.algorithms.calql import (
-    CalQL,
-    CalQLConfig,
-    FusedCritics,
-    calibrate,
-    cql_regularizer,
-    tanh_gaussian_sample,
-)
+from steergym.algorithms.calql import CalQL, CalQLConfig, calibrate, cql_regularizer
+from steergym.algorithms.networks import FusedCritics, tanh_gaussian_sample
 from steergym.data import collect, load_transitions, monte_carlo_returns
 
 LIFT = "steergym/WidowXLiftCube-v0"
@@ -372,7 +366,7 @@ def test_online_episodes_get_their_mc_returns_when_they_end():
     agent, env = CalQL(spaces(), config, seed=0), Chain()
     agent.learn(env, 3, eval_env=None, progress=False)
     assert agent.replay.size == 0 and agent.replay.pending_transitions == 3  # episode still running
-    agent.learn(env, 5, eval_env=None, progress=False)  # continues the same episode to its end
+    agent.learn(env, 2, eval_env=None, progress=False, reset_num_timesteps=False)  # the same episode to its end
     rewards = [2.0 * t - 1.0 for t in range(5)]  # transformed: -1, 1, 3, 5, 7
     expected = [sum(0.9 ** (k - t) * rewards[k] for k in range(t, 5)) for t in range(5)]
     np.testing.assert_allclose(agent.replay.rewards[:5], rewards)
@@ -396,8 +390,9 @@ def test_killed_online_run_resumes_exactly(tmp_path):
         def on_eval(row):
             if stop_at is not None and row["env_steps"] >= stop_at:
                 raise KeyboardInterrupt  # the process is killed here
-        agent.learn(Chain(), 30, offline=data, eval_env=Chain(), eval_every=5, eval_episodes=1,
-                    checkpoint_every=10, out=out, progress=False, on_eval=on_eval)
+        agent.learn(Chain(), 30 - agent.online.num_timesteps, offline=data, eval_env=Chain(), eval_every=5,
+                    eval_episodes=1, checkpoint_every=10, out=out, progress=False, on_eval=on_eval,
+                    reset_num_timesteps=False)  # to 30 in all, as a resumed CLI run does
         return agent
 
     straight = run(tmp_path / "straight")
@@ -413,9 +408,10 @@ def test_killed_online_run_resumes_exactly(tmp_path):
         CalQL.load(saved).learn(Chain(), 30, eval_env=None, progress=False)
     # the next update after resume equals the uninterrupted run's; so does everything after it
     reference = CalQL(spaces(), config, seed=2).pretrain(offline, 3, progress=False)
-    reference.learn(Chain(), 20, offline=offline, eval_env=None, progress=False)
-    first = CalQL.load(saved).learn(Chain(), 20, offline=offline, eval_env=None, progress=False)  # the owed update
-    assert first.step == reference.step == 3 + 20 and first.metrics == reference.metrics
+    reference.learn(Chain(), 21, offline=offline, eval_env=None, progress=False)
+    first = CalQL.load(saved).learn(Chain(), 1, offline=offline, eval_env=None, progress=False,
+                                    reset_num_timesteps=False)  # the owed update, then one more transition
+    assert first.step == reference.step == 3 + 21 and first.metrics == reference.metrics
     for key, value in agent_state(reference).items():
         assert torch.equal(value, agent_state(first)[key]), key
     run(tmp_path / "killed", agent=resumed)
@@ -458,7 +454,7 @@ def test_learn_rejects_discrete_actions_and_mismatched_spaces():
         agent.learn(other, 10, eval_env=None, progress=False)
     with pytest.raises(ValueError, match="no offline data to mix in at online_ratio=0.5"):
         CalQL(spaces(), CalQLConfig(**ONLINE)).learn(Chain(), 10, eval_env=None, progress=False)
-    with pytest.raises(ValueError, match="total_timesteps must be >= 1"):
+    with pytest.raises(ValueError, match="total_timesteps must be an integer >= 1"):
         agent.learn(Chain(), 0, progress=False)
 
 

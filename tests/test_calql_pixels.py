@@ -172,8 +172,8 @@ def test_save_load_round_trip_and_exact_resume(pixel_data, pixel_spaces, tmp_pat
     interrupted.save(tmp_path / "agent")
     assert sorted(p.name for p in (tmp_path / "agent").iterdir()) == ["config.json", "model.safetensors"]
     meta = json.loads((tmp_path / "agent" / "config.json").read_text())
-    assert meta["observation_space"]["dict"]["pixels"] == {"low": 0, "high": 255, "shape": [32, 32, 3],
-                                                           "dtype": "uint8"}
+    assert meta["observation_space"]["subspaces"]["pixels"] == {"type": "Box", "dtype": "uint8", "shape": [32, 32, 3],
+                                                                "low": 0, "high": 255}  # one number per bound
     env = make_env(LIFT, **PIXELS)
     resumed = CalQL.load(tmp_path / "agent", env=env)
     assert resumed.observation_space == pixel_spaces[0]

@@ -9,8 +9,9 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file
 
-from steergym.algorithms.calql import FusedCritics
+from steergym.algorithms.networks import FusedCritics
 from steergym.algorithms.chunk_rl import ChunkReplay
 from steergym.algorithms.dsrl_na import DSRLNA, DSRLNAConfig
 from steergym.algorithms.ogpo import OGPO, OGPOConfig
@@ -163,16 +164,16 @@ def test_actor_loss_reaches_only_the_actors_encoder():
 # ------------------------------------------------------------------------------------ resume
 def test_ogpo_pixel_resume_makes_identical_next_updates(tmp_path):
     agent = OGPO(PixelReach(), pixel_policy(), ogpo_config(), seed=2)
-    agent.learn(14, progress=False)
+    agent.learn(12, progress=False)  # two whole 6-step episodes: a checkpoint between episodes resumes exactly
     agent.save(tmp_path / "ckpt")
-    with np.load(tmp_path / "ckpt" / "replay.npz", allow_pickle=False) as saved:
-        assert saved["replay/obs/pixels"].dtype == np.uint8 and saved["replay/obs/pixels"].shape == (7, 32, 32, 3)
-        assert saved["success/obs/pixels"].shape == (3, 32, 32, 3)
+    saved = load_file(tmp_path / "ckpt" / "replay.safetensors")
+    assert saved["replay/obs/pixels"].dtype == np.uint8 and saved["replay/obs/pixels"].shape == (6, 32, 32, 3)
+    assert saved["success/obs/pixels"].shape == (3, 32, 32, 3)
     resumed = OGPO.load(tmp_path / "ckpt", env=PixelReach())
-    assert resumed.config.critic_layer_norm and resumed.replay.size == 7
+    assert resumed.config.critic_layer_norm and resumed.replay.size == 6
     np.testing.assert_array_equal(resumed.success_obs["pixels"], agent.success_obs["pixels"])
-    agent.learn(6, progress=False)
-    resumed.learn(6, progress=False)
+    agent.learn(6, progress=False, reset_num_timesteps=False)
+    resumed.learn(6, progress=False, reset_num_timesteps=False)
     for name in ("critic", "critic_target", "actor_target", "policy"):
         assert_same(getattr(agent, name), getattr(resumed, name), name)
     assert agent.metrics == resumed.metrics
@@ -182,11 +183,11 @@ def test_ogpo_pixel_resume_makes_identical_next_updates(tmp_path):
 
 def test_dsrl_na_image_box_resume_makes_identical_next_updates(tmp_path):
     agent = DSRLNA(PixelReach(dict_obs=False), pixel_policy(dict_obs=False), dsrl_config(), seed=3)
-    agent.learn(10, progress=False)
+    agent.learn(12, progress=False)  # two whole episodes (a checkpoint mid-episode does not hold the env)
     agent.save(tmp_path / "ckpt")
     resumed = DSRLNA.load(tmp_path / "ckpt", env=PixelReach(dict_obs=False))
-    agent.learn(6, progress=False)
-    resumed.learn(6, progress=False)
+    agent.learn(6, progress=False, reset_num_timesteps=False)
+    resumed.learn(6, progress=False, reset_num_timesteps=False)
     for name in ("actor", "critic_a", "critic_a_target", "critic_w"):
         assert_same(getattr(agent, name), getattr(resumed, name), name)
     assert torch.equal(agent.log_alpha, resumed.log_alpha) and agent.metrics == resumed.metrics

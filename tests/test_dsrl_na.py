@@ -106,8 +106,8 @@ def test_resume_makes_identical_next_updates(base, tmp_path):
     agent.save(tmp_path / "ckpt")
     resumed = DSRLNA.load(tmp_path / "ckpt", env=Bandit())
     assert resumed.agent_steps == 25 and resumed.replay.size == 25
-    agent.learn(10, progress=False)
-    resumed.learn(10, progress=False)
+    agent.learn(10, progress=False, reset_num_timesteps=False)
+    resumed.learn(10, progress=False, reset_num_timesteps=False)
     for name in ("actor", "critic_a", "critic_w", "critic_a_target"):
         for a, b in zip(getattr(agent, name).parameters(), getattr(resumed, name).parameters()):
             assert torch.equal(a, b), name

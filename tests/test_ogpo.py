@@ -209,9 +209,12 @@ def test_a_checkpoint_from_before_the_success_ring_still_loads(bc_flow, tmp_path
     agent.learn(5, progress=False)
     _replace_success_buffer(agent, np.zeros((4, 1), np.float32), np.full((4, 1), 0.5, np.float32))
     agent.save(tmp_path / "ckpt")
+    from safetensors.numpy import load_file
+
+    saved = load_file(tmp_path / "ckpt" / "replay.safetensors")
+    old_format = {k: v for k, v in saved.items() if k != "success/meta"}  # what earlier versions wrote,
+    (tmp_path / "ckpt" / "replay.safetensors").unlink()  # in a replay.npz
     replay_file = tmp_path / "ckpt" / "replay.npz"
-    with np.load(replay_file) as saved:
-        old_format = {k: saved[k] for k in saved.files if k != "success/meta"}  # what earlier versions wrote
     np.savez(replay_file, **old_format)
     resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
     assert (resumed.success.size, resumed.success.pos) == (4, 4)
@@ -289,8 +292,8 @@ def test_resume_makes_identical_next_updates(bc_flow, tmp_path):
     agent.save(tmp_path / "ckpt")
     resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
     assert resumed.num_timesteps == agent.num_timesteps == 30 and resumed.replay.size == 30
-    agent.learn(12, progress=False)
-    resumed.learn(12, progress=False)
+    agent.learn(12, progress=False, reset_num_timesteps=False)
+    resumed.learn(12, progress=False, reset_num_timesteps=False)
     for (name, a), (_, b) in zip(agent.policy.state_dict().items(), resumed.policy.state_dict().items()):
         assert torch.equal(a, b), name
     for a, b in zip(agent.critic.parameters(), resumed.critic.parameters()):
@@ -313,8 +316,8 @@ def test_cosine_actor_schedule_warms_up_decays_and_resumes_exactly(bc_flow, tmp_
     assert agent.metrics["actor_lr"] == agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(cfg.actor_lr_at(8))
     agent.save(tmp_path / "ckpt")
     resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
-    agent.learn(6, progress=False)
-    resumed.learn(6, progress=False)
+    agent.learn(6, progress=False, reset_num_timesteps=False)
+    resumed.learn(6, progress=False, reset_num_timesteps=False)
     assert agent.metrics == resumed.metrics and agent.metrics["actor_lr"] == pytest.approx(cfg.actor_lr_at(14))
     for a, b in zip(agent.policy.parameters(), resumed.policy.parameters()):
         assert torch.equal(a, b)

@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from safetensors.numpy import load_file as load_numpy
 from safetensors.torch import load_file
 
 from steergym.data import collect
@@ -238,9 +239,9 @@ def test_chunk_trainer_killed_run_resumes_bit_for_bit(trainer, tmp_path):
     for name in ("agent/model.safetensors", "checkpoints/latest/model.safetensors"):
         assert_same_tensors(tmp_path / "straight" / name, tmp_path / "killed" / name)
     for a, b in ((tmp_path / "straight", tmp_path / "killed"),):
-        x, y = np.load(a / "agent" / "replay.npz"), np.load(b / "agent" / "replay.npz")
-        assert sorted(x.files) == sorted(y.files)
-        for key in x.files:
+        x, y = load_numpy(a / "agent" / "replay.safetensors"), load_numpy(b / "agent" / "replay.safetensors")
+        assert sorted(x) == sorted(y)
+        for key in x:
             np.testing.assert_array_equal(x[key], y[key], err_msg=key)
     # the logs hold each row once, as the uninterrupted run's (timings aside)
     for name in ("progress.csv", "eval.csv"):
@@ -265,7 +266,7 @@ def test_cli_train_dsrl_na_writes_its_run_folder_and_a_loadable_agent(tmp_path, 
     text = capsys.readouterr().out
     assert f"{out}: dsrl-na on {LIFT}, 40 env steps" in text and "eval success (1 episodes)" in text
     for name in ("run.json", "progress.csv", "eval.csv", "tb", "checkpoints/latest/config.json",
-                 "agent/config.json", "agent/model.safetensors", "agent/replay.npz", "agent/policy"):
+                 "agent/config.json", "agent/model.safetensors", "agent/replay.safetensors", "agent/policy"):
         assert (out / name).exists(), name
     assert json.loads((out / "run.json").read_text())["algorithm"] == "dsrl-na"
     agent = DSRLNA.load(out / "agent")  # the base policy comes from the agent's own policy/ folder

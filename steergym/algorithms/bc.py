@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from steergym.algorithms import state as trainer_state
+from steergym.algorithms.base import tensorboard_writer
 from steergym.algorithms.run_files import append_csv, keep_csv_rows
 from steergym.data.chunks import ChunkData, dataset_spaces, load_chunk_data
 from steergym.data.dataset import read_metadata
@@ -34,6 +35,7 @@ from steergym.policies.checkpoint import policy_classes
 from steergym.policies.config import PolicyConfig, config_from_dict
 from steergym.policies.generative import GenerativePolicy
 from steergym.rollout import evaluate
+from steergym.space_json import space_from_json, space_to_json
 
 RUN_FILE = "run.json"
 
@@ -245,7 +247,6 @@ class BCTrainer:
         The datasets named in run.json are reloaded from the local dataset folder (`root`) unless
         `data` is given.
         """
-        from minari.serialization import deserialize_space
 
         run_dir = Path(run_dir)
         run_file = run_dir / RUN_FILE
@@ -257,8 +258,8 @@ class BCTrainer:
         tensors, meta = trainer_state.read_state(run_dir / "last")
         policy_config = PolicyConfig.from_dict(run["policy_config"])
         policy = policy_classes()[run["kind"]](
-            deserialize_space(json.dumps(run["observation_space"])),
-            deserialize_space(json.dumps(run["action_space"])),
+            space_from_json(run["observation_space"]),
+            space_from_json(run["action_space"]),
             policy_config,
         )
         if data is None:
@@ -292,14 +293,12 @@ class BCTrainer:
         return np.array([policy.task_ids.index(t) for t in data.task_ids], dtype=np.int64)
 
     def _write_run_file(self) -> None:
-        from minari.serialization import serialize_space
-
         run = {
             "trainer": "bc",
             "kind": self.policy.kind,
             "policy_config": self.policy.config.to_dict(),
-            "observation_space": json.loads(serialize_space(self.policy.observation_space)),
-            "action_space": json.loads(serialize_space(self.policy.action_space)),
+            "observation_space": space_to_json(self.policy.observation_space),
+            "action_space": space_to_json(self.policy.action_space),
             "datasets": list(self.data.sources),
             "task_ids": list(self.data.task_ids),
             "data_options": self.data.options,
@@ -324,12 +323,7 @@ class BCTrainer:
 
     def _tensorboard(self):
         if self._writer is None and self.run_dir is not None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:  # tensorboard is a dependency; tolerate a broken install
-                self._writer = False
-            else:
-                self._writer = SummaryWriter(str(self.run_dir / "tb"))
+            self._writer = tensorboard_writer(self.run_dir / "tb") or False  # False: TensorBoard missing
         return self._writer or None
 
 

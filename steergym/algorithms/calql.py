@@ -53,12 +53,10 @@ Box observations and the pixel observations above.
 from __future__ import annotations
 
 import copy
-import hashlib
-import json
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -66,32 +64,36 @@ import gymnasium as gym
 import numpy as np
 import torch
 from torch import nn
-from torch.nn import functional as F
 
 from steergym.algorithms import state as trainer_state
+from steergym.algorithms.base import TRAIN_SEED_OFFSET, OffPolicyTrainer, learn_target
 from steergym.algorithms.encoders import (
-    IMAGE_KEY,
-    PixelEncoder,
+    SHIFT_PAD,
     PixelEncoderConfig,
     check_pixel_obs,
     is_image_space,
     observation_layout,
     random_shift,
 )
+from steergym.algorithms.env_runner import EnvRunner, OnlineState, single_spaces
+from steergym.algorithms.networks import (
+    FusedCritics,
+    PixelActor,
+    PixelCritics,
+    TanhGaussianActor,
+    tanh_gaussian_sample,
+)
+from steergym.algorithms.offline_data import check_transitions, data_fingerprint, sampling_groups
 from steergym.algorithms.replay import OnlineReplay, take_rows
-from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
-from steergym.algorithms.steering import TRAIN_SEED_OFFSET
-from steergym.atomic import atomic_folder
-from steergym.data.returns import monte_carlo_returns
+from steergym.algorithms.run_files import write_json
 from steergym.policies.config import config_from_dict
 from steergym.rollout import score_episodes
+from steergym.space_json import space_from_json, space_to_json
 
 CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 REPLAY_FILE = "replay.safetensors"
 FORMAT = "steergym.calql-v1"
-LOG_STD_MIN, LOG_STD_MAX = -20.0, 2.0  # JaxCQL model.py
-SHIFT_PAD = 4  # DrQ's random shift: pad 4 pixels, crop back
 
 Obs = Any  # a (B, o) tensor / array, or for pixel observations a dict {key: (B, ...)} of them
 
@@ -238,177 +240,6 @@ def cql_regularizer(
     return torch.clamp(ood - q_data, clip_min, clip_max).mean(dim=-1)
 
 
-def tanh_gaussian_sample(mean: torch.Tensor, log_std: torch.Tensor, n: int | None,
-                         generator: torch.Generator | None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Reparameterised a = tanh(mean + std * eps) and log pi(a) with the tanh change of variables.
-
-    `mean`, `log_std`: (B, d). n=None: one sample, shapes (B, d) and (B,); else (B, n, d) and (B, n).
-    """
-    if n is not None:
-        mean, log_std = mean.unsqueeze(1).expand(-1, n, -1), log_std.unsqueeze(1).expand(-1, n, -1)
-    eps = torch.randn(mean.shape, generator=generator, device=mean.device, dtype=mean.dtype)
-    u = mean + log_std.exp() * eps
-    gaussian = (-0.5 * eps.pow(2) - log_std - 0.5 * math.log(2 * math.pi)).sum(-1)
-    # log(1 - tanh(u)^2) = 2 * (log 2 - u - softplus(-2u)), the numerically stable form
-    squash = (2.0 * (math.log(2.0) - u - F.softplus(-2.0 * u))).sum(-1)
-    return torch.tanh(u), gaussian - squash
-
-
-# -------------------------------------------------------------------------------- networks
-def _orthogonal_(weight: torch.Tensor, gain: float) -> None:
-    """Orthogonal init of an (in, out) matrix (stored transposed w.r.t. nn.Linear's (out, in))."""
-    q = torch.empty(weight.shape[1], weight.shape[0])
-    nn.init.orthogonal_(q, gain=gain)
-    weight.copy_(q.T)
-
-
-class TanhGaussianActor(nn.Module):
-    """MLP -> (mean, log_std); log_std = multiplier * raw + offset (learnable scalars, init 1 and -1,
-    JaxCQL), clipped to [-20, 2]; actions tanh(N(mean, std)) in [-1, 1]^d."""
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], orthogonal: bool = True) -> None:
-        super().__init__()
-        sizes = (obs_dim, *hidden)
-        self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.out = nn.Linear(sizes[-1], 2 * action_dim)
-        self.log_std_multiplier = nn.Parameter(torch.tensor(1.0))
-        self.log_std_offset = nn.Parameter(torch.tensor(-1.0))
-        if orthogonal:
-            for layer in self.hidden:
-                nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))
-                nn.init.zeros_(layer.bias)
-            nn.init.orthogonal_(self.out.weight, gain=1e-2)
-            nn.init.zeros_(self.out.bias)
-
-    def forward(self, obs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = obs
-        for layer in self.hidden:
-            x = F.relu(layer(x))
-        mean, raw = self.out(x).chunk(2, dim=-1)
-        log_std = (self.log_std_multiplier * raw + self.log_std_offset).clamp(LOG_STD_MIN, LOG_STD_MAX)
-        return mean, log_std
-
-
-class FusedCritics(nn.Module):
-    """`n` independent Q(s, a) MLPs kept as stacked (n, in, out) weights, evaluated on many actions
-    per state at once.
-
-    `q_values(obs (B, o), actions (B, K, d)) -> (n, B, K)`: the first layer is split into its
-    observation and action parts, so the observation part is computed once per state (not K
-    times) and no repeated copy of the observations is built; each later layer is one `addmm`
-    per critic followed by an in-place ReLU, over chunks of ~CHUNK_ROWS state-action rows so the
-    activations stay in cache. Measured on one CPU thread (batch 256, 31 actions per state, 2 x 256):
-    one batched `baddbmm` over all rows was slower than per-critic `addmm`s, and chunking cut the
-    critic pass with its backward from ~149 to ~109 ms (the ReLU backward ran ~4x faster).
-    `forward(obs, act)` is the K = 1 case, (n, B). With `detach=True` the weights are used detached
-    (the actor's loss must not train the critics).
-
-    `layer_norm=True` puts a per-critic LayerNorm after each hidden linear layer, before its ReLU
-    (OGPO's public critics); its affine parameters are stacked too, `norm_weights[j]` and
-    `norm_biases[j]` of shape (n, hidden[j]) (init 1 and 0). Off (the default), the module has
-    exactly the parameters it had before the flag existed.
-    """
-
-    CHUNK_ROWS = 1024
-    LAYER_NORM_EPS = 1e-5  # nn.LayerNorm's default
-
-    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], n: int = 2,
-                 orthogonal: bool = True, layer_norm: bool = False) -> None:
-        super().__init__()
-        sizes = (obs_dim + action_dim, *hidden, 1)
-        self.n, self.obs_dim, self.layer_norm = n, obs_dim, bool(layer_norm)
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(n, a, b)) for a, b in zip(sizes[:-1], sizes[1:]))
-        self.biases = nn.ParameterList(nn.Parameter(torch.zeros(n, 1, b)) for b in sizes[1:])
-        if self.layer_norm:  # (registered after the layers: without it the parameter order is unchanged)
-            self.norm_weights = nn.ParameterList(nn.Parameter(torch.ones(n, h)) for h in hidden)
-            self.norm_biases = nn.ParameterList(nn.Parameter(torch.zeros(n, h)) for h in hidden)
-        for k, weight in enumerate(self.weights):
-            last = k == len(self.weights) - 1
-            for i in range(n):  # init only
-                if orthogonal:
-                    _orthogonal_(weight.data[i], 1e-2 if last else math.sqrt(2.0))
-                else:  # nn.Linear's default
-                    bound = 1.0 / math.sqrt(weight.shape[1])
-                    nn.init.uniform_(weight.data[i], -bound, bound)
-                    nn.init.uniform_(self.biases[k].data[i], -bound, bound)
-
-    def q_values(self, obs: torch.Tensor, actions: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        weights = [w.detach() if detach else w for w in self.weights]
-        biases = [b.detach() if detach else b for b in self.biases]
-        if self.layer_norm:
-            norms = [(g.detach(), b.detach()) if detach else (g, b)
-                     for g, b in zip(self.norm_weights, self.norm_biases)]
-        B, K, _ = actions.shape
-        w0_obs, w0_act = weights[0][:, :self.obs_dim], weights[0][:, self.obs_dim:]
-        # action columns in chunks of ~CHUNK_ROWS rows: activations that stay in cache make the
-        # ReLU and its backward ~4x faster than one pass over all B * K rows (measured on a CPU)
-        step = max(1, self.CHUNK_ROWS // max(B, 1))
-        out = []
-        for i in range(self.n):
-            # critic i's layers, selected once (a selection per chunk would cost a gradient copy each)
-            w_act, layers = w0_act[i], [(weights[j][i], biases[j][i]) for j in range(1, len(weights))]
-            # one (gain, shift) per hidden layer, or None: no LayerNorm
-            layer_norms = [(g[i], b[i]) for g, b in norms] if self.layer_norm else [None] * len(layers)
-            h_obs = torch.addmm(biases[0][i], obs, w0_obs[i]).unsqueeze(1)  # (B, 1, H), once per state
-            columns = []
-            for start in range(0, K, step):
-                chunk = actions[:, start:start + step]
-                k = chunk.shape[1]
-                h = self._activate(torch.mm(chunk.reshape(B * k, -1), w_act).view(B, k, -1) + h_obs,
-                                   layer_norms[0]).view(B * k, -1)
-                for (w, b), norm in zip(layers[:-1], layer_norms[1:]):
-                    h = self._activate(torch.addmm(b, h, w), norm)
-                columns.append(torch.addmm(layers[-1][1], h, layers[-1][0]).view(B, k))
-            out.append(columns[0] if len(columns) == 1 else torch.cat(columns, dim=1))
-        return torch.stack(out)
-
-    def _activate(self, h: torch.Tensor, norm: tuple[torch.Tensor, torch.Tensor] | None) -> torch.Tensor:
-        """ReLU (in place) of a hidden layer's pre-activation, after its LayerNorm when `norm` is given."""
-        return (h if norm is None else self._norm(h, *norm)).relu_()
-
-    def _norm(self, h: torch.Tensor, gain: torch.Tensor, shift: torch.Tensor) -> torch.Tensor:
-        """LayerNorm over the last axis of `h` with one critic's (hidden,) gain and shift."""
-        return F.layer_norm(h, (h.shape[-1],), gain, shift, self.LAYER_NORM_EPS)
-
-    def forward(self, obs: torch.Tensor, act: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        return self.q_values(obs, act.unsqueeze(1), detach).squeeze(-1)
-
-
-class PixelActor(nn.Module):
-    """The actor of pixel observations: its own `PixelEncoder`, then a `TanhGaussianActor`.
-    `forward(obs dict, normalised) -> (mean, log_std)`, each (B, action_dim)."""
-
-    def __init__(self, encoder: PixelEncoder, head: TanhGaussianActor) -> None:
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def forward(self, obs: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.head(self.encoder(obs))
-
-
-class PixelCritics(nn.Module):
-    """The critics of pixel observations: one `PixelEncoder` shared by the `FusedCritics` ensemble.
-
-    `encode(obs) -> (B, F)` features; `q_values(obs, actions (B, K, d), detach) -> (n, B, K)` and
-    `forward(obs, act (B, d), detach) -> (n, B)` as `FusedCritics` (detach: no gradient reaches
-    the encoder or the heads).
-    """
-
-    def __init__(self, encoder: PixelEncoder, head: FusedCritics) -> None:
-        super().__init__()
-        self.encoder, self.head = encoder, head
-
-    def encode(self, obs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self.encoder(obs)
-
-    def q_values(self, obs: dict[str, torch.Tensor], actions: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        features = self.encoder(obs)
-        return self.head.q_values(features.detach() if detach else features, actions, detach)
-
-    def forward(self, obs: dict[str, torch.Tensor], act: torch.Tensor, detach: bool = False) -> torch.Tensor:
-        return self.q_values(obs, act.unsqueeze(1), detach).squeeze(-1)
-
-
 # ------------------------------------------------------------------------------- the agent
 @dataclass
 class Batch:
@@ -424,7 +255,7 @@ class Batch:
     mc_returns: torch.Tensor
 
 
-class CalQL:
+class CalQL(OffPolicyTrainer):
     """Cal-QL (or CQL with `config.calibrated=False`) on a Box action space and flat Box, image Box
     or Dict (images + vectors) observations (`obs_dim` is None for the latter two).
 
@@ -440,7 +271,7 @@ class CalQL:
         if isinstance(env_or_spaces, (tuple, list)):
             observation_space, action_space = env_or_spaces
         else:
-            observation_space, action_space = _single_spaces(env_or_spaces)
+            observation_space, action_space = single_spaces(env_or_spaces)
         _check_spaces(observation_space, action_space)
         self.observation_space, self.action_space = observation_space, action_space
         self.config = config or CalQLConfig()
@@ -500,7 +331,7 @@ class CalQL:
         self._offline_fingerprint: str | None = None
         self._offline_groups: list[np.ndarray] | None = None  # row indices per mixture group
         self._offline_ratios: tuple[float, ...] = ()
-        self._runner: _EnvRunner | None = None
+        self._runner: EnvRunner | None = None
 
     # ------------------------------------------------------------------------- one update
     def update(self, batch: Batch, metrics: bool = True) -> dict[str, float]:
@@ -652,8 +483,8 @@ class CalQL:
         other data is an error.
         """
         data = self._dataset_tensors(transitions, owner)
-        groups, ratios = _sampling_groups(transitions, data["actions"].shape[0], owner)
-        fingerprint = _fingerprint(data, None if groups is None else (transitions.sample_group, ratios))
+        groups, ratios = sampling_groups(transitions, data["actions"].shape[0], owner)
+        fingerprint = data_fingerprint(data, None if groups is None else (transitions.sample_group, ratios))
         if self._offline_fingerprint is not None and fingerprint != self._offline_fingerprint:
             raise ValueError(f"{owner}: these offline transitions ({data['actions'].shape[0]} rows, fingerprint "
                              f"{fingerprint[:12]}) are not the data this agent was trained with (fingerprint "
@@ -696,7 +527,7 @@ class CalQL:
                 for k, space in self._layout.items()}
 
     def _obs_tensor(self, obs: Obs) -> Obs:
-        """Numpy observations (as `_EnvRunner` / `_batch_obs` give) as tensors on the device."""
+        """Numpy observations (as `EnvRunner` / `batch_obs` give) as tensors on the device."""
         if isinstance(obs, dict):
             return {k: torch.as_tensor(v, device=self.device) for k, v in obs.items()}
         return torch.as_tensor(obs, device=self.device)
@@ -712,10 +543,11 @@ class CalQL:
     def learn(self, env: gym.Env, total_timesteps: int, offline=None, *, eval_env: Any = "auto",
               eval_every: int | None = 5_000, eval_episodes: int = 10, eval_seed: int = 0,
               out: str | os.PathLike | None = None, checkpoint_every: int | None = None,
-              progress: bool = True, on_eval: Any = None) -> "CalQL":
-        """Online fine-tuning on `env` until `total_timesteps` online transitions in all (counted
-        from the first `learn`, so a resumed agent continues to the same total: SB3's
-        `reset_num_timesteps=False`).
+              progress: bool = True, on_eval: Any = None, reset_num_timesteps: bool = True) -> "CalQL":
+        """Online fine-tuning on `env` for `total_timesteps` more online transitions (SB3's meaning:
+        `reset_num_timesteps=True` restarts the online counters at 0 and the training episodes afresh;
+        False continues them, so a resumed agent reaches its total with
+        `learn(env, total - agent.online.num_timesteps, reset_num_timesteps=False)`).
 
         Each transition is collected with the stochastic policy, then `config.utd` updates follow,
         each on a batch of round(batch_size * online_ratio) finished online transitions and the
@@ -738,15 +570,11 @@ class CalQL:
                 continues bit for bit; a vector env's episodes in progress are dropped on resume.
             on_eval: optional callable(row) after each evaluation.
         """
-        from tqdm.auto import tqdm
-
         cfg, name = self.config, "CalQL.learn"
-        total = int(total_timesteps)
-        if total < 1:
-            raise ValueError(f"{name}: total_timesteps must be >= 1, got {total_timesteps}")
+        _, total = learn_target(name, self.online.num_timesteps, total_timesteps, reset_num_timesteps)
         if eval_every is not None and int(eval_every) < 1 or int(eval_episodes) < 1:
             raise ValueError(f"{name}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
-        observation_space, action_space = _single_spaces(env)
+        observation_space, action_space = single_spaces(env)
         if not isinstance(action_space, gym.spaces.Box):
             raise ValueError(f"{name}: needs a Box action space, the env has {action_space}")
         if observation_space != self.observation_space or action_space != self.action_space:
@@ -762,10 +590,11 @@ class CalQL:
         if self.replay is None:
             self.replay = OnlineReplay(cfg.buffer_size, self._replay_spec(), self.action_dim, cfg.discount,
                                        cfg.failure_value)
+        if reset_num_timesteps and self.online.num_timesteps > 0:  # counters at 0, episodes afresh
+            self.online, self._runner = OnlineState(resets=self.online.resets, recent=self.online.recent), None
         if self._runner is None or self._runner.env is not env:  # another env: its episodes start afresh
-            self._runner = _EnvRunner(env, TRAIN_SEED_OFFSET + self.seed, self._layout)
+            self._runner = EnvRunner(env, TRAIN_SEED_OFFSET + self.seed, self._layout)
             self.replay.set_num_envs(self._runner.num_envs)
-        runner = self._runner
         own_eval_env = False
         if isinstance(eval_env, str) and eval_env == "auto":
             spec = getattr(env, "spec", None)
@@ -775,73 +604,88 @@ class CalQL:
                               "to evaluate (training goes on without evaluations)", stacklevel=2)
         if eval_env is not None and isinstance(eval_env, gym.vector.VectorEnv):
             raise ValueError(f"{name}: eval_env must be a single env, got a vector env {eval_env}")
-        state = self.online
-        eval_every = int(eval_every) if eval_every and eval_env is not None else None
-        checkpoint_every = int(checkpoint_every or eval_every or 0) or None
-        if checkpoint_every is not None and state.next_checkpoint == 0:
-            state.next_checkpoint = checkpoint_every
-        log = _RunLog(out, self.step, state.next_eval) if out is not None else None
-        if log is not None and not (Path(out) / "run.json").exists():
-            write_json(Path(out) / "run.json", {"algorithm": "calql" if cfg.calibrated else "cql",
-                                                 "config": cfg.to_dict(), "seed": self.seed,
+        if out is not None and not (Path(out) / "run.json").exists():
+            write_json(Path(out) / "run.json", {"algorithm": self.algorithm, "config": cfg.to_dict(), "seed": self.seed,
                                                  "total_timesteps": total, "eval_every": eval_every,
                                                  "eval_episodes": int(eval_episodes), "eval_seed": int(eval_seed),
                                                  "env": getattr(getattr(env, "spec", None), "id", None)})
-        bar = tqdm(total=total, initial=min(state.num_timesteps, total), unit="step", leave=False,
-                   disable=not progress, desc=("calql" if cfg.calibrated else "cql") + " online")
         try:
-            while True:
-                # updates owed for the transitions collected last (a checkpoint may sit just before them)
-                while state.updates_due > 0:
-                    state.updates_due -= 1
-                    batch = self._mixed_batch()
-                    if batch is None:  # nothing finished to learn from yet (online data only)
-                        continue
-                    logging = (self.step + 1) % cfg.log_every == 0
-                    metrics = self.update(batch, metrics=logging)
-                    if logging:
-                        row = {"env_steps": state.num_timesteps, **metrics}
-                        self.history.append(row)
-                        if log is not None:
-                            log.write("progress", row, self.step)
-                        bar.set_postfix(td=f"{metrics['td_loss']:.3g}", q=f"{metrics['q_data']:.3g}", refresh=False)
-                if eval_every is not None and state.num_timesteps >= state.next_eval:
-                    row = self._evaluate_row(eval_env, int(eval_episodes), int(eval_seed))
-                    state.next_eval = state.num_timesteps + eval_every
-                    if log is not None:
-                        log.write("eval", row, state.num_timesteps)
-                    bar.set_postfix(eval_success=f"{row['success_rate']:.2f}", refresh=False)
-                    if on_eval is not None:
-                        on_eval(row)
-                if state.num_timesteps >= total:
-                    break
-                collected = self._collect(runner)
-                bar.update(collected)
-                if (out is not None and checkpoint_every is not None and state.num_timesteps >= state.next_checkpoint
-                        and (self.replay.pending_transitions == 0 or runner.num_envs > 1)):
-                    state.next_checkpoint = state.num_timesteps + checkpoint_every
-                    self.save(Path(out) / "checkpoints" / "latest")
-            if eval_every is not None and (not self.curve or self.curve[-1]["env_steps"] != state.num_timesteps):
-                row = self._evaluate_row(eval_env, int(eval_episodes), int(eval_seed))
-                if log is not None:
-                    log.write("eval", row, state.num_timesteps)
-                if on_eval is not None:
-                    on_eval(row)
+            self._run_loop(total, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
+                           eval_seed=eval_seed, out=out, checkpoint_every=checkpoint_every, progress=progress,
+                           desc=f"{self.algorithm} online", on_eval=on_eval)
             if out is not None:
-                self.save(Path(out) / "checkpoints" / "latest")
                 self.save(Path(out) / "agent", replay=False)
         finally:
-            bar.close()
-            if log is not None:
-                log.close()
             if own_eval_env:
                 eval_env.close()
         return self
 
-    def _collect(self, runner: "_EnvRunner") -> int:
+    # ------------------------------------------------------------ the hooks of OffPolicyTrainer
+    @property
+    def algorithm(self) -> str:
+        return "calql" if self.config.calibrated else "cql"
+
+    @property
+    def num_timesteps(self) -> int:
+        """Online transitions collected (the budget of `learn`)."""
+        return self.online.num_timesteps
+
+    @num_timesteps.setter
+    def num_timesteps(self, value: int) -> None:
+        self.online.num_timesteps = value
+
+    @property
+    def _next_eval(self) -> int:
+        return self.online.next_eval
+
+    @_next_eval.setter
+    def _next_eval(self, value: int) -> None:
+        self.online.next_eval = value
+
+    @property
+    def _next_checkpoint(self) -> int:
+        return self.online.next_checkpoint
+
+    @_next_checkpoint.setter
+    def _next_checkpoint(self, value: int) -> None:
+        self.online.next_checkpoint = value
+
+    def _eval_rows(self) -> list[dict[str, Any]]:
+        return self.curve
+
+    def _log_keep(self) -> dict[str, Any]:
+        step, next_eval = self.step, self.online.next_eval
+        return {"progress": lambda r: float(r["step"]) <= step,  # written after update `step`
+                "eval": lambda r: float(r["env_steps"]) < next_eval}  # the evaluations the checkpoint had done
+
+    def _log_purge_step(self) -> int:
+        return self.step
+
+    def _between_episodes(self) -> bool:
+        # a vector env's episodes in progress are dropped on resume (documented in `learn`)
+        return self.replay.pending_transitions == 0 or self._runner.num_envs > 1
+
+    def _train_owed(self, log) -> None:
+        """The `utd` updates owed for each transition collected (a checkpoint may sit just before them)."""
+        cfg, state = self.config, self.online
+        while state.updates_due > 0:
+            state.updates_due -= 1
+            batch = self._mixed_batch()
+            if batch is None:  # nothing finished to learn from yet (online data only)
+                continue
+            logging = (self.step + 1) % cfg.log_every == 0
+            metrics = self.update(batch, metrics=logging)
+            if logging:
+                row = {"env_steps": state.num_timesteps, **metrics}
+                self.history.append(row)
+                if log is not None:
+                    log.write("progress", row, self.step)
+                self._bar.set_postfix(td=f"{metrics['td_loss']:.3g}", q=f"{metrics['q_data']:.3g}", refresh=False)
+
+    def _collect(self, log) -> int:
         """One step of every env with the stochastic policy; finished episodes enter the buffer.
         Returns the number of transitions collected (a vector env's autoreset steps are none)."""
-        cfg, state = self.config, self.online
+        cfg, state, runner = self.config, self.online, self._runner
         obs = runner.observe(state)
         with torch.no_grad():
             mean, log_std = self.actor(self._normalize_obs(self._obs_tensor(obs)))
@@ -896,70 +740,17 @@ class CalQL:
         return row
 
     def _dataset_tensors(self, transitions, name: str) -> dict[str, torch.Tensor]:
-        """Validated dataset arrays as tensors on the device, actions rescaled to [-1, 1], rewards
-        transformed, returns-to-go recomputed per episode when `episode_index` is there."""
-        fields, pixel_obs = {}, {}
-        for key in ("observations", "actions", "rewards", "next_observations", "terminals", "mc_returns"):
-            value = getattr(transitions, key, None)
-            if value is None:
-                raise ValueError(f"{name}: the transitions have no {key!r}"
-                                 + (" (Cal-QL's reference values; load with steergym.data.load_transitions)"
-                                    if key == "mc_returns" else ""))
-            if self._layout is not None and key in ("observations", "next_observations"):
-                pixel_obs[key] = value  # checked below, once N is known
-                continue
-            if isinstance(value, dict):
-                raise ValueError(f"{name}: {key!r} is a dict (Dict observations), but this agent has flat Box "
-                                 f"observations {self.observation_space}")
-            fields[key] = np.asarray(value)
-        size = fields["actions"].shape[0] if fields["actions"].ndim else 0
-        if size == 0:
-            raise ValueError(f"{name}: the transitions are empty")
-        expected = {"observations": (size, self.obs_dim), "next_observations": (size, self.obs_dim),
-                    "actions": (size, self.action_dim), "rewards": (size,), "terminals": (size,),
-                    "mc_returns": (size,)}
-        for key in pixel_obs:
-            del expected[key]
-        for key, shape in expected.items():
-            if fields[key].shape != shape:
-                raise ValueError(f"{name}: {key!r} has shape {fields[key].shape}, expected {shape} "
-                                 f"(N={size}, observation dim {self.obs_dim}, action dim {self.action_dim})")
-            if fields[key].dtype.kind not in "biuf":
-                raise ValueError(f"{name}: {key!r} has dtype {fields[key].dtype}, expected numbers")
-            bad = ~np.isfinite(fields[key].astype(np.float64))
-            if bad.any():
-                row = int(np.argwhere(bad)[0][0])
-                raise ValueError(f"{name}: {key!r} holds {int(bad.sum())} non-finite values "
-                                 f"(first at transition {row}: {fields[key][row]})")
-        low, high = self.action_space.low, self.action_space.high
-        outside = (fields["actions"] < low - 1e-6) | (fields["actions"] > high + 1e-6)
-        if outside.any():
-            row = int(np.argwhere(outside)[0][0])
-            raise ValueError(f"{name}: 'actions' leave the action space [{low}, {high}] "
-                             f"(first at transition {row}: {fields['actions'][row]})")
-        cfg = self.config
-        episode_index = getattr(transitions, "episode_index", None)
-        identity = cfg.reward_scale == 1.0 and cfg.reward_bias == 0.0
-        if episode_index is not None:
-            episode_index = np.asarray(episode_index)
-            if episode_index.shape != (size,):
-                raise ValueError(f"{name}: 'episode_index' has shape {episode_index.shape}, expected ({size},)")
-            fields["rewards"] = cfg.transform_reward(fields["rewards"].astype(np.float64))
-            fields["mc_returns"] = _episode_returns(fields["rewards"], fields["terminals"].astype(bool),
-                                                    episode_index, cfg.discount, cfg.failure_value)
-        elif not identity:
-            raise ValueError(f"{name}: reward_scale/reward_bias ({cfg.reward_scale}, {cfg.reward_bias}) need "
-                             "'episode_index' to recompute the returns-to-go; the transitions have none")
+        """`offline_data.check_transitions` as tensors on the device, actions rescaled to [-1, 1]."""
+        arrays = check_transitions(transitions, name, self.observation_space, self.action_space, self._layout,
+                                   self.config)
         as_tensor = lambda a: torch.as_tensor(np.asarray(a, dtype=np.float32), device=self.device)  # noqa: E731
-        if pixel_obs:
-            obs, next_obs = (self._obs_tensor(self._check_obs(pixel_obs[key], key, name, size))
-                             for key in ("observations", "next_observations"))
+        if self._layout is not None:
+            obs, next_obs = self._obs_tensor(arrays["observations"]), self._obs_tensor(arrays["next_observations"])
         else:
-            obs, next_obs = as_tensor(fields["observations"]), as_tensor(fields["next_observations"])
-        return {"obs": obs,
-                "actions": self._normalize_action(as_tensor(fields["actions"])),
-                "rewards": as_tensor(fields["rewards"]), "next_obs": next_obs,
-                "terminals": as_tensor(fields["terminals"]), "mc_returns": as_tensor(fields["mc_returns"])}
+            obs, next_obs = as_tensor(arrays["observations"]), as_tensor(arrays["next_observations"])
+        return {"obs": obs, "actions": self._normalize_action(as_tensor(arrays["actions"])),
+                "rewards": as_tensor(arrays["rewards"]), "next_obs": next_obs,
+                "terminals": as_tensor(arrays["terminals"]), "mc_returns": as_tensor(arrays["mc_returns"])}
 
     def _check_obs(self, value: Any, label: str, owner: str, size: int | None) -> dict[str, np.ndarray]:
         """Pixel observations as {key: array} with a batch axis (`encoders.check_pixel_obs`)."""
@@ -1030,9 +821,6 @@ class CalQL:
         + replay.safetensors (the finished online transitions, when there are some and `replay`)
         + `extra_files` ({name: text}, a wrapping trainer's own files, in the same atomic write).
         Loading it resumes training exactly (the offline data is passed to `learn` again)."""
-        from safetensors.numpy import save_file as save_numpy
-        from safetensors.torch import save_file
-
         tensors, optim_meta = trainer_state.training_tensors(self._modules(), self._optimizers())
         tensors["log_alpha"] = self.log_alpha.detach().cpu().clone()
         tensors["log_alpha_prime"] = self.log_alpha_prime.detach().cpu().clone()
@@ -1046,48 +834,29 @@ class CalQL:
         tensors["act_generator"] = self.act_generator.get_state().cpu()
         meta = {"format": FORMAT, "algorithm": "calql" if self.config.calibrated else "cql",
                 "config": self.config.to_dict(), "seed": self.seed, "step": self.step,
-                "offline_steps": self.offline_steps, "observation_space": _space_to_json(self.observation_space),
-                "action_space": _box_to_json(self.action_space), "optimizers": optim_meta,
+                "offline_steps": self.offline_steps, "observation_space": space_to_json(self.observation_space),
+                "action_space": space_to_json(self.action_space), "optimizers": optim_meta,
                 "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
                 "online": self.online.to_dict(), "curve": self.curve,
                 "offline_fingerprint": self._offline_fingerprint, "replay": None}
         replay_arrays = None
         if replay and self.replay is not None and self.replay.size > 0:
             replay_arrays, meta["replay"] = self.replay.state()
-        with atomic_folder(path) as staging:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
-                      metadata={"format": FORMAT})
-            if replay_arrays is not None:
-                save_numpy(replay_arrays, str(staging / REPLAY_FILE), metadata={"format": FORMAT})
+
+        def write_files(staging: Path) -> None:
             for name, text in (extra_files or {}).items():
                 (staging / name).write_text(text)
-            (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")  # +-inf as Infinity
-        return Path(path)
+        return trainer_state.write_checkpoint(path, FORMAT, meta, tensors, replay_arrays, write_files)
 
     @classmethod
     def load(cls, path: str | os.PathLike, env: gym.Env | None = None,
              device: str | torch.device = "cpu") -> "CalQL":
         """Rebuild an agent saved by `save`; ValueError for a folder that is not one (or is corrupt).
         With `env`, its spaces must equal the saved ones."""
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
-
         path = Path(path)
-        if not (path / CONFIG_FILE).is_file() or not (path / MODEL_FILE).is_file():
-            raise ValueError(f"{path}: not a steergym Cal-QL checkpoint (needs {CONFIG_FILE} and {MODEL_FILE})")
+        meta, tensors, arrays = trainer_state.read_checkpoint(path, FORMAT, "Cal-QL", replay=False)
         try:
-            meta = json.loads((path / CONFIG_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path / CONFIG_FILE}: unreadable ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise ValueError(f"{path}: format {found!r} is not {FORMAT!r}; not a Cal-QL checkpoint")
-        try:
-            tensors = load_file(str(path / MODEL_FILE))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{path / MODEL_FILE}: unreadable ({exc})") from exc
-        try:
-            spaces = (_space_from_json(meta["observation_space"]), _box_from_json(meta["action_space"]))
+            spaces = (space_from_json(meta["observation_space"]), space_from_json(meta["action_space"]))
         except (KeyError, TypeError, ValueError) as exc:
             raise ValueError(f"{path / CONFIG_FILE}: unreadable spaces ({exc!r})") from exc
         if env is not None and (env.observation_space != spaces[0] or env.action_space != spaces[1]):
@@ -1110,12 +879,8 @@ class CalQL:
             if "act_generator" in tensors:
                 agent.act_generator.set_state(tensors["act_generator"])
             if meta.get("replay"):
-                from safetensors.numpy import load_file as load_numpy
-
-                try:
-                    arrays = load_numpy(str(path / REPLAY_FILE))
-                except (SafetensorError, OSError, ValueError) as exc:
-                    raise ValueError(f"{path / REPLAY_FILE}: unreadable ({exc})") from exc
+                if arrays is None:
+                    raise ValueError(f"{path}: the checkpoint lists a replay buffer but has no {REPLAY_FILE}")
                 agent.replay = OnlineReplay.from_state(arrays, meta["replay"], agent._replay_spec(), agent.action_dim)
         except (KeyError, RuntimeError) as exc:
             raise ValueError(f"{path}: checkpoint does not match its config ({exc})") from exc
@@ -1157,230 +922,7 @@ def _is_single(obs: Any, layout: dict[str, gym.spaces.Box], bare_image: bool) ->
     return np.ndim(value) == len(layout[key].shape)
 
 
-# ---------------------------------------------------------------------- online machinery
-@dataclass
-class OnlineState:
-    """Counters of the online phase (saved with a checkpoint, JSON)."""
-
-    num_timesteps: int = 0  # online transitions collected (the budget of `learn`)
-    env_steps: int = 0  # primitive env steps (a DSRL chunk counts H; info["steps"])
-    updates_due: int = 0  # updates owed for transitions already collected
-    resets: int = 0  # training-env resets so far (single env k-th reset seed: base + k)
-    next_eval: int = 0
-    next_checkpoint: int = 0
-    recent: list = field(default_factory=list)  # [return, success] of the last 50 training episodes
-    episode_return: list = field(default_factory=list)  # per env, episode in progress
-    episode_success: list = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> "OnlineState":
-        return config_from_dict(cls, data)
-
-
-@dataclass
-class _StepResult:
-    next_obs: np.ndarray  # (n, o) the observation each transition led to (the final one at an episode end)
-    rewards: np.ndarray
-    terminated: np.ndarray
-    truncated: np.ndarray
-    success: np.ndarray
-    valid: np.ndarray  # False for a vector env's autoreset step (no transition)
-    primitive_steps: int
-
-
-class _EnvRunner:
-    """Steps a Gymnasium env or vector env and reports transitions uniformly as batches of n envs."""
-
-    def __init__(self, env: Any, seed_base: int, layout: dict[str, gym.spaces.Box] | None = None) -> None:
-        self.env, self.seed_base, self.layout = env, int(seed_base), layout
-        self.vector = isinstance(env, gym.vector.VectorEnv)
-        self.num_envs = int(env.num_envs) if self.vector else 1
-        self.mode = gym.vector.AutoresetMode(env.metadata.get("autoreset_mode", gym.vector.AutoresetMode.NEXT_STEP)) \
-            if self.vector else None
-        self.obs: np.ndarray | None = None
-        self.skip = np.zeros(self.num_envs, bool)
-
-    def observe(self, state: OnlineState) -> np.ndarray:
-        if self.obs is None:  # first call, or a single env's episode ended: reset with the next seed
-            obs, _ = self.env.reset(seed=self.seed_base + state.resets)
-            state.resets += self.num_envs
-            self.obs = _batch_obs(obs, self.layout, self.num_envs)
-            self.skip[:] = False
-            if len(state.episode_return) != self.num_envs or not self.vector:
-                state.episode_return, state.episode_success = [0.0] * self.num_envs, [False] * self.num_envs
-        return self.obs
-
-    def step(self, actions: np.ndarray) -> _StepResult:
-        if not self.vector:
-            obs, reward, terminated, truncated, info = self.env.step(actions[0])
-            next_obs = _batch_obs(obs, self.layout, 1)
-            self.obs = None if terminated or truncated else next_obs
-            return _StepResult(next_obs, np.array([reward], np.float64), np.array([bool(terminated)]),
-                               np.array([bool(truncated)]), np.array([bool(info.get("is_success", False))]),
-                               np.ones(1, bool), int(info.get("steps", 1)))
-        obs, reward, terminated, truncated, info = self.env.step(actions)
-        obs = _batch_obs(obs, self.layout, self.num_envs)
-        terminated, truncated = np.asarray(terminated, bool), np.asarray(truncated, bool)
-        done, valid = terminated | truncated, ~self.skip
-        next_obs = {k: v.copy() for k, v in obs.items()} if isinstance(obs, dict) else obs.copy()
-        success = _info_array(info, "is_success", self.num_envs, False).astype(bool)
-        if self.mode == gym.vector.AutoresetMode.SAME_STEP and done.any():
-            final_obs, final_info = info["final_obs"], info.get("final_info", {})
-            final_success = _info_array(final_info, "is_success", self.num_envs, False).astype(bool)
-            for i in np.flatnonzero(done):
-                final = _batch_obs(final_obs[i], self.layout, 1)
-                if isinstance(next_obs, dict):
-                    for k in next_obs:
-                        next_obs[k][i] = final[k][0]
-                else:
-                    next_obs[i] = final[0]
-                success[i] = final_success[i]
-        steps = _info_array(info, "steps", self.num_envs, 1).astype(np.int64)
-        if self.mode == gym.vector.AutoresetMode.NEXT_STEP:
-            self.skip = done.copy()  # the next step of these envs is their reset, not a transition
-        elif self.mode == gym.vector.AutoresetMode.DISABLED and done.any():
-            obs, _ = self.env.reset(options={"reset_mask": done})
-            obs = _batch_obs(obs, self.layout, self.num_envs)
-        self.obs = obs
-        return _StepResult(next_obs, np.asarray(reward, np.float64), terminated, truncated, success, valid,
-                           int(steps[valid].sum()))
-
-
-def _batch_obs(obs: Any, layout: dict[str, gym.spaces.Box] | None, n: int) -> Any:
-    """An env's observation(s) of n envs as a batch: flat (n, o) float32, or {key: (n, *shape)} in
-    the space's dtype for pixel observations (a bare image gets the key IMAGE_KEY)."""
-    if layout is None:
-        return np.asarray(obs, np.float32).reshape(n, -1)
-    if not isinstance(obs, dict):
-        obs = {IMAGE_KEY: obs}
-    return {k: np.asarray(obs[k], space.dtype if is_image_space(space) else np.float32).reshape(n, *space.shape)
-            for k, space in layout.items()}
-
-
-def _info_array(info: dict, key: str, n: int, default: Any) -> np.ndarray:
-    """A vector env's info[key] as an (n,) array, `default` where the sub-env did not report it."""
-    if key not in info:
-        return np.full(n, default)
-    values, mask = np.asarray(info[key]), np.asarray(info.get(f"_{key}", np.ones(n, bool)), bool)
-    return np.where(mask, values, default)
-
-
 def evaluate_agent(agent: "CalQL", env: gym.Env, episodes: int, seed: int) -> dict[str, float]:
     """Deterministic episodes of `agent` on a single `env`, reset seeds seed + i: success rate
     (info["is_success"] at any step) and mean return."""
     return score_episodes(env, lambda obs: agent.predict(obs, deterministic=True)[0], episodes, seed)
-
-
-class _RunLog:
-    """progress.csv / eval.csv and TensorBoard events of a run folder. On resume, rows written after
-    the checkpoint (by the run that was killed) are dropped, and TensorBoard purges its events."""
-
-    def __init__(self, out: str | os.PathLike, step: int, next_eval: int) -> None:
-        from torch.utils.tensorboard import SummaryWriter
-
-        self.out = Path(out)
-        self.out.mkdir(parents=True, exist_ok=True)
-        keep = {"progress": lambda r: float(r["step"]) <= step,  # written after update `step`
-                "eval": lambda r: float(r["env_steps"]) < next_eval}  # evaluations the checkpoint had done
-        for kind, kept in keep.items():
-            keep_csv_rows(self.out / f"{kind}.csv", kept)
-        self.tb = SummaryWriter(str(self.out / "tb"), purge_step=step if step > 0 else None)
-
-    def write(self, kind: str, row: dict[str, Any], step: int) -> None:
-        append_csv(self.out / f"{kind}.csv", row)
-        for key, value in row.items():
-            if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
-                self.tb.add_scalar(f"{kind}/{key}", value, step)
-
-    def close(self) -> None:
-        self.tb.close()
-
-
-def _single_spaces(env: Any) -> tuple[gym.Space, gym.Space]:
-    """(observation_space, action_space) of one env, also for a Gymnasium vector env."""
-    if isinstance(env, gym.vector.VectorEnv):
-        return env.single_observation_space, env.single_action_space
-    return env.observation_space, env.action_space
-
-
-def _fingerprint(data: dict[str, torch.Tensor], mixture: tuple[np.ndarray, tuple[float, ...]] | None = None) -> str:
-    digest = hashlib.sha256()
-    for key in sorted(data):
-        digest.update(key.encode())
-        if isinstance(data[key], dict):  # dict observations: every entry under its key
-            for sub in sorted(data[key]):
-                digest.update(f"{key}/{sub}".encode())
-                digest.update(data[key][sub].detach().cpu().numpy().tobytes())
-        else:
-            digest.update(data[key].detach().cpu().numpy().tobytes())
-    if mixture is not None:  # (uniform data keeps the fingerprint it had before mixtures existed)
-        digest.update(np.asarray(mixture[0], dtype=np.int64).tobytes())
-        digest.update(np.asarray(mixture[1], dtype=np.float64).tobytes())
-    return digest.hexdigest()
-
-
-def _sampling_groups(transitions, size: int, owner: str) -> tuple[list[np.ndarray] | None, tuple[float, ...]]:
-    """The row indices of each group of a mixture and the groups' batch shares; (None, ()) if uniform."""
-    group = getattr(transitions, "sample_group", None)
-    ratios = getattr(transitions, "group_ratios", None)
-    if group is None and ratios is None:
-        return None, ()
-    if group is None or ratios is None:
-        raise ValueError(f"{owner}: a mixture needs both 'sample_group' and 'group_ratios' "
-                         f"(got {'no sample_group' if group is None else 'no group_ratios'})")
-    group, ratios = np.asarray(group), tuple(float(r) for r in ratios)
-    if group.shape != (size,) or group.dtype.kind not in "iu":
-        raise ValueError(f"{owner}: 'sample_group' must be ({size},) integers, got {group.shape} {group.dtype}")
-    if not ratios or min(ratios) < 0 or not math.isclose(sum(ratios), 1.0, abs_tol=1e-6):
-        raise ValueError(f"{owner}: 'group_ratios' must be >= 0 and sum to 1, got {ratios}")
-    if group.min() < 0 or group.max() >= len(ratios):
-        raise ValueError(f"{owner}: 'sample_group' values must be in [0, {len(ratios)}), "
-                         f"got [{group.min()}, {group.max()}]")
-    rows = [np.flatnonzero(group == g) for g in range(len(ratios))]
-    empty = [g for g, r in enumerate(rows) if len(r) == 0 and ratios[g] > 0]
-    if empty:
-        raise ValueError(f"{owner}: mixture group(s) {empty} have a share > 0 but no rows")
-    return rows, ratios
-
-
-def _episode_returns(rewards: np.ndarray, terminals: np.ndarray, episode_index: np.ndarray, discount: float,
-                     failure_value: float | None) -> np.ndarray:
-    """Returns-to-go of every transition, computed per episode (rows of an episode in their order)."""
-    returns = np.zeros(rewards.shape, np.float64)
-    for k in np.unique(episode_index):
-        rows = np.flatnonzero(episode_index == k)
-        returns[rows] = monte_carlo_returns(rewards[rows], terminals[rows], discount, failure_value)
-    return returns
-
-
-def _box_to_json(space: gym.spaces.Box) -> dict[str, Any]:
-    """A Box as JSON: per-element bounds for 1-D Boxes; one number each for an image-like Box whose
-    bounds are all equal (not 2 x H x W x C numbers)."""
-    low, high = space.low.tolist(), space.high.tolist()
-    if len(space.shape) > 1 and np.all(space.low == space.low.flat[0]) and np.all(space.high == space.high.flat[0]):
-        low, high = space.low.flat[0].item(), space.high.flat[0].item()
-    return {"low": low, "high": high, "shape": list(space.shape), "dtype": str(space.dtype)}
-
-
-def _space_to_json(space: gym.Space) -> dict[str, Any]:
-    """A Box (`_box_to_json`) or a Dict of Boxes ({"dict": {key: box}}) as JSON."""
-    if isinstance(space, gym.spaces.Dict):
-        return {"dict": {k: _box_to_json(v) for k, v in space.spaces.items()}}
-    return _box_to_json(space)
-
-
-def _space_from_json(data: dict[str, Any]) -> gym.Space:
-    if "dict" in data:
-        return gym.spaces.Dict({k: _box_from_json(v) for k, v in data["dict"].items()})
-    return _box_from_json(data)
-
-
-def _box_from_json(data: dict[str, Any]) -> gym.spaces.Box:
-    dtype, shape = np.dtype(data["dtype"]), tuple(data["shape"])
-    low = np.broadcast_to(np.asarray(data["low"], dtype=np.float64), shape).astype(dtype)
-    high = np.broadcast_to(np.asarray(data["high"], dtype=np.float64), shape).astype(dtype)
-    return gym.spaces.Box(low, high, shape=shape, dtype=dtype)
-

@@ -13,7 +13,7 @@ a uint8 (H, W, C) image Box, or a Dict of image Boxes and 1-D float vectors (Wid
 `obs_mode="pixels_state"`). Inside the trainers pixel observations are dicts {key: (B, ...)} (a bare
 image gets the key IMAGE_KEY); the replay keeps each key in its dtype (images uint8), only the
 vector keys are standardised, and the critics are a `PixelEncoder` + `FusedCritics` head
-(`calql.PixelCritics`; a target critic has its own Polyak-averaged encoder copy). Critic training
+(`networks.PixelCritics`; a target critic has its own Polyak-averaged encoder copy). Critic training
 batches get DrQ's random shift (`image_augmentation`), drawn from the agent's generator.
 
 Run folder (`learn(..., out=RUN)`):
@@ -21,26 +21,25 @@ Run folder (`learn(..., out=RUN)`):
     progress.csv         training metrics every `config.log_every` agent steps (also in tb/ when
                          tensorboard is installed)
     eval.csv             env_steps, agent_steps, wall_s, success_rate, mean_return, train_success
-    checkpoints/latest   the full trainer state at the end of the training episode in which an
-                         evaluation fell, and at the end of `learn` (`Trainer.load` resumes it)
+    checkpoints/latest   the full trainer state every `checkpoint_every` env steps (default
+                         eval_every) at the end of a training episode, and at the end of `learn`
 
 Checkpoint folder (`save(path)`, atomic): config.json (config, spaces, counters, optimiser
 hyper-parameters, numpy generator state), model.safetensors (networks, Adam moments, torch
-generator states), replay.npz (buffers, dict observations one array per key; loaded with
-allow_pickle=False), policy/ (the generative policy as a steergym policy checkpoint). Nothing is
-pickled.
+generator states), replay.safetensors (buffers, dict observations one array per key; checkpoints
+from before it hold replay.npz, still read with allow_pickle=False), policy/ (the generative policy
+as a steergym policy checkpoint). Nothing is pickled; `steergym.algorithms.state.write_checkpoint`
+writes the folder for every off-policy trainer.
 
-Resume semantics: every `learn` call starts a new episode (seeded by the episode counter), so
-`learn(a); save; learn(b)` and `load; learn(b)` make identical updates; an episode cut by the end of
-a `learn` call keeps its transitions in the buffer. Checkpoints written by `learn` wait for an
-episode's end (they also keep the evaluation schedule), so a killed run resumed from one continues
-exactly as the uninterrupted run would have.
+Resume semantics (SB3's): `learn(n, reset_num_timesteps=False)` continues the training episode in
+progress, `reset_num_timesteps=True` (the default) or a loaded agent starts a new one (seeded by the
+episode counter). A checkpoint holds no env state, so checkpoints written by `learn` wait for an
+episode's end (they also keep the evaluation and checkpoint schedules): a killed run resumed from
+one continues exactly as the uninterrupted run would have (`OffPolicyTrainer._run_loop`).
 """
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import time
 from pathlib import Path
@@ -52,27 +51,25 @@ import torch
 from torch import nn
 
 from steergym.algorithms import state as trainer_state
-from steergym.algorithms.calql import SHIFT_PAD, FusedCritics, PixelCritics
+from steergym.algorithms.base import TRAIN_SEED_OFFSET, OffPolicyTrainer, learn_target
 from steergym.algorithms.encoders import (
     IMAGE_KEY,
+    SHIFT_PAD,
     check_pixel_obs,
     is_image_space,
     observation_layout,
     random_shift,
 )
+from steergym.algorithms.networks import FusedCritics, PixelCritics
 from steergym.algorithms.replay import ObsSpec, empty_obs, grow_rows, ring_rows, take_rows
-from steergym.algorithms.run_files import append_csv, keep_csv_rows, write_json
-from steergym.atomic import atomic_folder
+from steergym.algorithms.run_files import write_json
 from steergym.policies.checkpoint import load_policy, save_policy
 from steergym.policies.generative import GenerativePolicy
 from steergym.rollout import score_episodes
+from steergym.space_json import space_to_json
 from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
 
-CONFIG_FILE = "config.json"
-MODEL_FILE = "model.safetensors"
-REPLAY_FILE = "replay.npz"
 POLICY_DIR = "policy"
-TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (steering.py)
 CLIP_OBS = 10.0
 
 Obs = Any  # a batch of observations: (B, o) float32, or {key: (B, *shape)} arrays / tensors for pixels
@@ -248,19 +245,7 @@ def chunk_env_of(who: str, env: gym.Env, policy: Any) -> ActionChunkWrapper:
     return env if isinstance(env, ActionChunkWrapper) else ActionChunkWrapper(env, horizon)
 
 
-def space_to_json(space: gym.Space) -> Any:
-    from minari.serialization import serialize_space
-
-    return json.loads(serialize_space(space))
-
-
-def space_from_json(data: Any) -> gym.Space:
-    from minari.serialization import deserialize_space
-
-    return deserialize_space(json.dumps(data))
-
-
-class ChunkTrainer:
+class ChunkTrainer(OffPolicyTrainer):
     """Base of OGPO and DSRL-NA: env loop, logging, evaluation, save/load. Subclasses implement
     `_act` (obs -> the env action), `_predict_actions`, `_update`, `_modules`, `_optimizers`; they
     may override `_wrap_env` / `_executed_chunk` (another env wrapper) and the state hooks."""
@@ -311,9 +296,10 @@ class ChunkTrainer:
         self.train_successes: list[bool] = []
         self.history: list[dict[str, Any]] = []  # progress rows (every config.log_every updates)
         self.eval_history: list[dict[str, Any]] = []  # evaluation rows
-        # where `learn` stood when it saved its checkpoint (None outside learn): a resumed learn
-        # continues its evaluation schedule instead of evaluating at once
-        self.next_eval: int | None = None
+        # the schedules of `learn` (env steps of the next evaluation / checkpoint), saved with a checkpoint
+        self._next_eval = self._next_checkpoint = 0
+        self._obs: Any = None  # the training episode's observation (None: reset before the next step)
+        self._episode_success = False
         return policy
 
     def _standardiser(self, normalizers: Any, name: str, dim: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -440,127 +426,107 @@ class ChunkTrainer:
     # ----------------------------------------------------------------------------- training
     def learn(self, total_timesteps: int, eval_env: gym.Env | None = None, eval_every: int = 10_000,
               eval_episodes: int = 10, eval_seed: int = 0, out: str | os.PathLike | None = None,
-              progress: bool = True, time_budget_s: float | None = None) -> "ChunkTrainer":
+              progress: bool = True, time_budget_s: float | None = None,
+              reset_num_timesteps: bool = True, checkpoint_every: int | None = None) -> "ChunkTrainer":
         """Collect and train for `total_timesteps` more *primitive* env steps (or `time_budget_s`).
+
+        SB3's meaning: `reset_num_timesteps=True` restarts the step counters (env steps and agent
+        steps, so `learning_starts` applies again, as in SB3) at 0 and the training episode afresh;
+        False continues them, as a resumed run does (`learn(total - agent.num_timesteps,
+        reset_num_timesteps=False)`). Training episodes keep counting, so their reset seeds never repeat.
 
         Each agent step: act (a chunk), store the transition, then (after `config.learning_starts`
         agent steps) the algorithm's updates. With `eval_env`, evaluates every `eval_every` env steps
-        and at the end (deterministic, seeds eval_seed + i); with `out`, writes the run folder.
+        and at the end (deterministic, seeds eval_seed + i); with `out`, writes the run folder and a
+        checkpoint every `checkpoint_every` env steps (default eval_every) at the next episode end.
+        The loop itself is `OffPolicyTrainer._run_loop`.
         """
         who = f"{type(self).__name__}.learn"
         if self.env is None:
             raise ValueError(f"{who}: no training env; pass env= to the constructor or load, or call set_env")
-        if isinstance(total_timesteps, bool) or int(total_timesteps) < 1:
-            raise ValueError(f"{who}: total_timesteps must be an integer >= 1, got {total_timesteps!r}")
+        _, target = learn_target(who, self.num_timesteps, total_timesteps, reset_num_timesteps)
         if int(eval_every) < 1 or int(eval_episodes) < 1:
             raise ValueError(f"{who}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
-        from tqdm.auto import tqdm
-
-        run_dir = Path(out) if out is not None else None
-        writer = None
-        if run_dir is not None:
-            run_dir.mkdir(parents=True, exist_ok=True)
-            write_json(run_dir / "run.json", {
+        if reset_num_timesteps and self.num_timesteps > 0:
+            self.num_timesteps = self.agent_steps = self._next_eval = self._next_checkpoint = 0
+            self.eval_history, self._obs = [], None
+        if out is not None:
+            write_json(Path(out) / "run.json", {
                 "algorithm": self.algorithm, "config": self.config.to_dict(), "seed": self.seed,
                 "total_timesteps": int(total_timesteps), "eval_every": eval_every,
                 "eval_episodes": eval_episodes, "eval_seed": eval_seed, "start_env_steps": self.num_timesteps,
             })
-            writer = _tensorboard(run_dir / "tb")
-        start_steps, start_time = self.num_timesteps, time.perf_counter()
-        cfg = self.config
-        obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
-        self._episode_start()
-        episode_success = False
-        next_eval = self.num_timesteps if eval_env is not None else math.inf
-        if self.eval_history and self.eval_history[-1]["env_steps"] == self.num_timesteps:
-            next_eval = self.num_timesteps + int(eval_every)  # resumed right after an evaluation
-        if self.next_eval is not None and eval_env is not None:
-            next_eval = self.next_eval  # resumed from a checkpoint that `learn` saved at an episode's end
-        if self.next_eval is not None and run_dir is not None:
-            # the rows a killed run wrote after its checkpoint: this run writes them again
-            last_eval = self.eval_history[-1]["env_steps"] if self.eval_history else -1
-            keep_csv_rows(run_dir / "eval.csv", lambda row: int(row["env_steps"]) <= last_eval)
-            keep_csv_rows(run_dir / "progress.csv", lambda row: int(row["updates"]) <= self.updates)
-        self.next_eval = None
-        # An evaluation's checkpoint waits for the training episode to end: the env's state mid-episode
-        # is not saved, and a resumed `learn` starts a new episode, so a checkpoint taken mid-episode
-        # would resume into another trajectory than the uninterrupted run's.
-        checkpoint_due = False
-        bar = tqdm(total=int(total_timesteps), unit="env step", disable=not progress, leave=False,
-                   desc=f"{self.algorithm}")
-        try:
-            while self.num_timesteps - start_steps < int(total_timesteps):
-                if time_budget_s is not None and time.perf_counter() - start_time > time_budget_s:
-                    break
-                if self.num_timesteps >= next_eval:
-                    self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
-                    next_eval = self.num_timesteps + int(eval_every)
-                    checkpoint_due = run_dir is not None
-                env_action = self._act(obs)
-                next_obs, reward, terminated, truncated, info = self.env.step(env_action)
-                planned = self._executed_chunk(env_action, info)  # (H, d), env units, clipped
-                steps = int(info.get("steps", self.horizon))
-                action = self.critic_action(torch.as_tensor(planned[None], dtype=torch.float32, device=self.device))
-                slot = self.replay.add(obs=self.obs_row(obs), actions=action[0].cpu().numpy(),
-                                       rewards=float(reward), next_obs=self.obs_row(next_obs),
-                                       terminals=float(terminated), steps=steps)
-                self._on_transition(slot)
-                episode_success = episode_success or bool(info.get("is_success", False))
-                self.num_timesteps += steps
-                self.agent_steps += 1
-                bar.update(steps)
-                if self.agent_steps > cfg.learning_starts:
-                    self.metrics = self._update()
-                    self.updates += 1
-                    if self.updates % cfg.log_every == 0:
-                        self._log_row(run_dir, writer)
-                        bar.set_postfix({k: f"{v:.3g}" for k, v in list(self.metrics.items())[:3]}, refresh=False)
-                if terminated or truncated:
-                    self.train_successes.append(episode_success)
-                    self._episode_end(episode_success)
-                    self.episodes += 1
-                    episode_success = False
-                    if checkpoint_due:  # between episodes: the state a resumed learn starts from
-                        self.next_eval, checkpoint_due = next_eval, False
-                        self.save(run_dir / "checkpoints" / "latest")
-                        self.next_eval = None
-                    obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
-                    self._episode_start()
-                else:
-                    obs = next_obs
-            if eval_env is not None:
-                self._eval_row(eval_env, eval_episodes, eval_seed, start_time, run_dir, writer)
-            if run_dir is not None:
-                self.save(run_dir / "checkpoints" / "latest")
-        finally:
-            bar.close()
-            if writer is not None:
-                writer.close()
+        self._learn_started = time.perf_counter()
+        self._run_loop(target, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
+                       eval_seed=eval_seed, out=out, checkpoint_every=checkpoint_every, progress=progress,
+                       desc=self.algorithm, time_budget_s=time_budget_s, unit="env step")
         return self
 
-    def _eval_row(self, eval_env, episodes, seed, start_time, run_dir, writer) -> dict[str, Any]:
+    # ------------------------------------------------------------ the hooks of OffPolicyTrainer
+    def _collect(self, log) -> int:
+        """One agent step: act (a chunk), store the transition, update (after learning_starts)."""
+        cfg = self.config
+        if self._obs is None:  # a new training episode
+            self._obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
+            self._episode_start()
+            self._episode_success = False
+        obs = self._obs
+        env_action = self._act(obs)
+        next_obs, reward, terminated, truncated, info = self.env.step(env_action)
+        planned = self._executed_chunk(env_action, info)  # (H, d), env units, clipped
+        steps = int(info.get("steps", self.horizon))
+        action = self.critic_action(torch.as_tensor(planned[None], dtype=torch.float32, device=self.device))
+        slot = self.replay.add(obs=self.obs_row(obs), actions=action[0].cpu().numpy(), rewards=float(reward),
+                               next_obs=self.obs_row(next_obs), terminals=float(terminated), steps=steps)
+        self._on_transition(slot)
+        self._episode_success = self._episode_success or bool(info.get("is_success", False))
+        self.num_timesteps += steps
+        self.agent_steps += 1
+        if self.agent_steps > cfg.learning_starts:
+            self.metrics = self._update()
+            self.updates += 1
+            if self.updates % cfg.log_every == 0:
+                self._log_row(log)
+                self._bar.set_postfix({k: f"{v:.3g}" for k, v in list(self.metrics.items())[:3]}, refresh=False)
+        if terminated or truncated:
+            self.train_successes.append(self._episode_success)
+            self._episode_end(self._episode_success)
+            self.episodes += 1
+            self._obs = None  # the next `_collect` resets; a checkpoint here resumes exactly
+        else:
+            self._obs = next_obs
+        return steps
+
+    def _between_episodes(self) -> bool:
+        return self._obs is None
+
+    def _evaluate_row(self, eval_env, episodes: int, seed: int) -> dict[str, Any]:
         scores = self.evaluate(eval_env, episodes, seed)
         recent = self.train_successes[-50:]
         row = {"env_steps": self.num_timesteps, "agent_steps": self.agent_steps,
-               "wall_s": round(time.perf_counter() - start_time, 2), **scores,
+               "wall_s": round(time.perf_counter() - self._learn_started, 2), **scores,
                "train_success": float(np.mean(recent)) if recent else None}
         self.eval_history.append(row)
-        if run_dir is not None:
-            append_csv(run_dir / "eval.csv", row)
-        if writer is not None:
-            writer.add_scalar("eval/success_rate", row["success_rate"], self.num_timesteps)
-            writer.add_scalar("eval/mean_return", row["mean_return"], self.num_timesteps)
         return row
 
-    def _log_row(self, run_dir, writer) -> None:
+    def _eval_rows(self) -> list[dict[str, Any]]:
+        return self.eval_history
+
+    def _log_keep(self) -> dict[str, Any]:
+        last_eval = self.eval_history[-1]["env_steps"] if self.eval_history else -1
+        updates = self.updates
+        return {"eval": lambda row: float(row["env_steps"]) <= last_eval,  # the checkpoint's evaluations
+                "progress": lambda row: float(row["updates"]) <= updates}
+
+    def _log_purge_step(self) -> int:
+        return self.num_timesteps
+
+    def _log_row(self, log) -> None:
         row = {"env_steps": self.num_timesteps, "agent_steps": self.agent_steps, "updates": self.updates,
                **{k: round(float(v), 6) for k, v in self.metrics.items()}}
         self.history.append(row)
-        if run_dir is not None:
-            append_csv(run_dir / "progress.csv", row)
-        if writer is not None:
-            for key, value in self.metrics.items():
-                writer.add_scalar(f"train/{key}", float(value), self.num_timesteps)
+        if log is not None:
+            log.write("progress", row, self.num_timesteps, scalars=self.metrics, prefix="train")
 
     # hooks for subclasses
     def _episode_start(self) -> None:
@@ -587,7 +553,6 @@ class ChunkTrainer:
     # ------------------------------------------------------------------------- persistence
     def save(self, path: str | os.PathLike) -> Path:
         """Atomically write the full trainer state to the folder `path` (see the module docstring)."""
-        from safetensors.torch import save_file
 
         tensors, optim_meta = trainer_state.training_tensors(self._modules(), self._optimizers())
         tensors["generator"] = self.generator.get_state().cpu()
@@ -600,13 +565,11 @@ class ChunkTrainer:
                 "action_space": space_to_json(self.primitive_action_space), "optimizers": optim_meta,
                 "numpy_rng": trainer_state.numpy_rng_state(self.rng), "metrics": self.metrics,
                 "train_successes": [bool(x) for x in self.train_successes[-1000:]],
-                "eval_history": self.eval_history, "next_eval": self.next_eval}
+                "eval_history": self.eval_history, "next_eval": self._next_eval,
+                "next_checkpoint": self._next_checkpoint}
         arrays = {**self.replay.arrays("replay"), **self._extra_arrays()}
-        with atomic_folder(path) as staging:
-            save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / MODEL_FILE),
-                      metadata={"format": self.FORMAT})
-            with open(staging / REPLAY_FILE, "wb") as handle:
-                np.savez(handle, **arrays)
+
+        def write_policy(staging: Path) -> None:
             if _saveable(self.policy):
                 # keep the base policy's metadata (its task: `steergym eval --policy DIR` needs no --env)
                 metadata = {**dict(getattr(self.policy, "metadata", None) or {}), "trainer": self.algorithm,
@@ -615,34 +578,13 @@ class ChunkTrainer:
                 if env_id and not getattr(self.policy, "task_ids", ()):
                     metadata["env_id"] = env_id
                 save_policy(self.policy, staging / POLICY_DIR, metadata)
-            (staging / CONFIG_FILE).write_text(json.dumps(meta, indent=1) + "\n")
-        return Path(path)
+        return trainer_state.write_checkpoint(path, self.FORMAT, meta, tensors, arrays, write_policy)
 
     @classmethod
     def _read_checkpoint(cls, path: str | os.PathLike) -> tuple[dict, dict[str, torch.Tensor], dict, Any]:
-        from safetensors import SafetensorError
-        from safetensors.torch import load_file
 
         path = Path(path)
-        missing = [n for n in (CONFIG_FILE, MODEL_FILE, REPLAY_FILE) if not (path / n).exists()]
-        if missing:
-            raise ValueError(f"{path}: not a steergym {cls.algorithm} checkpoint (missing {missing})")
-        try:
-            meta = json.loads((path / CONFIG_FILE).read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise ValueError(f"{path / CONFIG_FILE}: unreadable ({exc})") from exc
-        if not isinstance(meta, dict) or meta.get("format") != cls.FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
-            raise ValueError(f"{path}: format {found!r} is not {cls.FORMAT!r}; not a {cls.algorithm} checkpoint")
-        try:
-            tensors = load_file(str(path / MODEL_FILE))
-        except (SafetensorError, OSError, ValueError) as exc:
-            raise ValueError(f"{path / MODEL_FILE}: unreadable ({exc})") from exc
-        try:
-            with np.load(path / REPLAY_FILE, allow_pickle=False) as data:
-                arrays = {k: data[k] for k in data.files}
-        except (OSError, ValueError) as exc:
-            raise ValueError(f"{path / REPLAY_FILE}: unreadable ({exc})") from exc
+        meta, tensors, arrays = trainer_state.read_checkpoint(path, cls.FORMAT, cls.algorithm, replay=True)
         policy = load_policy(path / POLICY_DIR) if (path / POLICY_DIR).exists() else None
         return meta, tensors, arrays, policy
 
@@ -655,17 +597,22 @@ class ChunkTrainer:
         except (KeyError, RuntimeError) as exc:
             raise ValueError(f"{path}: checkpoint does not match its config ({exc})") from exc
         try:
-            self.replay.restore(arrays, "replay", str(path / REPLAY_FILE))
-            self._restore_extra_arrays(arrays, str(path / REPLAY_FILE))
+            self.replay.restore(arrays, "replay", str(path / "replay"))
+            self._restore_extra_arrays(arrays, str(path / "replay"))
         except KeyError as exc:
-            raise ValueError(f"{path / REPLAY_FILE}: missing array {exc}") from exc
+            raise ValueError(f"{path}: the replay file has no array {exc}") from exc
         trainer_state.set_numpy_rng_state(self.rng, meta["numpy_rng"])
         for key in ("num_timesteps", "agent_steps", "episodes", "updates"):
             setattr(self, key, int(meta[key]))
         self.metrics = dict(meta.get("metrics", {}))
         self.train_successes = list(meta.get("train_successes", []))
         self.eval_history = [dict(row) for row in meta.get("eval_history", [])]
-        self.next_eval = meta.get("next_eval")
+        next_eval = meta.get("next_eval")
+        if next_eval is None:  # a checkpoint of steergym before the shared loop, saved outside an evaluation
+            just_evaluated = self.eval_history and self.eval_history[-1]["env_steps"] == self.num_timesteps
+            next_eval = self.num_timesteps + 1 if just_evaluated else 0
+        self._next_eval = int(next_eval)
+        self._next_checkpoint = int(meta.get("next_checkpoint", 0))
 
 
 def _primitive(env: gym.Env) -> gym.Env:
@@ -674,13 +621,5 @@ def _primitive(env: gym.Env) -> gym.Env:
 
 def _saveable(policy: Any) -> bool:
     return isinstance(policy, GenerativePolicy)
-
-
-def _tensorboard(folder: Path):
-    try:
-        from torch.utils.tensorboard import SummaryWriter
-    except ImportError:  # tensorboard is optional: CSV logs are always written
-        return None
-    return SummaryWriter(str(folder))
 
 

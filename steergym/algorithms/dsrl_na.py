@@ -48,9 +48,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from steergym.algorithms.calql import PixelActor, TanhGaussianActor, tanh_gaussian_sample
 from steergym.algorithms.chunk_rl import ChunkTrainer, Obs, _primitive, num_rows
 from steergym.algorithms.encoders import PixelEncoderConfig
+from steergym.algorithms.networks import PixelActor, TanhGaussianActor, tanh_gaussian_sample
 from steergym.policies.config import config_from_dict
 from steergym.wrappers.chunk import check_generative
 from steergym.wrappers.noise import NoiseActionWrapper

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 IMAGE_KEY = "pixels"  # the key a bare image Box observation gets inside the trainers
+SHIFT_PAD = 4  # DrQ's random shift: pad 4 pixels, crop back
 
 
 def is_image_space(space: gym.Space) -> bool:

@@ -151,9 +151,10 @@ def run_ptr(prior_ids: Sequence[str], target_id: str, out: str | os.PathLike, *,
         done = ptr.agent.online.num_timesteps
         remaining = max(0, env_steps - done)  # online steps still to take
         env, eval_env = ptr.wrap(gym.make(target)), ptr.wrap(gym.make(target))
-        try:  # PTR.learn (CalQL.learn) counts its budget in all (SB3's reset_num_timesteps=False)
-            ptr.learn(env, done + remaining, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
-                      out=out, progress=progress)
+        try:  # a resumed run continues to env_steps in all
+            if remaining > 0:
+                ptr.learn(env, remaining, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
+                          out=out, progress=progress, reset_num_timesteps=False)
         finally:
             env.close()
             eval_env.close()

@@ -20,12 +20,24 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import gymnasium as gym
+
 from steergym.algorithms.bc import BCConfig, BCTrainer, train_bc
 from steergym.algorithms.calql import CalQL, CalQLConfig
-from steergym.algorithms.dsrl_na import DSRLNAConfig
-from steergym.algorithms.ogpo import OGPOConfig
-from steergym.algorithms.steering import SteeringConfig, SteeringResult
+from steergym.algorithms.dsrl_na import DSRLNA, DSRLNAConfig
+from steergym.algorithms.ogpo import OGPO, OGPOConfig
+from steergym.algorithms.run_files import append_csv
+from steergym.algorithms.steering import (
+    SteeringConfig,
+    SteeringResult,
+    make_task_env,
+    observation_stats,
+    train_steering,
+)
+from steergym.data import load_transitions
 from steergym.policies.config import PolicyConfig
+from steergym.policies.zoo import resolve_policy
+from steergym.registry import make_env
 
 LATEST = Path("checkpoints") / "latest"  # the trainers' resumable checkpoint in a run folder
 PRETRAINED = Path("pretrained")  # Cal-QL's agent after the offline phase
@@ -97,9 +109,6 @@ def run_steering(method: str, *, out: str | os.PathLike, policy: str | None = "w
         obs_mode: observation mode of the task (default: the env's, state).
         progress: show a progress bar.
     """
-    from steergym.algorithms.steering import observation_stats, train_steering
-    from steergym.policies.zoo import resolve_policy
-
     base, env_id = None, env
     if method != "sac":
         base, env_id = resolve_policy(policy, env, seed=seed)
@@ -141,12 +150,6 @@ def run_calql(dataset: str, out: str | os.PathLike, *, config: CalQLConfig | Non
         resume: continue the run in `out` from checkpoints/latest, else from pretrained/.
         progress: show progress bars.
     """
-    import gymnasium as gym
-
-    from steergym.algorithms.run_files import append_csv
-    from steergym.bench.evaluate import make_env
-    from steergym.data import load_transitions
-
     out = Path(out)
     data = load_transitions(dataset, root=root)
     env_id = env or data.metadata.get("env_id")
@@ -184,9 +187,9 @@ def run_calql(dataset: str, out: str | os.PathLike, *, config: CalQLConfig | Non
     remaining = env_steps - agent.online.num_timesteps  # online steps still to take
     if remaining > 0:
         train_env = gym.make_vec(env_id, num_envs=num_envs) if num_envs > 1 else make_env(env_id)
-        try:  # CalQL.learn counts its budget in all (SB3's reset_num_timesteps=False)
-            agent.learn(train_env, agent.online.num_timesteps + remaining, eval_every=eval_every,
-                        eval_episodes=eval_episodes, out=out, progress=progress)
+        try:  # `remaining` more, counting on from a resumed agent's steps
+            agent.learn(train_env, remaining, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
+                        progress=progress, reset_num_timesteps=False)
         finally:
             train_env.close()
     else:
@@ -219,11 +222,6 @@ def run_chunk_trainer(algorithm: Literal["ogpo", "dsrl-na"], *, out: str | os.Pa
         resume: continue the run in `out` from checkpoints/latest.
         progress: show a progress bar.
     """
-    from steergym.algorithms.dsrl_na import DSRLNA
-    from steergym.algorithms.ogpo import OGPO
-    from steergym.algorithms.steering import make_task_env
-    from steergym.policies.zoo import resolve_policy
-
     trainers = {"ogpo": (OGPO, OGPOConfig), "dsrl-na": (DSRLNA, DSRLNAConfig)}
     if algorithm not in trainers:
         raise ValueError(f"unknown chunk trainer {algorithm!r}; valid: {', '.join(trainers)}")
@@ -245,9 +243,9 @@ def run_chunk_trainer(algorithm: Literal["ogpo", "dsrl-na"], *, out: str | os.Pa
         else:
             agent = cls(train_env, base, config or config_cls(), seed=seed)
         remaining = env_steps - agent.num_timesteps  # env steps still to take
-        if remaining > 0:  # ChunkTrainer.learn takes that many more (SB3's reset_num_timesteps=False)
+        if remaining > 0:  # that many more, counting on from a resumed agent's steps
             agent.learn(remaining, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
-                        out=out, progress=progress)
+                        out=out, progress=progress, reset_num_timesteps=False)
         agent.save(out / "agent")
     finally:
         train_env.close()

@@ -118,3 +118,69 @@ def load_training_tensors(modules: dict[str, torch.nn.Module], optimizers: dict[
         load_module_tensors(module, prefix, tensors)
     for prefix, optimizer in optimizers.items():
         load_optimizer_state(optimizer, prefix, tensors, optim_meta[prefix])
+
+
+# ----------------------------------------------------------------- off-policy trainer checkpoints
+CHECKPOINT_JSON, CHECKPOINT_TENSORS, CHECKPOINT_REPLAY = "config.json", "model.safetensors", "replay.safetensors"
+LEGACY_REPLAY_NPZ = "replay.npz"  # the chunk trainers' replay before it moved to safetensors
+
+
+def write_checkpoint(path: str | os.PathLike, fmt: str, meta: dict, tensors: dict[str, torch.Tensor],
+                     arrays: dict[str, np.ndarray] | None = None, extra: Any = None) -> Path:
+    """Atomically write an off-policy trainer's checkpoint folder `path` (replacing the previous one):
+    config.json (`meta` with "format": fmt; +-inf as Infinity) + model.safetensors (`tensors`) +
+    replay.safetensors (`arrays`, numpy, when given) + whatever `extra(staging_folder)` writes."""
+    from safetensors.numpy import save_file as save_numpy
+    from safetensors.torch import save_file
+
+    with atomic_folder(path) as staging:
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(staging / CHECKPOINT_TENSORS),
+                  metadata={"format": fmt})
+        if arrays is not None:
+            save_numpy({k: np.ascontiguousarray(v) for k, v in arrays.items()}, str(staging / CHECKPOINT_REPLAY),
+                       metadata={"format": fmt})
+        if extra is not None:
+            extra(staging)
+        (staging / CHECKPOINT_JSON).write_text(json.dumps({**meta, "format": fmt}, indent=1) + "\n")
+    return Path(path)
+
+
+def read_checkpoint(path: str | os.PathLike, fmt: str, what: str,
+                    replay: bool) -> tuple[dict, dict[str, torch.Tensor], dict[str, np.ndarray] | None]:
+    """(meta, tensors, replay arrays or None) of a folder `write_checkpoint` wrote with format `fmt`.
+    `replay=True`: the replay file must be there (replay.safetensors, or a legacy replay.npz).
+    ValueError naming the file and `what` (e.g. "Cal-QL") for a missing, foreign or corrupt part."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file as load_numpy
+    from safetensors.torch import load_file
+
+    path = Path(path)
+    replay_file = path / CHECKPOINT_REPLAY
+    if not replay_file.exists() and (path / LEGACY_REPLAY_NPZ).exists():
+        replay_file = path / LEGACY_REPLAY_NPZ
+    needed = [path / CHECKPOINT_JSON, path / CHECKPOINT_TENSORS] + ([replay_file] if replay else [])
+    missing = [p.name for p in needed if not p.is_file()]
+    if missing:
+        raise ValueError(f"{path}: not a steergym {what} checkpoint (missing {missing})")
+    try:
+        meta = json.loads((path / CHECKPOINT_JSON).read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ValueError(f"{path / CHECKPOINT_JSON}: unreadable ({exc})") from exc
+    if not isinstance(meta, dict) or meta.get("format") != fmt:
+        found = meta.get("format") if isinstance(meta, dict) else type(meta).__name__
+        raise ValueError(f"{path}: format {found!r} is not {fmt!r}; not a {what} checkpoint")
+    try:
+        tensors = load_file(str(path / CHECKPOINT_TENSORS))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise ValueError(f"{path / CHECKPOINT_TENSORS}: unreadable ({exc})") from exc
+    arrays = None
+    if replay_file.is_file():
+        try:
+            if replay_file.suffix == ".npz":
+                with np.load(replay_file, allow_pickle=False) as data:
+                    arrays = {k: data[k] for k in data.files}
+            else:
+                arrays = load_numpy(str(replay_file))
+        except (SafetensorError, OSError, ValueError) as exc:
+            raise ValueError(f"{replay_file}: unreadable ({exc})") from exc
+    return meta, tensors, arrays

@@ -33,6 +33,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
+from steergym.algorithms.base import TRAIN_SEED_OFFSET
 from steergym.algorithms.run_files import append_csv, write_json
 from steergym.policies.config import config_from_dict
 from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
@@ -42,8 +43,6 @@ from steergym.wrappers.chunk import ActionChunkWrapper, bind_task
 from steergym.wrappers.noise import NoiseActionWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
 from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper
-
-TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (as the shipped table)
 
 
 @dataclass

@@ -28,6 +28,7 @@ import torch
 import steergym
 from steergym.atomic import atomic_folder
 from steergym.policies.config import PolicyConfig
+from steergym.space_json import space_from_json, space_to_json
 
 FORMAT = "steergym.policy"
 FORMAT_VERSION = 1
@@ -63,7 +64,6 @@ def sha256_file(path: Path) -> str:
 
 def save_policy(policy, path: str | os.PathLike, metadata: dict[str, Any] | None = None) -> Path:
     """Write `policy` to the folder `path` (replacing an existing checkpoint there); returns it."""
-    from minari.serialization import serialize_space
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -78,8 +78,8 @@ def save_policy(policy, path: str | os.PathLike, metadata: dict[str, Any] | None
             "steergym_version": steergym.__version__,
             "kind": policy.kind,
             "policy_config": policy.config.to_dict(),
-            "observation_space": json.loads(serialize_space(policy.observation_space)),
-            "action_space": json.loads(serialize_space(policy.action_space)),
+            "observation_space": space_to_json(policy.observation_space, compact=False),
+            "action_space": space_to_json(policy.action_space, compact=False),
             "weights_sha256": sha256_file(staging / WEIGHTS_FILE),
             "metadata": metadata or {},
         }
@@ -136,7 +136,6 @@ def load_policy(path: str | os.PathLike, env: gym.Env | None = None, *,
         ValueError: not a checkpoint, wrong format or version, tampered or mismatched weights, or
             spaces that differ from the env's (the message names the file and the difference).
     """
-    from minari.serialization import deserialize_space
     from safetensors.torch import load_file
 
     path = Path(path)
@@ -145,8 +144,8 @@ def load_policy(path: str | os.PathLike, env: gym.Env | None = None, *,
     if sha256_file(weights_path) != config["weights_sha256"]:
         raise ValueError(f"{weights_path}: SHA-256 differs from the one in {CONFIG_FILE}; the weights were modified")
     try:
-        obs_space = deserialize_space(json.dumps(config["observation_space"]))
-        act_space = deserialize_space(json.dumps(config["action_space"]))
+        obs_space = space_from_json(config["observation_space"])
+        act_space = space_from_json(config["action_space"])
         policy_config = PolicyConfig.from_dict(config["policy_config"])
     except (ValueError, TypeError, KeyError, NotImplementedError, AssertionError, OverflowError) as exc:
         raise ValueError(f"{path / CONFIG_FILE}: invalid spaces or policy_config "

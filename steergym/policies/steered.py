@@ -30,6 +30,7 @@ import torch
 from steergym.atomic import atomic_folder
 from steergym.policies.base import check_action, reset_policy
 from steergym.policies.checkpoint import load_policy, save_policy, sha256_file
+from steergym.space_json import space_from_json, space_to_json
 
 STEERED_FORMAT = "steergym.steered-policy"
 STEERED_VERSION = 1
@@ -155,7 +156,6 @@ class SteeredPolicy:
     # -------------------------------------------------------------------- saving
     def save(self, path: str | os.PathLike) -> Path:
         """Write the folder `path` atomically (replacing an earlier steered policy there)."""
-        from minari.serialization import serialize_space
         from safetensors.torch import save_file
 
         path = Path(path)
@@ -178,8 +178,8 @@ class SteeredPolicy:
                 "residual_scale": self.residual_scale,
                 "hidden": list(self.hidden),
                 "activation": self.activation,
-                "observation_space": json.loads(serialize_space(self.observation_space)),
-                "action_space": json.loads(serialize_space(self.action_space)),
+                "observation_space": space_to_json(self.observation_space, compact=False),
+                "action_space": space_to_json(self.action_space, compact=False),
                 "actor_sha256": sha256_file(staging / ACTOR_FILE),
                 "deterministic": self.deterministic,
             }
@@ -195,7 +195,6 @@ def load_steered(path: str | os.PathLike, seed: int = 0, deterministic: bool | N
     """Load a folder written by `SteeredPolicy.save`; ValueError naming the file when it is not one.
 
     `deterministic` as in `SteeredPolicy` (None: the saved choice)."""
-    from minari.serialization import deserialize_space
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -218,8 +217,8 @@ def load_steered(path: str | os.PathLike, seed: int = 0, deterministic: bool | N
         raise ValueError(f"{actor_file}: missing")
     if sha256_file(actor_file) != config.get("actor_sha256"):
         raise ValueError(f"{actor_file}: SHA-256 does not match {STEERED_CONFIG} (corrupt or modified)")
-    observation_space = deserialize_space(json.dumps(config["observation_space"]))
-    action_space = deserialize_space(json.dumps(config["action_space"]))
+    observation_space = space_from_json(config["observation_space"])
+    action_space = space_from_json(config["action_space"])
     base = load_policy(path / BASE_FOLDER, seed=seed) if method != "sac" else None
     if base is not None and getattr(base, "task_ids", ()) and config.get("env_id"):
         base = base.for_task(config["env_id"])
