@@ -22,9 +22,10 @@ import pytest
 # Lowest first. A module may import its own layer and the layers below it, never one above. A module
 # belongs to the layer of its longest matching prefix ("steergym.data.collect" beats "steergym.data").
 LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
-    ("ground", "env ids and the env factory, the episode loop and scoring, file safety: used by all",
+    ("ground", "env ids and the env factory, the episode loop and scoring, file safety, spaces as JSON: "
+               "used by all",
      ("steergym:package", "steergym.checks", "steergym.atomic", "steergym.paths", "steergym.forking",
-      "steergym.registry", "steergym.rollout", "steergym.assets")),
+      "steergym.registry", "steergym.rollout", "steergym.assets", "steergym.space_json")),
     ("envs", "simulated tasks and suite adapters, datasets on disk, the robot link: need only the ground",
      ("steergym.envs", "steergym.data", "steergym.robot")),
     ("policies", "policies act in envs; `data.collect` (and `steergym.data`, which re-exports it) runs "
@@ -33,7 +34,8 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("wrappers", "steering wrappers wrap envs around policies", ("steergym.wrappers",)),
     ("algorithms", "trainers take any env, wrapped or not, and policies", ("steergym.algorithms",)),
     ("bench", "reports, videos and the demo run policies and trainers", ("steergym.bench",)),
-    ("cli", "command-line front ends call everything", ("steergym.cli", "steergym.robot.cli")),
+    ("cli", "command-line front ends call everything (cli_args: the parser generator they use)",
+     ("steergym.cli", "steergym.robot.cli", "steergym.cli_args")),
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
