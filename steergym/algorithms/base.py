@@ -72,6 +72,10 @@ class RunLog:
             if isinstance(value, (int, float)) and not isinstance(value, bool) and key != "step":
                 self.tb.add_scalar(f"{prefix or kind}/{key}", value, step)
 
+    def flush(self) -> None:
+        if self.tb is not None:
+            self.tb.flush()
+
     def close(self) -> None:
         if self.tb is not None:
             self.tb.close()

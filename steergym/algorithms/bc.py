@@ -27,8 +27,8 @@ import torch
 from tqdm.auto import tqdm
 
 from steergym.algorithms import state as trainer_state
-from steergym.algorithms.base import tensorboard_writer
-from steergym.algorithms.run_files import append_csv, keep_csv_rows
+from steergym.algorithms.base import RunLog
+from steergym.algorithms.run_files import keep_csv_rows
 from steergym.data.chunks import ChunkData, dataset_spaces, load_chunk_data
 from steergym.data.dataset import read_metadata
 from steergym.policies.checkpoint import policy_classes
@@ -133,7 +133,7 @@ class BCTrainer:
         self.last_loss = float("nan")
         self.history: list[dict[str, float]] = []
         self.evaluations: list[dict[str, Any]] = []
-        self._writer = None
+        self._log_files: RunLog | None = None  # opened at the first row (run_dir only)
         if self.run_dir is not None and not (self.run_dir / RUN_FILE).exists():
             self._write_run_file()
 
@@ -167,8 +167,8 @@ class BCTrainer:
         finally:
             bar.close()
             self.policy.eval()
-            if self._writer is not None:
-                self._writer.flush()
+            if self._log_files is not None:
+                self._log_files.flush()
         return self.ema
 
     def _update(self) -> float:
@@ -210,13 +210,8 @@ class BCTrainer:
             results[env_id] = result.success_rate
         row = {"step": self.step, "mean_success": float(np.mean(list(results.values()))), **results}
         self.evaluations.append(row)
-        if self.run_dir is not None:
-            append_csv(self.run_dir / "eval.csv", row)
-            writer = self._tensorboard()
-            if writer is not None:
-                for key, value in row.items():
-                    if key != "step":
-                        writer.add_scalar(f"eval/{key}", value, self.step)
+        if self._run_log() is not None:
+            self._run_log().write("eval", row, self.step)
         return row
 
     # ------------------------------------------------------------------------- persistence
@@ -312,19 +307,14 @@ class BCTrainer:
 
     def _log(self, row: dict[str, float]) -> None:
         self.history.append(row)
-        if self.run_dir is None:
-            return
-        append_csv(self.run_dir / "progress.csv", row)
-        writer = self._tensorboard()
-        if writer is not None:
-            for key, value in row.items():
-                if key != "step":
-                    writer.add_scalar(f"train/{key}", value, row["step"])
+        if self._run_log() is not None:
+            self._run_log().write("progress", row, row["step"], prefix="train")
 
-    def _tensorboard(self):
-        if self._writer is None and self.run_dir is not None:
-            self._writer = tensorboard_writer(self.run_dir / "tb") or False  # False: TensorBoard missing
-        return self._writer or None
+    def _run_log(self) -> RunLog | None:
+        """The run folder's progress.csv / eval.csv and TensorBoard events (None without a run_dir)."""
+        if self._log_files is None and self.run_dir is not None:
+            self._log_files = RunLog(self.run_dir)
+        return self._log_files
 
 
 def train_bc(
