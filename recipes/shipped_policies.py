@@ -225,6 +225,9 @@ def update_index(out: Path, entries: dict[str, dict]) -> None:
             entry.pop("in_band", None)
             entry.pop("previous", None)
             index["policies"][name] = entry
+    from steergym.policies.zoo import measurement_environment
+
+    index["measured_on"] = measurement_environment()  # where the recorded seeds repeat exactly
     tmp = index_path.with_name(".index.json.partial")
     tmp.write_text(json.dumps(index, indent=1, sort_keys=True) + "\n")
     os.replace(tmp, index_path)

@@ -7,7 +7,13 @@ import pytest
 
 from steergym.bench.evaluate import evaluate
 from steergym.policies import DiffusionPolicy, FlowPolicy, load_policy
-from steergym.policies.zoo import load_shipped, resolve_policy, shipped_policies
+from steergym.policies.zoo import (
+    load_shipped,
+    measurement_environment,
+    recorded_environment,
+    resolve_policy,
+    shipped_policies,
+)
 from steergym.registry import env_ids
 
 SHIPPED = shipped_policies()
@@ -48,28 +54,44 @@ def test_each_recorded_rate_is_its_recorded_failed_seeds():
             assert rate == pytest.approx(1 - len(failed) / entry.episodes, abs=1e-9), (name, env_id, rate, len(failed))
 
 
+# On the machine and libraries the index was measured with, the re-run must repeat the record exactly.
+# Elsewhere one flipped episode per policy and task is allowed among the 20: another CPU or BLAS build
+# changes the last float bits, which decide only episodes ending at a success boundary. Measured: the
+# IK change (NumPy/OpenBLAS -> MuJoCo's C routines, the same kind of last-bit change) flipped 1 of the
+# 1,200 recorded episodes (generalist on PutCarrotOnPlate, seed 85), so one flip in 20 is already 60x
+# that rate; more than one means the policy or the task changed, not the machine.
+SAME_MACHINE = recorded_environment() == measurement_environment()
+FLIPS_ALLOWED = 0 if SAME_MACHINE else 1
+
+
 @pytest.mark.parametrize("name", sorted(SHIPPED))
-def test_shipped_policy_repeats_its_recorded_episodes_exactly(name):
+def test_shipped_policy_repeats_its_recorded_episodes(name):
     """Re-run the first 20 of the 100 recorded evaluation seeds: the same episodes fail.
 
     Evaluation is deterministic (the env and the policy's noise are seeded by the episode seed), and
-    docs/benchmarks.md says the re-measure equals the record, so there is no tolerance: the failed
-    seeds among 0..19 must be the recorded ones. The records were re-measured on all 100 seeds with
-    `recipes/shipped_policies.py --measure` after the IK change (MuJoCo's C routines) and the PushCube
-    rule change (the cube must touch the table): two episodes had flipped (generalist on carrot, seed
-    85, now succeeds; push, seed 76, now fails). If another CPU flips a close episode, the message
-    names the seeds; re-record with `--measure` rather than loosen this.
+    docs/benchmarks.md says the re-measure equals the record. The records were re-measured on all 100
+    seeds with `recipes/shipped_policies.py --measure` after the IK change and the PushCube rule change
+    (the cube must touch the table): two episodes had flipped (generalist on carrot, seed 85, now
+    succeeds; push, seed 76, now fails). index.json's "measured_on" names the CPU and libraries; see
+    FLIPS_ALLOWED for elsewhere. If a flip shows, the message names the seeds; re-record with
+    `--measure` rather than loosen this.
     """
     entry = SHIPPED[name]
     for env_id in entry.env_ids:
         policy, bound_env = resolve_policy(name, env_id)
         result = evaluate(bound_env, policy, episodes=CHECK_EPISODES, seed=0, progress=False)
-        recorded = sorted(s for s in entry.failed_seeds[env_id] if s < CHECK_EPISODES)
-        assert sorted(result.failed_seeds) == recorded, (
-            f"{name} on {env_id}, seeds 0..{CHECK_EPISODES - 1}: failed {sorted(result.failed_seeds)}, "
-            f"recorded {recorded}"
+        recorded = {s for s in entry.failed_seeds[env_id] if s < CHECK_EPISODES}
+        flipped = sorted(set(result.failed_seeds) ^ recorded)
+        assert len(flipped) <= FLIPS_ALLOWED, (
+            f"{name} on {env_id}, seeds 0..{CHECK_EPISODES - 1}: failed {sorted(result.failed_seeds)}, recorded "
+            f"{sorted(recorded)} (flipped {flipped}; {FLIPS_ALLOWED} allowed, "
+            f"{'same' if SAME_MACHINE else 'another'} machine than the record's: {measurement_environment()})"
         )
-        assert result.successes == CHECK_EPISODES - len(recorded)
+
+
+def test_the_index_names_where_it_was_measured():
+    recorded = recorded_environment()
+    assert recorded is not None and set(recorded) == set(measurement_environment()), recorded
 
 
 def test_unknown_shipped_name_lists_the_real_ones():

@@ -57,6 +57,36 @@ class ShippedPolicy:
         return SHIPPED_DIR / self.folder
 
 
+def measurement_environment() -> dict[str, str]:
+    """What a shipped policy's recorded success depends on besides its weights: the CPU model and the
+    numeric libraries. The same seeds give the same episodes only where all of these match (their last
+    float bits decide episodes that end at a success boundary)."""
+    import platform
+    from importlib.metadata import PackageNotFoundError, version
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    libraries = {}
+    for name in ("mujoco", "numpy", "torch"):
+        try:
+            libraries[name] = version(name)
+        except PackageNotFoundError:
+            libraries[name] = "missing"
+    return {"cpu": cpu, "machine": platform.machine(), **libraries}
+
+
+def recorded_environment(directory: str | os.PathLike | None = None) -> dict[str, str] | None:
+    """`measurement_environment()` where the shipped index was last measured (None if unrecorded)."""
+    index = Path(directory or SHIPPED_DIR) / INDEX_FILE
+    return json.loads(index.read_text()).get("measured_on") if index.exists() else None
+
+
 def shipped_policies(directory: str | os.PathLike | None = None) -> dict[str, ShippedPolicy]:
     """All shipped policies by name (empty if the index is missing)."""
     index = Path(directory or SHIPPED_DIR) / INDEX_FILE
