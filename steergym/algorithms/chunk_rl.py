@@ -82,7 +82,7 @@ def num_rows(obs: Obs) -> int:
 
 
 def obs_arrays(prefix: str, obs: Obs) -> dict[str, np.ndarray]:
-    """A batch as named arrays for a .npz file: `prefix` (flat), or `prefix/key` per key."""
+    """A batch as named arrays for a checkpoint's replay file: `prefix` (flat), or `prefix/key` per key."""
     if isinstance(obs, dict):
         return {f"{prefix}/{k}": np.ascontiguousarray(v) for k, v in obs.items()}
     return {prefix: obs}
