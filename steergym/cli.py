@@ -65,7 +65,7 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def _shape_text(shape: list[int] | dict | None) -> str:
     if shape is None:
-        return "(served)"
+        return "-"  # the robot client (the served task's) or a task whose suite is not installed
     if isinstance(shape, dict):
         return "{" + ", ".join(f"{k}: {_shape_text(v)}" for k, v in shape.items()) + "}"
     return "(" + ", ".join(map(str, shape)) + ("," if len(shape) == 1 else "") + ")"

@@ -52,6 +52,24 @@ def test_list_shows_every_registered_id(capsys):
         assert ("(28,)" if entry.id.endswith("-DSRL-v0") else "(7,)") in line
 
 
+def test_list_works_on_an_install_without_the_suites_extra(capsys, monkeypatch):
+    """`pip install -e .` has no robosuite: listing must still work (it built the steered robosuite
+    task and failed), and say what the steered robosuite task needs."""
+    from steergym.envs import robosuite_tasks
+
+    def missing(who):
+        raise ImportError(f"{who} needs robosuite, which is not installed")
+
+    monkeypatch.setattr(robosuite_tasks, "import_robosuite", missing)
+    code, out, _ = run(capsys, "list", "--json")
+    assert code == 0
+    rows = {r["id"]: r for r in json.loads(out)}
+    assert list(rows) == env_ids(include_steered=True)
+    steered = rows["steergym/Robosuite-Lift-DSRL-v0"]
+    assert 'pip install -e ".[suites]"' in steered["instruction"] and steered["action_shape"] is None
+    assert rows["steergym/Robosuite-Lift-v0"]["obs_shape"] is not None  # from the static table
+
+
 def test_list_json(capsys):
     code, out, _ = run(capsys, "list", "--json")
     assert code == 0

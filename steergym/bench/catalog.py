@@ -40,9 +40,15 @@ def env_rows() -> list[dict[str, Any]]:
             # tasks come first in ENVS), so listing never connects to a robot or builds a task twice
             rows.append({**listed[entry.base_id], "id": entry.id, "family": entry.family})
             continue
-        env = make_env(entry.id)
         # a steered env ends when its base task's time limit does
         horizon = entry.max_episode_steps or registry_entry(entry.base_id).max_episode_steps
+        try:
+            env = make_env(entry.id)
+        except ImportError:  # a steered robosuite/dm-control task on an install without the suites extra
+            rows.append({"id": entry.id, "family": entry.family,
+                         "instruction": '(needs the suites extra: pip install -e ".[suites]")',
+                         "horizon": horizon, "obs_shape": None, "action_shape": None})
+            continue
         try:
             rows.append({"id": entry.id, "family": entry.family,
                          "instruction": getattr(env.unwrapped, "instruction", ""), "horizon": horizon,
