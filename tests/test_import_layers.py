@@ -35,6 +35,8 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("wrappers", "steering wrappers wrap envs around policies", ("steergym.wrappers",)),
     ("algorithms", "trainers take any env, wrapped or not, and policies", ("steergym.algorithms",)),
     ("bench", "reports, videos and the demo run policies and trainers", ("steergym.bench",)),
+    ("experiments", "experiment specs and the Ray Tune runner call the trainers' run functions",
+     ("steergym.experiments",)),
     ("cli", "command-line front ends call everything (cli_args: the parser generator they use)",
      ("steergym.cli", "steergym.robot.cli", "steergym.cli_args")),
 ]
