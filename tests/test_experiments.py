@@ -123,9 +123,11 @@ def ray_session():
         ray.shutdown()
 
 
-def _weights(folder: Path) -> str:
+def _weights(folder: Path, sub: str = "policy") -> str:
     digest = hashlib.sha256()
-    for path in sorted((folder / "policy").rglob("*.safetensors")):
+    paths = sorted((folder / sub).rglob("*.safetensors"))
+    assert paths, f"no weights in {folder / sub}"
+    for path in paths:
         digest.update(path.read_bytes())
     return digest.hexdigest()
 
@@ -185,13 +187,16 @@ def test_a_rerun_skips_finished_trials(tiny_run):
 
 
 def _killed_on_first_report(trial, out, *, report=None, threads=None, context=None):
-    """A trial whose worker process is SIGKILLed after its first evaluation, on the first attempt only."""
+    """A trial whose worker process is SIGKILLed mid-run on its first attempt only: after its first
+    evaluation, or for a trainer with checkpoints, after its first checkpoint (so it resumes)."""
     marker = Path(out) / "killed-once"
+    latest = trial_folder(out, trial) / "checkpoints" / "latest"
 
     def report_then_die(metrics):
         report(metrics)
-        if not marker.exists():
-            marker.write_text(str(os.getpid()))
+        ready = trial.method == "sac" or (latest / "meta.json").is_file() or latest.is_dir()
+        if ready and not marker.exists():
+            marker.write_text(str(metrics))
             os.kill(os.getpid(), signal.SIGKILL)
 
     return run_trial(trial, out, report=report_then_die, threads=threads, context=context)
@@ -215,6 +220,32 @@ def _fails_on_carrot(trial, out, **kwargs):
     if trial.task == "widowx-carrot-diffusion":
         raise RuntimeError(f"planted failure in {trial.id}")
     return run_trial(trial, out, **kwargs)
+
+
+def test_a_killed_trial_with_checkpoints_resumes_them_bit_exactly(ray_session, tmp_path):
+    """dsrl-na saves checkpoints/latest at each evaluation: the retried trial continues from it (resume=True)
+    and ends with the curve and weights of an uninterrupted direct run."""
+    import torch
+
+    from steergym.algorithms.dsrl_na import DSRLNAConfig
+    from steergym.algorithms.runs import run_chunk_trainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    tiny = {"hidden": [16], "utd": 1, "distill_steps": 1, "learning_starts": 10, "batch_size": 32}
+    budget = {"env_steps": 400, "eval_every": 100, "eval_episodes": 2}
+    spec = parse_spec(spec_with(tasks=["widowx-lift-diffusion"], methods=["dsrl-na"], seeds=[0], budget=budget,
+                                config={"dsrl-na": tiny}))
+    (trial,) = expand(spec)
+    results = run_experiment(spec, tmp_path / "out", trial_fn=_killed_on_first_report, stream=io.StringIO())
+    assert (tmp_path / "out" / "killed-once").exists() and not results["failed"]
+    (record,) = results["trials"]
+    assert attempts(tmp_path / "out", trial) == 2 and record["resumed"] is True
+    torch.set_num_threads(1)
+    direct = run_chunk_trainer("dsrl-na", out=tmp_path / "direct", policy=trial.task, config=DSRLNAConfig(**tiny),
+                               seed=0, progress=False, **budget)
+    assert record["curve"] == [{k: r[k] for k in ("env_steps", "success_rate", "mean_return")}
+                               for r in direct.agent.eval_history]
+    assert _weights(trial_folder(tmp_path / "out", trial), "agent") == _weights(tmp_path / "direct", "agent")
 
 
 def test_a_trial_failing_every_attempt_is_reported_and_the_others_finish(ray_session, tmp_path):
