@@ -103,6 +103,9 @@ def test_methods_are_names_of_the_trainer_table_and_a_spec_file_loads(tmp_path):
     assert load_spec(path) == parse_spec(SPEC)
     shipped = load_spec(ROOT / "benchmarks" / "specs" / "steering.json")
     assert len(expand(shipped)) == 2 * 3 * 3
+    # its datasets are collected first (see its description): check the rest of it
+    calql = load_spec(ROOT / "benchmarks" / "specs" / "calql_finetune.json", check_tasks=False)
+    assert len(expand(calql)) == 2 * 2 * 3 and calql.budget.pretrain_steps == 4000
 
 
 def test_the_experiment_modules_do_not_import_ray():
