@@ -114,6 +114,27 @@ def test_the_experiment_modules_do_not_import_ray():
     assert subprocess.run([sys.executable, "-c", code], timeout=120, cwd=ROOT, check=False).returncode == 0
 
 
+def test_a_calql_trial_trains_on_a_dataset_and_resumes_from_its_folder(tmp_path, monkeypatch):
+    """The dataset path of the method table (no Ray: run_trial is what each Tune trial calls)."""
+    import torch
+
+    from steergym.data.collect import collect
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    collect("steergym/WidowXLiftCube-v0", 3, "mixed", "steergym/test-lift/mixed-v0", seed=0, progress=False)
+    spec = parse_spec({"name": "c", "tasks": ["steergym/test-lift/mixed-v0"], "methods": ["cql"], "seeds": [0],
+                       "budget": {"env_steps": 100, "eval_every": 50, "eval_episodes": 2, "pretrain_steps": 50},
+                       "config": {"cql": {"actor_hidden": [16], "critic_hidden": [16], "batch_size": 32}}})
+    (trial,) = expand(spec)
+    assert trial.id == "steergym/test-lift/mixed-v0/cql/seed0"
+    first = run_trial(trial, tmp_path / "out")
+    assert first["env_id"] == "steergym/WidowXLiftCube-v0" and not first["resumed"]
+    assert first["config"]["calibrated"] is False and [r["env_steps"] for r in first["curve"]] == [0, 50, 100]
+    again = run_trial(trial, tmp_path / "out")  # a finished run folder: resumed, nothing left to train
+    assert again["resumed"] and again["curve"] == first["curve"]
+
+
 # ------------------------------------------------------------------------------ on Ray
 @pytest.fixture(scope="module")
 def ray_session():
