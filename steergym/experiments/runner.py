@@ -159,7 +159,7 @@ def run_trial(trial: Trial, out: str | os.PathLike, *, report: Callable[[dict[st
     finally:
         if tail is not None:
             tail.close()
-    curve = [{k: row.get(k) for k in ("env_steps", "success_rate", "mean_return") if k in row} for row in curve]
+    curve = _jsonable(curve)  # the trainer's evaluation rows as they are (env_steps, success_rate, ...)
     record = {
         "id": trial.id, "task": trial.task, "env_id": env_id, "method": trial.method, "seed": trial.seed,
         "variant": trial.variant, "overrides": trial.overrides, "config": _jsonable(dataclasses.asdict(config)),
@@ -172,6 +172,17 @@ def run_trial(trial: Trial, out: str | os.PathLike, *, report: Callable[[dict[st
     }
     _write_json(folder / RESULT, record)
     return record
+
+
+def _number(text: str | None) -> Any:
+    """A CSV cell as the number it holds (None when empty)."""
+    if text in (None, ""):
+        return None
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    return int(value) if value.is_integer() and "." not in text and "e" not in text.lower() else value
 
 
 def _jsonable(value: Any) -> Any:
@@ -345,7 +356,7 @@ def gather(spec: ExperimentSpec, out: Path, trials: list[Trial], errors: dict[st
         if error is None and spec.scheduler == "asha" and rows:
             # stopped early by ASHA: its evaluations so far are its result (and it is not run again);
             # a trial stopped on its last evaluation is simply finished
-            curve = [{"env_steps": int(float(r["env_steps"])), "success_rate": float(r["success_rate"])} for r in rows]
+            curve = [{k: _number(v) for k, v in r.items()} for r in rows]
             record = {"id": trial.id, "task": trial.task, "method": trial.method, "seed": trial.seed,
                       "variant": trial.variant, "overrides": _jsonable(trial.overrides),
                       "budget": dataclasses.asdict(trial.budget), "final_success": curve[-1]["success_rate"],
