@@ -108,6 +108,13 @@ def test_methods_are_names_of_the_trainer_table_and_a_spec_file_loads(tmp_path):
     assert len(expand(calql)) == 2 * 2 * 3 and calql.budget.pretrain_steps == 4000
 
 
+def test_a_yaml_spec_loads_like_its_json(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    assert load_spec(path) == parse_spec(SPEC)
+
+
 def test_the_experiment_modules_do_not_import_ray():
     code = ("import sys, steergym.experiments.spec, steergym.experiments.runner; "
             "sys.exit(1 if 'ray' in sys.modules else 0)")
@@ -319,6 +326,13 @@ def test_a_killed_driver_leaves_finished_trials_and_a_rerun_runs_only_the_rest(r
             assert (trial_folder(out, trial) / RESULT).stat().st_mtime_ns == stamps[trial.id]
         else:
             assert attempts(out, trial) == started[trial.id] + 1
+
+
+def test_a_trial_asking_for_more_than_the_cluster_has_is_refused(ray_session, tmp_path):
+    spec = parse_spec(spec_with(resources={"cpus": 64}))
+    with pytest.raises(ValueError, match=r"resources.cpus = 64: more than the Ray cluster has"):
+        run_experiment(spec, tmp_path, stream=io.StringIO())
+    assert not (tmp_path / "trials").exists()
 
 
 def test_a_grid_sweep_with_asha_writes_the_best_config(ray_session, tmp_path):

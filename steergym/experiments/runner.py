@@ -301,8 +301,14 @@ def _fit(spec: ExperimentSpec, out: Path, pending: list[Trial], total: int, alre
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "1000")
     from steergym.ray_support import init_ray
 
-    init_ray(address, num_cpus)
+    ray = init_ray(address, num_cpus)
     from ray import tune
+
+    available = ray.cluster_resources()
+    for name, need in (("CPU", spec.resources.cpus), ("GPU", spec.resources.gpus)):
+        if need > available.get(name, 0):  # Tune would wait for them forever
+            raise ValueError(f"spec field resources.{name.lower()}s = {need}: more than the Ray cluster has "
+                             f"({available.get(name, 0):g} {name}s)")
 
     threads = max(1, int(spec.resources.cpus))
     trainable = tune.with_parameters(_trainable, trials={t.id: t.to_dict() for t in pending}, out=str(out),
