@@ -311,11 +311,11 @@ def test_a_killed_driver_leaves_finished_trials_and_a_rerun_runs_only_the_rest(r
     finally:
         if driver.poll() is None:
             driver.kill()
+    time.sleep(3)  # Ray ends the dead driver's workers (a trial it had running is not finished)
     done = [t for t in trials if (trial_folder(out, t) / RESULT).exists()]
     assert 1 <= len(done) < len(trials)
     stamps = {t.id: (trial_folder(out, t) / RESULT).stat().st_mtime_ns for t in done}
     started = {t.id: attempts(out, t) for t in trials}
-    time.sleep(2)  # Ray ends the dead driver's workers
     log = io.StringIO()
     results = run_experiment(parse_spec(spec_data), out, stream=log)
     assert f"{len(done)} finished already, {len(trials) - len(done)} to run" in log.getvalue()
