@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import sys
 import tempfile
 from collections.abc import Callable
@@ -477,6 +478,30 @@ A heartbeat (the smallest request) takes {hb['median_ms']:.2f} ms median, {hb['p
 """
 
 
+def runner_overhead() -> str:
+    r = load("runner_overhead.json")
+    o, t, m = r["overhead"], r["trial"], r["meta"]
+    med = statistics.median
+    return f"""\
+## Experiment runner (`benchmarks/runner_overhead.py`)
+
+What `steergym run` (Ray Tune) adds to a trial over calling its run function directly: one small trial
+({t['method']} on `{t['task']}`'s task, {t['budget']['env_steps']:,} env steps, one torch thread) timed in
+process ({med(r['direct_in_process_s']):.1f} s), as a whole direct process ({med(r['direct_cold_process_s']):.1f} s)
+and as a whole `steergym run` of that one trial ({med(r['runner_cold_s']):.1f} s, Ray start included);
+then {r['runner_warm']['trials']} such trials one after another on Ray already running.
+{m['cpu_count']}-core {m['cpu']}, shared with other work:
+
+{table(["overhead", "seconds", "of a 10-minute trial"], [
+        ["once per `steergym run` (Ray start, Tune, a worker's imports, results and plot)",
+         f"{o['cold_one_trial_s']:.1f}", f"{100 * o['cold_one_trial_fraction_of_600s']:.1f}%"],
+        ["per trial, warm cluster", f"{o['warm_per_trial_s']:.1f}", f"{100 * o['warm_per_trial_fraction_of_600s']:.1f}%"],
+        ["inside the worker (run folder, evaluation tail, result file)", f"{o['in_worker_s']:.1f}", ""]])}
+
+Goal: {o['goal']}: {'met' if o['goal_met'] else '**not met**'}. Records: `benchmarks/results/runner_overhead.json`.
+"""
+
+
 def _meta(d: dict[str, Any]) -> dict[str, Any]:
     """The run record of a result file, wherever that benchmark keeps it."""
     for key in ("meta",):
@@ -520,7 +545,7 @@ described in the guides ([envs](envs.md), [policies](policies.md), [steering](st
 """
 
 SECTIONS: list[Callable[[], str]] = [env_speed, adapter_overhead, policy_speed, steering, trainers, vgps_ptr,
-                                     robot_link, results_index]
+                                     robot_link, runner_overhead, results_index]
 
 
 def render() -> str:

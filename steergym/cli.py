@@ -11,6 +11,7 @@
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
                      [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
+    steergym run SPEC --out DIR [--address auto|HOST:PORT] [--max-concurrent N] [--num-cpus N]
     steergym serve [--backend sim|interbotix] [--task ID] [--port P] [--token-file F] ...
     steergym robot status|estop|clear-estop|export ...
 
@@ -398,6 +399,38 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ run
+def _add_run(sub) -> None:
+    p = sub.add_parser(
+        "run", help="run an experiment spec (tasks x methods x seeds x configs) on Ray Tune",
+        description="Run every trial of an experiment spec (JSON; see steergym/experiments/spec.py) as a Ray "
+        "Tune trial into DIR/trials/<task>/<method>/seed<k>, then write DIR/results.json, best_config.json and "
+        "a learning-curve plot per task. Re-running the same command skips finished trials and resumes the "
+        "others from their run folders. Needs Ray: pip install -e \".[ray]\".",
+    )
+    p.add_argument("spec", metavar="SPEC", help="experiment spec file (.json)")
+    p.add_argument("--out", required=True, metavar="DIR", help="experiment folder (created; reused to resume)")
+    p.add_argument("--address", metavar="auto|HOST:PORT", default=None,
+                   help="a running Ray cluster (default: start local Ray on this machine)")
+    p.add_argument("--max-concurrent", type=cli_args.positive_int, default=None, metavar="N",
+                   help="trials at once (default: as many as the resources allow)")
+    p.add_argument("--num-cpus", type=cli_args.positive_int, default=None, metavar="N",
+                   help="local Ray: CPUs to use (default: all of this machine's)")
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from steergym.experiments.runner import run_experiment
+    from steergym.experiments.spec import load_spec
+
+    spec = load_spec(args.spec)  # validated before Ray starts
+    command = f"steergym run {args.spec} --out {args.out}" + "".join(
+        f" --{flag} {value}" for flag, value in (("address", args.address), ("max-concurrent", args.max_concurrent),
+                                                 ("num-cpus", args.num_cpus)) if value is not None)
+    results = run_experiment(spec, args.out, address=args.address, max_concurrent=args.max_concurrent,
+                             num_cpus=args.num_cpus, command=command)
+    return 1 if results["failed"] else 0
+
+
 # ------------------------------------------------------------------------------ dispatch
 from steergym.robot import cli as robot_cli
 
@@ -409,6 +442,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace
     "train": (_add_train, cmd_train),
     "policies": (_add_policies, cmd_policies),
     "demo": (_add_demo, cmd_demo),
+    "run": (_add_run, cmd_run),
     "serve": (robot_cli.add_serve, robot_cli.cmd_serve),
     "robot": (robot_cli.add_robot, robot_cli.cmd_robot),
 }

@@ -25,7 +25,8 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("ground", "env ids and the env factory, the episode loop and scoring, file safety, spaces as JSON: "
                "used by all",
      ("steergym:package", "steergym.checks", "steergym.atomic", "steergym.paths", "steergym.forking",
-      "steergym.registry", "steergym.rollout", "steergym.assets", "steergym.space_json")),
+      "steergym.registry", "steergym.rollout", "steergym.assets", "steergym.space_json",
+      "steergym.ray_support")),
     ("envs", "simulated tasks and suite adapters, datasets on disk, the robot link: need only the ground",
      ("steergym.envs", "steergym.data", "steergym.robot")),
     ("policies", "policies act in envs; `data.collect` (and `steergym.data`, which re-exports it) runs "
@@ -34,6 +35,8 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("wrappers", "steering wrappers wrap envs around policies", ("steergym.wrappers",)),
     ("algorithms", "trainers take any env, wrapped or not, and policies", ("steergym.algorithms",)),
     ("bench", "reports, videos and the demo run policies and trainers", ("steergym.bench",)),
+    ("experiments", "experiment specs and the Ray Tune runner call the trainers' run functions",
+     ("steergym.experiments",)),
     ("cli", "command-line front ends call everything (cli_args: the parser generator they use)",
      ("steergym.cli", "steergym.robot.cli", "steergym.cli_args")),
 ]

@@ -1,0 +1,349 @@
+"""`steergym run`: experiment specs and the Ray Tune runner.
+
+One local Ray session (2 CPUs) serves the module. Trials are tiny (a few hundred env steps, 16-unit
+networks, 2 evaluation episodes): what is tested is the runner, not learning. Covered: spec
+validation names the field; the runner's per-trial numbers equal direct calls of the run functions;
+a re-run skips finished trials; a worker killed mid-trial is retried and the run completes; a killed
+driver leaves finished trials finished and a re-run runs only the rest; a grid sweep (with ASHA)
+writes best_config.json.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from steergym.experiments.methods import METHODS
+from steergym.experiments.spec import expand, load_spec, parse_spec
+
+ray = pytest.importorskip("ray")
+
+from steergym.experiments import runner
+from steergym.experiments.runner import RESULT, attempts, run_experiment, run_trial, trial_folder
+
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"hidden": [16], "learning_starts": 50, "batch_size": 32}
+BUDGET = {"env_steps": 200, "eval_every": 100, "eval_episodes": 2}
+SPEC = {"name": "tiny", "tasks": ["widowx-carrot-diffusion", "widowx-lift-diffusion"], "methods": ["dsrl", "sac"],
+        "seeds": [0, 1], "budget": BUDGET, "config": {"dsrl": TINY, "sac": TINY},
+        "resources": {"cpus": 1}, "max_failures": 1}
+
+
+def spec_with(**changes):
+    return {**copy.deepcopy(SPEC), **changes}
+
+
+# ------------------------------------------------------------------------------ the spec (no Ray)
+@pytest.mark.parametrize("changes, field, value", [
+    ({"methods": ["dsrl", "nope"]}, "methods[1]", "'nope'"),
+    ({"tasks": []}, "tasks", "[]"),
+    ({"seeds": []}, "seeds", "[]"),
+    ({"tasks": ["widowx-carrot-diffusion", "no-such-policy"]}, "tasks[1]", "'no-such-policy'"),
+    ({"budget": {**BUDGET, "env_steps": 0}}, "budget.env_steps", "0"),
+    ({"budget": {**BUDGET, "eval_episodes": -2}}, "budget.eval_episodes", "-2"),
+    ({"budget": {"env_steps": 100, "eval_every": 10}}, "budget.eval_episodes", "missing"),
+    ({"config": {"dsrl": {"hiden": [16]}}}, "config.dsrl.hiden", "[16]"),
+    ({"config": {"dsrl": {"learning_rate": -1.0}}}, "config.dsrl", "-1.0"),
+    ({"config": {"ogpo": {}}}, "config.ogpo", "{}"),
+    ({"config": {"dsrl": {"learning_rate": {"loguniform": [0, 1]}}}}, "config.dsrl.learning_rate.loguniform", "[0, 1]"),
+    ({"config": {"dsrl": {"learning_rate": {"grid": []}}}}, "config.dsrl.learning_rate.grid", "[]"),
+    ({"resources": {"cpus": 0}}, "resources.cpus", "0"),
+    ({"max_failures": -1}, "max_failures", "-1"),
+    ({"scheduler": "hyperband"}, "scheduler", "'hyperband'"),
+    ({"scheduler": "asha"}, "scheduler", "'asha'"),
+    ({"seed": [0]}, "seed", "[0]"),
+])
+def test_a_bad_spec_is_refused_naming_the_field_and_value(changes, field, value):
+    with pytest.raises(ValueError) as info:
+        parse_spec(spec_with(**changes))
+    message = str(info.value)
+    assert f"spec field {field}" in message and value in message, message
+
+
+def test_the_cli_refuses_a_bad_spec_before_anything_starts(tmp_path, capsys):
+    from steergym.cli import main
+
+    path = tmp_path / "bad.json"
+    path.write_text(json.dumps(spec_with(methods=["dsrl", "nope"])))
+    assert main(["run", str(path), "--out", str(tmp_path / "out")]) == 2
+    assert "spec field methods[1] = 'nope'" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+def test_expand_gives_stable_ids_and_sweep_variants():
+    ids = [t.id for t in expand(parse_spec(SPEC))]
+    assert ids[:4] == ["widowx-carrot-diffusion/dsrl/seed0", "widowx-carrot-diffusion/dsrl/seed1",
+                       "widowx-carrot-diffusion/sac/seed0", "widowx-carrot-diffusion/sac/seed1"]
+    assert len(ids) == len(set(ids)) == 8
+    sweep = spec_with(methods=["sac"], num_samples=2, config={"sac": {
+        "learning_rate": {"loguniform": [1e-4, 1e-3]}, "batch_size": {"grid": [32, 64]}}})
+    first, again = expand(parse_spec(sweep)), expand(parse_spec(sweep))
+    assert first == again  # random draws are seeded by the spec: a re-run expands to the same trials
+    assert len(first) == 2 * 2 * 2 * 2  # tasks x (grid 2 x samples 2) x seeds
+    assert first[0].id == "widowx-carrot-diffusion/sac/cfg0/seed0"
+    assert all(1e-4 <= t.overrides["learning_rate"] <= 1e-3 for t in first)
+
+
+def test_methods_are_names_of_the_trainer_table_and_a_spec_file_loads(tmp_path):
+    from steergym.cli import trainers
+
+    assert set(METHODS) <= set(trainers())
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(SPEC))
+    assert load_spec(path) == parse_spec(SPEC)
+    shipped = load_spec(ROOT / "benchmarks" / "specs" / "steering.json")
+    assert len(expand(shipped)) == 2 * 3 * 3
+    # its datasets are collected first (see its description): check the rest of it
+    calql = load_spec(ROOT / "benchmarks" / "specs" / "calql_finetune.json", check_tasks=False)
+    assert len(expand(calql)) == 2 * 2 * 3 and calql.budget.pretrain_steps == 4000
+
+
+def test_a_yaml_spec_loads_like_its_json(tmp_path):
+    yaml = pytest.importorskip("yaml")
+    path = tmp_path / "spec.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    assert load_spec(path) == parse_spec(SPEC)
+
+
+def test_the_experiment_modules_do_not_import_ray():
+    code = ("import sys, steergym.experiments.spec, steergym.experiments.runner; "
+            "sys.exit(1 if 'ray' in sys.modules else 0)")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120, cwd=ROOT, check=False).returncode == 0
+
+
+def test_a_calql_trial_trains_on_a_dataset_and_resumes_from_its_folder(tmp_path, monkeypatch):
+    """The dataset path of the method table (no Ray: run_trial is what each Tune trial calls)."""
+    import torch
+
+    from steergym.data.collect import collect
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "datasets"))
+    collect("steergym/WidowXLiftCube-v0", 3, "mixed", "steergym/test-lift/mixed-v0", seed=0, progress=False)
+    spec = parse_spec({"name": "c", "tasks": ["steergym/test-lift/mixed-v0"], "methods": ["cql"], "seeds": [0],
+                       "budget": {"env_steps": 100, "eval_every": 50, "eval_episodes": 2, "pretrain_steps": 50},
+                       "config": {"cql": {"actor_hidden": [16], "critic_hidden": [16], "batch_size": 32}}})
+    (trial,) = expand(spec)
+    assert trial.id == "steergym/test-lift/mixed-v0/cql/seed0"
+    first = run_trial(trial, tmp_path / "out")
+    assert first["env_id"] == "steergym/WidowXLiftCube-v0" and not first["resumed"]
+    assert first["config"]["calibrated"] is False and [r["env_steps"] for r in first["curve"]] == [0, 50, 100]
+    again = run_trial(trial, tmp_path / "out")  # a finished run folder: resumed, nothing left to train
+    assert again["resumed"] and _curve(again["curve"]) == _curve(first["curve"])
+
+
+# ------------------------------------------------------------------------------ on Ray
+@pytest.fixture(scope="module")
+def ray_session():
+    from steergym.ray_support import init_ray
+
+    was_up = ray.is_initialized()
+    init_ray(num_cpus=2)
+    yield ray
+    if not was_up:
+        ray.shutdown()
+
+
+def _weights(folder: Path, sub: str = "policy") -> str:
+    digest = hashlib.sha256()
+    paths = sorted((folder / sub).rglob("*.safetensors"))
+    assert paths, f"no weights in {folder / sub}"
+    for path in paths:
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _curve(rows):
+    return [{k: v for k, v in row.items() if k != "wall_s"} for row in rows]
+
+
+@pytest.fixture(scope="module")
+def tiny_run(ray_session, tmp_path_factory):
+    out = tmp_path_factory.mktemp("tiny")
+    spec = parse_spec(SPEC)
+    results = run_experiment(spec, out, max_concurrent=2, stream=io.StringIO())
+    return spec, out, results
+
+
+def test_runner_matches_direct_calls_of_the_run_functions(tiny_run, tmp_path):
+    import torch
+
+    from steergym.algorithms.runs import run_steering
+    from steergym.algorithms.steering import SteeringConfig
+    from steergym.policies.zoo import shipped_policies
+
+    spec, out, results = tiny_run
+    assert not results["failed"] and len(results["trials"]) == 8
+    torch.set_num_threads(1)  # as the runner's trials (resources.cpus = 1)
+    records = {r["id"]: r for r in results["trials"]}
+    for trial in expand(spec):
+        kwargs = ({"policy": trial.task} if trial.method == "dsrl" else
+                  {"policy": None, "env": shipped_policies()[trial.task].env_ids[0], "normalize_like": trial.task})
+        direct = run_steering(trial.method, out=tmp_path / trial.id, config=SteeringConfig(**TINY), seed=trial.seed,
+                              progress=False, **BUDGET, **kwargs)
+        record = records[trial.id]
+        assert _curve(record["curve"]) == _curve(direct.curve), trial.id
+        assert record["final_success"] == direct.curve[-1]["success_rate"]
+        assert _weights(trial_folder(out, trial)) == _weights(tmp_path / trial.id), trial.id
+        assert (record["task"], record["method"], record["seed"]) == (trial.task, trial.method, trial.seed)
+        assert record["config"]["hidden"] == [16] and record["git_commit"] and record["machine"]["hostname"]
+    saved = json.loads((out / "results.json").read_text())
+    assert [r["id"] for r in saved["trials"]] == [t.id for t in expand(spec)]
+    assert {row["method"] for row in saved["summary"]} == {"dsrl", "sac"}
+    for task in spec.tasks:
+        assert (out / f"curves_{task}.png").stat().st_size > 1000
+
+
+def test_a_rerun_skips_finished_trials(tiny_run):
+    spec, out, _ = tiny_run
+    stamps = {t.id: (trial_folder(out, t) / RESULT).stat().st_mtime_ns for t in expand(spec)}
+    log = io.StringIO()
+    again = run_experiment(spec, out, stream=log)
+    assert "8 finished already, 0 to run" in log.getvalue()
+    assert len(again["trials"]) == 8 and not again["failed"]
+    for trial in expand(spec):
+        assert attempts(out, trial) == 1, trial.id  # started once, ever
+        assert (trial_folder(out, trial) / RESULT).stat().st_mtime_ns == stamps[trial.id]
+
+
+def _killed_on_first_report(trial, out, *, report=None, threads=None, context=None):
+    """A trial whose worker process is SIGKILLed mid-run on its first attempt only: after its first
+    evaluation, or for a trainer with checkpoints, after its first checkpoint (so it resumes)."""
+    marker = Path(out) / "killed-once"
+    latest = trial_folder(out, trial) / "checkpoints" / "latest"
+
+    def report_then_die(metrics):
+        report(metrics)
+        ready = trial.method == "sac" or (latest / "meta.json").is_file() or latest.is_dir()
+        if ready and not marker.exists():
+            marker.write_text(str(metrics))
+            os.kill(os.getpid(), signal.SIGKILL)
+
+    return run_trial(trial, out, report=report_then_die, threads=threads, context=context)
+
+
+def test_a_killed_worker_is_retried_and_the_run_completes(tiny_run, tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # workers cannot import this test module
+    _, _, first = tiny_run
+    spec = parse_spec(spec_with(tasks=["widowx-lift-diffusion"], methods=["sac"], seeds=[1],
+                                config={"sac": TINY}))
+    results = run_experiment(spec, tmp_path, trial_fn=_killed_on_first_report, stream=io.StringIO())
+    (trial,) = expand(spec)
+    assert (tmp_path / "killed-once").exists() and not results["failed"]
+    assert attempts(tmp_path, trial) == 2
+    (record,) = results["trials"]
+    # restarted from its run folder, it ends where an uninterrupted run of the same trial ends
+    assert _curve(record["curve"]) == _curve(next(r for r in first["trials"] if r["id"] == trial.id)["curve"])
+
+
+def _fails_on_carrot(trial, out, **kwargs):
+    if trial.task == "widowx-carrot-diffusion":
+        raise RuntimeError(f"planted failure in {trial.id}")
+    return run_trial(trial, out, **kwargs)
+
+
+def test_a_killed_trial_with_checkpoints_resumes_them_bit_exactly(ray_session, tmp_path):
+    """dsrl-na saves checkpoints/latest at each evaluation: the retried trial continues from it (resume=True)
+    and ends with the curve and weights of an uninterrupted direct run."""
+    import torch
+
+    from steergym.algorithms.dsrl_na import DSRLNAConfig
+    from steergym.algorithms.runs import run_chunk_trainer
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    tiny = {"hidden": [16], "utd": 1, "distill_steps": 1, "learning_starts": 10, "batch_size": 32}
+    budget = {"env_steps": 400, "eval_every": 100, "eval_episodes": 2}
+    spec = parse_spec(spec_with(tasks=["widowx-lift-diffusion"], methods=["dsrl-na"], seeds=[0], budget=budget,
+                                config={"dsrl-na": tiny}))
+    (trial,) = expand(spec)
+    results = run_experiment(spec, tmp_path / "out", trial_fn=_killed_on_first_report, stream=io.StringIO())
+    assert (tmp_path / "out" / "killed-once").exists() and not results["failed"]
+    (record,) = results["trials"]
+    assert attempts(tmp_path / "out", trial) == 2 and record["resumed"] is True
+    torch.set_num_threads(1)
+    direct = run_chunk_trainer("dsrl-na", out=tmp_path / "direct", policy=trial.task, config=DSRLNAConfig(**tiny),
+                               seed=0, progress=False, **budget)
+    assert _curve(record["curve"]) == _curve(direct.agent.eval_history)
+    assert _weights(trial_folder(tmp_path / "out", trial), "agent") == _weights(tmp_path / "direct", "agent")
+
+
+def test_a_trial_failing_every_attempt_is_reported_and_the_others_finish(ray_session, tmp_path):
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+    spec = parse_spec(spec_with(methods=["sac"], seeds=[0], max_failures=1, config={"sac": TINY}))
+    log = io.StringIO()
+    results = run_experiment(spec, tmp_path, trial_fn=_fails_on_carrot, stream=log)
+    assert [r["id"] for r in results["trials"]] == ["widowx-lift-diffusion/sac/seed0"]
+    (failed,) = results["failed"]
+    assert failed["id"] == "widowx-carrot-diffusion/sac/seed0"
+    assert "planted failure" in failed["error"], failed
+    assert "FAILED widowx-carrot-diffusion/sac/seed0" in log.getvalue()
+    assert json.loads((tmp_path / "results.json").read_text())["failed"] == [failed]
+
+
+def test_a_killed_driver_leaves_finished_trials_and_a_rerun_runs_only_the_rest(ray_session, tmp_path):
+    spec_data = spec_with(tasks=["widowx-lift-diffusion"], methods=["sac"], seeds=[0, 1, 2], config={"sac": TINY})
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(spec_data))
+    out = tmp_path / "out"
+    trials = expand(parse_spec(spec_data))
+    address = ray.get_runtime_context().gcs_address
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    driver = subprocess.Popen([sys.executable, "-m", "steergym.cli", "run", str(path), "--out", str(out),
+                               "--address", address, "--max-concurrent", "1"],
+                              env=env, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 120
+        while not (trial_folder(out, trials[0]) / RESULT).exists():
+            assert driver.poll() is None and time.time() < deadline, "the driver ended before a trial finished"
+            time.sleep(0.2)
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(30)
+    finally:
+        if driver.poll() is None:
+            driver.kill()
+    time.sleep(3)  # Ray ends the dead driver's workers (a trial it had running is not finished)
+    done = [t for t in trials if (trial_folder(out, t) / RESULT).exists()]
+    assert 1 <= len(done) < len(trials)
+    stamps = {t.id: (trial_folder(out, t) / RESULT).stat().st_mtime_ns for t in done}
+    started = {t.id: attempts(out, t) for t in trials}
+    log = io.StringIO()
+    results = run_experiment(parse_spec(spec_data), out, stream=log)
+    assert f"{len(done)} finished already, {len(trials) - len(done)} to run" in log.getvalue()
+    assert len(results["trials"]) == 3 and not results["failed"]
+    for trial in trials:
+        if trial in done:
+            assert attempts(out, trial) == 1
+            assert (trial_folder(out, trial) / RESULT).stat().st_mtime_ns == stamps[trial.id]
+        else:
+            assert attempts(out, trial) == started[trial.id] + 1
+
+
+def test_a_trial_asking_for_more_than_the_cluster_has_is_refused(ray_session, tmp_path):
+    spec = parse_spec(spec_with(resources={"cpus": 64}))
+    with pytest.raises(ValueError, match=r"resources.cpus = 64: more than the Ray cluster has"):
+        run_experiment(spec, tmp_path, stream=io.StringIO())
+    assert not (tmp_path / "trials").exists()
+
+
+def test_a_grid_sweep_with_asha_writes_the_best_config(ray_session, tmp_path):
+    spec = parse_spec(spec_with(tasks=["widowx-lift-diffusion"], methods=["sac"], seeds=[0], scheduler="asha",
+                                budget={**BUDGET, "env_steps": 300},
+                                config={"sac": {**TINY, "learning_rate": {"grid": [1e-4, 1e-3]}}}))
+    results = run_experiment(spec, tmp_path, stream=io.StringIO())
+    assert len(results["trials"]) == 2 and not results["failed"]
+    best = json.loads((tmp_path / "best_config.json").read_text())
+    chosen = best["widowx-lift-diffusion"]["sac"]
+    assert chosen["variant"] in (0, 1) and chosen["config"]["learning_rate"] in (1e-4, 1e-3)
+    finals = {r["variant"]: r["final_mean"] for r in results["summary"]}
+    assert chosen["final_mean"] == max(finals.values())
+    assert runner.best_configs(results) == best
