@@ -17,7 +17,7 @@ from steergym.rollout import evaluate as evaluate_policy
 
 POLICY_NAMES = ("expert", "random")
 
-__all__ = ["POLICY_NAMES", "EvalResult", "evaluate", "make_env", "score_episodes", "wilson_interval"]
+__all__ = ["POLICY_NAMES", "EvalResult", "evaluate", "make_env", "policy_maker", "score_episodes", "wilson_interval"]
 
 
 def evaluate(
@@ -52,14 +52,20 @@ def evaluate(
     Raises:
         ValueError: unknown env id or policy name, bad env option, episodes < 1, bad video path.
     """
+    make_policy = policy_maker(policy, expert_kwargs)
+    return evaluate_policy(env_id, policy, episodes=episodes, seed=seed, video=video, env_kwargs=env_kwargs,
+                           progress=progress, video_episodes=video_episodes, make_policy=make_policy)
+
+
+def policy_maker(policy: Any, expert_kwargs: dict[str, Any] | None = None) -> Callable[[Any, int], Any] | None:
+    """The `make_policy` that `steergym.rollout` needs for `policy` (the scripted expert's builder
+    for "expert", else None), after checking the name and that `expert_kwargs` go with "expert"."""
     if isinstance(policy, str) and policy not in POLICY_NAMES:
         valid = ", ".join(POLICY_NAMES)
         raise ValueError(f"unknown policy {policy!r}; valid policies: {valid} or a callable")
     if expert_kwargs and policy != "expert":
         raise ValueError(f"expert_kwargs apply to policy='expert' only, got policy={policy!r}")
-    make_policy = _expert_maker(dict(expert_kwargs or {})) if policy == "expert" else None
-    return evaluate_policy(env_id, policy, episodes=episodes, seed=seed, video=video, env_kwargs=env_kwargs,
-                           progress=progress, video_episodes=video_episodes, make_policy=make_policy)
+    return _expert_maker(dict(expert_kwargs or {})) if policy == "expert" else None
 
 
 def _expert_maker(knobs: dict[str, Any]) -> Callable[[Any, int], Any]:
