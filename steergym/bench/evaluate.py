@@ -36,9 +36,9 @@ def evaluate(
     Args:
         env_id: a registered id, e.g. "steergym/WidowXPutCarrotOnPlate-v0".
         policy: "expert" (the task's scripted expert), "random" (uniform actions, the action space
-            seeded with `seed`), a callable obs -> action, or an object with `act(obs)` (and
-            optionally `reset()` or `reset(seed=...)`, called after every `env.reset` with the
-            episode's reset seed).
+            reseeded with each episode's reset seed), a callable obs -> action, or an object with
+            `act(obs)` (and optionally `reset()` or `reset(seed=...)`, called after every
+            `env.reset` with the episode's reset seed).
         episodes: number of episodes (>= 1); episode i is reset with seed + i.
         video: optional .mp4 or .gif path; the first `video_episodes` episodes are recorded from
             `render_mode="rgb_array"` at the env's `metadata["render_fps"]`, each ending with one
@@ -47,7 +47,8 @@ def evaluate(
         progress: show a tqdm progress bar on stderr.
         video_episodes: how many leading episodes the video holds.
         expert_kwargs: sub-optimality knobs of the scripted expert (`noise`,
-            `random_action_prob`); only with policy="expert".
+            `random_action_prob`); only with policy="expert". Its generator is reseeded with each
+            episode's reset seed.
 
     Raises:
         ValueError: unknown env id or policy name, bad env option, episodes < 1, bad video path.
