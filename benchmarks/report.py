@@ -499,18 +499,22 @@ def distributed_eval() -> str:
 ## Distributed evaluation (`benchmarks/distributed_eval.py`, `steergym eval --workers N`)
 
 `{r['policy']}` on {short_task(r['env_id'])}, {r['episodes']} episodes (reset seeds {r['seed']}..\
-{r['seed'] + r['episodes'] - 1}, success {f2(single['success_rate'])}), in one process and sharded by reset seed
-over Ray actors on a local Ray of {cpus} CPUs ({m['cores']}-core {m['cpu']}, shared with other jobs: load
-{m['load_average_before'][0]:.1f} at the start). Wall times include starting the actors (start-up: a run of one
-episode per actor). Every sharded run gave the single-process result{' (same rate, failed seeds, returns and lengths)' if same else ': **not all did**'}.
-Goal: {r['goal']}; efficiency = episodes/s over (1 worker's x min(workers, {cpus})).
+{r['seed'] + r['episodes'] - 1}, success {f2(single['success_rate'])}), in one process and sharded by reset
+seed over Ray actors on a local Ray of {cpus} CPUs ({m['cores']}-core {m['cpu']}, shared with other jobs:
+load {m['load_average_before'][0]:.1f} at the start, {m['load_average_after'][0]:.1f} at the end). Wall times
+include starting the actors (start-up: a run of one episode per actor). Every sharded run gave the
+single-process result{' (same rate, failed seeds, returns and lengths)' if same else ': **not all did**'}.
+Goal: {r['goal']}; efficiency = episodes/s over (1 worker's x min(workers, {cpus})). With other
+jobs using the same {m['cores']} cores, two workers do not get two cores: the scaling figures here
+measure the contention as much as the sharding.
 
 {table(["run", "start-up", "episodes/s", "after start-up (est.)", "wall", "speed-up", "efficiency"], rows)}
 
-Each actor runs torch with one thread (Ray sets OMP_NUM_THREADS=1); `steergym eval` in one process uses
-torch's default {single['torch_threads']}, which contend on these shared cores: one process at one thread ran
-{single_1['episodes_per_s'] / single['episodes_per_s']:.1f}x the episodes/s of the default. With more workers than CPUs the actors share them: the 4-worker row
-simulates a 4-worker setup on 2 cores and cannot beat 2 workers. Records: `benchmarks/results/distributed_eval.json`.
+Each actor runs torch with one thread (Ray sets OMP_NUM_THREADS=1); `steergym eval` in one process
+uses torch's default {single['torch_threads']}, which contend on these shared cores: one process at one
+thread ran {single_1['episodes_per_s'] / single['episodes_per_s']:.1f}x the episodes/s of the default. With
+more workers than CPUs the actors share them: the 4-worker row simulates a 4-worker setup on
+{cpus} CPUs and cannot beat {cpus} workers. Records: `benchmarks/results/distributed_eval.json`.
 """
 
 
