@@ -502,6 +502,47 @@ Goal: {o['goal']}: {'met' if o['goal_met'] else '**not met**'}. Records: `benchm
 """
 
 
+def distributed_eval() -> str:
+    r = load("distributed_eval.json")
+    single, single_1, cpus = r["single_process"], r["single_process_1_thread"], r["ray"]["num_cpus"]
+    rows = [[f"one process, {single['torch_threads']} torch threads (`steergym eval`)", "",
+             f"{single['episodes_per_s']:.1f}", "", f"{single['wall_s']:.0f} s", "", ""],
+            ["one process, 1 torch thread", "", f"{single_1['episodes_per_s']:.1f}", "", f"{single_1['wall_s']:.0f} s",
+             "", ""]]
+    for run in r["ray"]["runs"]:
+        label = f"{run['workers']} worker{'s' if run['workers'] > 1 else ''}"
+        if run["oversubscribed"]:
+            label += f" (oversubscribed: {run['cpus_per_actor']:g} CPU each)"
+        rows.append([label, f"{run['startup_plus_one_episode_each_s']:.1f} s", f"{run['episodes_per_s']:.1f}",
+                     f"{run['episodes_per_s_after_startup_est']:.1f}",
+                     f"{run['wall_s']:.0f} s", f"{run['speedup_over_1_worker']:.2f}x",
+                     f"{pct(run['efficiency_vs_linear'])}" + ("" if run["oversubscribed"] else
+                                                              (" (met)" if run["within_15pct_of_linear"] else " (**not met**)"))])
+    same = all(run["identical_to_single_process"] for run in r["ray"]["runs"])
+    m = r["machine"]
+    return f"""\
+## Distributed evaluation (`benchmarks/distributed_eval.py`, `steergym eval --workers N`)
+
+`{r['policy']}` on {short_task(r['env_id'])}, {r['episodes']} episodes (reset seeds {r['seed']}..\
+{r['seed'] + r['episodes'] - 1}, success {f2(single['success_rate'])}), in one process and sharded by reset
+seed over Ray actors on a local Ray of {cpus} CPUs ({m['cores']}-core {m['cpu']}, shared with other jobs:
+load {m['load_average_before'][0]:.1f} at the start, {m['load_average_after'][0]:.1f} at the end). Wall times
+include starting the actors (start-up: a run of one episode per actor). Every sharded run gave the
+single-process result{' (same rate, failed seeds, returns and lengths)' if same else ': **not all did**'}.
+Goal: {r['goal']}; efficiency = episodes/s over (1 worker's x min(workers, {cpus})). With other
+jobs using the same {m['cores']} cores, two workers do not get two cores: the scaling figures here
+measure the contention as much as the sharding.
+
+{table(["run", "start-up", "episodes/s", "after start-up (est.)", "wall", "speed-up", "efficiency"], rows)}
+
+Each actor runs torch with one thread (Ray sets OMP_NUM_THREADS=1); `steergym eval` in one process
+uses torch's default {single['torch_threads']}, which contend on these shared cores: one process at one
+thread ran {single_1['episodes_per_s'] / single['episodes_per_s']:.1f}x the episodes/s of the default. With
+more workers than CPUs the actors share them: the 4-worker row simulates a 4-worker setup on
+{cpus} CPUs and cannot beat {cpus} workers. Records: `benchmarks/results/distributed_eval.json`.
+"""
+
+
 def _meta(d: dict[str, Any]) -> dict[str, Any]:
     """The run record of a result file, wherever that benchmark keeps it."""
     for key in ("meta",):
@@ -545,7 +586,7 @@ described in the guides ([envs](envs.md), [policies](policies.md), [steering](st
 """
 
 SECTIONS: list[Callable[[], str]] = [env_speed, adapter_overhead, policy_speed, steering, trainers, vgps_ptr,
-                                     robot_link, runner_overhead, results_index]
+                                     robot_link, runner_overhead, distributed_eval, results_index]
 
 
 def render() -> str:

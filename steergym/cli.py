@@ -4,6 +4,7 @@
     steergym eval [--env ID] [--policy expert|random|NAME|DIR] [--episodes N] [--seed S]
                   [--video out.mp4] [--obs-mode MODE] [--json out.json]
                   [--steer vgps --critic DIR [--num-samples K] [--temperature T]]
+                  [--workers N [--address auto|HOST:PORT]]
     steergym policies [--json]
     steergym train bc|dsrl|residual|sac|calql|cql|ogpo|dsrl-na|ptr|vgps --out DIR ...
                    (each trainer's options come from its run function and config dataclasses: --help)
@@ -11,6 +12,7 @@
     steergym render-tasks --out DIR [--size WxH]
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
                      [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
+                     [--workers N [--address auto|HOST:PORT]]
     steergym run SPEC --out DIR [--address auto|HOST:PORT] [--max-concurrent N] [--num-cpus N]
     steergym serve [--backend sim|interbotix] [--task ID] [--port P] [--token-file F] ...
     steergym robot status|estop|clear-estop|export ...
@@ -102,27 +104,31 @@ def _add_eval(sub) -> None:
     p.add_argument("--num-samples", type=cli_args.positive_int, default=10, metavar="K", help="V-GPS candidates (default: 10)")
     p.add_argument("--temperature", type=float, default=0.0, help="V-GPS softmax temperature; 0: argmax")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_workers(p, "episodes")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from steergym.bench.catalog import eval_policy
     from steergym.bench.evaluate import evaluate
+    from steergym.distributed import PolicySpec
 
     env_kwargs = {k: v for k, v in (("obs_mode", args.obs_mode), ("reward_type", args.reward_type)) if v}
     json_path = Path(args.json) if args.json else None
     if json_path is not None and json_path.is_dir():
         raise ValueError(f"--json {args.json!r} is a directory")
-    policy, env_id = eval_policy(args.policy, args.env, args.seed)
-    if args.steer == "vgps":
-        from steergym.algorithms.vgps import ValueFunction
+    _check_workers(args, "eval")
+    if args.workers is not None and args.video:
+        raise ValueError("--video records in one process: drop --workers to write a video")
+    spec = PolicySpec(args.policy, steer=args.steer, critic=args.critic, num_samples=args.num_samples,
+                      temperature=args.temperature)
+    if args.workers is None:
+        policy, env_id, _ = spec.build(args.env, args.seed)
+        result = evaluate(env_id, policy=policy, episodes=args.episodes, seed=args.seed, video=args.video,
+                          env_kwargs=env_kwargs, progress=not args.quiet, video_episodes=args.video_episodes)
+    else:
+        from steergym.distributed import evaluate_distributed
 
-        if not args.critic:
-            raise ValueError("--steer vgps needs --critic DIR (a value function: steergym train vgps ...)")
-        policy = ValueFunction.load(args.critic).steer(policy, env_id, args.num_samples, args.temperature, args.seed)
-    elif args.critic:
-        raise ValueError("--critic needs --steer vgps")
-    result = evaluate(env_id, policy=policy, episodes=args.episodes, seed=args.seed, video=args.video,
-                      env_kwargs=env_kwargs, progress=not args.quiet, video_episodes=args.video_episodes)
+        result = evaluate_distributed(args.env, spec, episodes=args.episodes, seed=args.seed, workers=args.workers,
+                                      address=args.address, env_kwargs=env_kwargs, progress=not args.quiet)
     print(f"{result.env_id}  policy={result.policy}  episodes={result.episodes}  seed={result.seed}")
     print(f"success rate {result.success_rate:.3f} ({result.successes}/{result.episodes}), "
           f"95% CI [{result.ci_low:.3f}, {result.ci_high:.3f}]")
@@ -133,6 +139,28 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
         print(f"json: {json_path}")
     return 0
+
+
+def _add_workers(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--workers", type=cli_args.positive_int, default=None, metavar="N",
+                   help=f"run the {what} on N Ray actors, sharded by reset seed (same result as one process; "
+                   'needs pip install -e ".[ray]")')
+    p.add_argument("--address", metavar="auto|HOST:PORT",
+                   help="with --workers: the Ray cluster to join (default: a local Ray on this machine's cores)")
+
+
+def _check_workers(args: argparse.Namespace, command: str) -> None:
+    """--address only with --workers; with --workers, Ray must be installed (one-line error)."""
+    if args.workers is None:
+        if args.address:
+            raise ValueError("--address needs --workers N")
+        return
+    from steergym.ray_support import require_ray
+
+    try:
+        require_ray(f"steergym {command} --workers")
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -376,6 +404,7 @@ def _add_collect(sub) -> None:
     p.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_workers(p, "collection")
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -388,11 +417,21 @@ def cmd_collect(args: argparse.Namespace) -> int:
         entry(args.env)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
+    _check_workers(args, "collect")
     env_kwargs = {"obs_mode": args.obs_mode} if args.obs_mode else {}
-    folder, episodes = collect(
-        args.env, args.episodes, args.quality, args.out, seed=args.seed, env_kwargs=env_kwargs,
-        root=args.root, overwrite=args.overwrite, progress=not args.quiet,
-    )
+    if args.workers is None:
+        folder, episodes = collect(
+            args.env, args.episodes, args.quality, args.out, seed=args.seed, env_kwargs=env_kwargs,
+            root=args.root, overwrite=args.overwrite, progress=not args.quiet,
+        )
+    else:
+        from steergym.distributed import collect_distributed
+
+        folder, episodes = collect_distributed(
+            args.env, args.episodes, args.quality, args.out, seed=args.seed, workers=args.workers,
+            address=args.address, env_kwargs=env_kwargs, root=args.root, overwrite=args.overwrite,
+            progress=not args.quiet,
+        )
     steps = sum(len(e) for e in episodes)
     success = np.mean([bool(e.successes.any()) for e in episodes])
     print(f"{args.out}: {len(episodes)} episodes, {steps} steps, success {success:.2f} -> {folder}")

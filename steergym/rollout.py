@@ -1,8 +1,11 @@
 """Episode loops and scoring, below every trainer: `evaluate` a policy on a registered task (success
 rate with a Wilson 95% interval, returns, videos) and the trainers' periodic `score_episodes`.
 
-Episode i starts from `env.reset(seed=seed + i)`, so two evaluations with the same seed see the
-same initial states. An episode counts as a success when `info["is_success"]` was true at any step
+Episode i starts from `env.reset(seed=seed + i)`, and the policy's sampling is reseeded with that
+same seed after the reset ("random" reseeds the action space, a policy's `reset(seed=...)` its
+noise), so every episode depends on its reset seed only: two evaluations with the same seed see the
+same episodes, and the episodes can be split over processes (`steergym.distributed`) and merged in
+seed order with the same result. An episode counts as a success when `info["is_success"]` was true at any step
 (with the default `terminate_on_success=True` that is the step the episode ends on).
 
 This module names no policy but "random"; `steergym.bench.evaluate.evaluate` adds the task's
@@ -44,6 +47,7 @@ class EvalResult:
         env_kwargs: options passed to `gymnasium.make`.
         video: path of the written video, if any.
         failed_seeds: reset seeds of the episodes that did not succeed.
+        returns, lengths: per-episode return and length, in seed order.
     """
 
     env_id: str
@@ -59,6 +63,8 @@ class EvalResult:
     env_kwargs: dict[str, Any] = field(default_factory=dict)
     video: str | None = None
     failed_seeds: list[int] = field(default_factory=list)
+    returns: list[float] = field(default_factory=list)
+    lengths: list[int] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -99,9 +105,9 @@ def evaluate(
 
     Args:
         env_id: a registered id, e.g. "steergym/WidowXPutCarrotOnPlate-v0".
-        policy: "random" (uniform actions, the action space seeded with `seed`), a callable
-            obs -> action, or an object with `act(obs)` (and optionally `reset()` or
-            `reset(seed=...)`, called after every `env.reset` with the episode's reset seed);
+        policy: "random" (uniform actions, the action space reseeded with each episode's reset
+            seed), a callable obs -> action, or an object with `act(obs)` (and optionally `reset()`
+            or `reset(seed=...)`, called after every `env.reset` with the episode's reset seed);
             with `make_policy`, the name the result reports.
         episodes: number of episodes (>= 1); episode i is reset with seed + i.
         video: optional .mp4 or .gif path; the first `video_episodes` episodes are recorded from
@@ -110,9 +116,9 @@ def evaluate(
         env_kwargs: options for `gymnasium.make` (obs_mode, reward_type, render_size, ...).
         progress: show a tqdm progress bar on stderr.
         video_episodes: how many leading episodes the video holds.
-        make_policy: builds the policy (`act(obs)`, `reset()`, called after every `env.reset`)
-            from the open env and `seed`, e.g. a scripted expert that reads the env's simulator;
-            `policy` is then only its name.
+        make_policy: builds the policy (`act(obs)`, `reset()` or `reset(seed=...)`, called after
+            every `env.reset` with the episode's reset seed) from the open env and `seed`, e.g. a
+            scripted expert that reads the env's simulator; `policy` is then only its name.
 
     Raises:
         ValueError: unknown env id or policy name, bad env option, episodes < 1, bad video path.
@@ -130,26 +136,17 @@ def evaluate(
         raise ValueError(f"unknown policy {policy!r}; valid policies: random, a callable or an object "
                          "with act(obs)")
 
-    env = make_env(env_id, **env_kwargs)
+    runner = EpisodeRunner(env_id, policy, seed, env_kwargs, make_policy)
     recorder = None
     try:
-        if make_policy is not None:
-            built = make_policy(env, seed)
-            act, reset_for_episode, policy_name = built.act, (lambda episode_seed: built.reset()), str(policy)
-        else:
-            act, reset_for_episode, policy_name = _resolve_policy(policy, env, seed)
         if video_path is not None:
-            recorder = _VideoRecorder(video_path, env.metadata.get("render_fps", 30))
-        returns, lengths, successes, failed_seeds = [], [], 0, []
-        with _progress_bar(episodes, env_id, policy_name, progress) as bar:
+            recorder = _VideoRecorder(video_path, runner.env.metadata.get("render_fps", 30))
+        outcomes: list[EpisodeOutcome] = []
+        successes = 0
+        with _progress_bar(episodes, env_id, runner.policy_name, progress) as bar:
             for i in range(episodes):
-                record = recorder if i < video_episodes else None
-                ret, length, success = run_episode(env, act, reset_for_episode, seed + i, record)
-                returns.append(ret)
-                lengths.append(length)
-                successes += int(success)
-                if not success:
-                    failed_seeds.append(seed + i)
+                outcomes.append(runner.run(seed + i, recorder if i < video_episodes else None))
+                successes += int(outcomes[-1].success)
                 bar.set_postfix(success=f"{successes}/{i + 1}", refresh=False)
                 bar.update(1)
         if recorder is not None:
@@ -158,23 +155,77 @@ def evaluate(
     finally:
         if recorder is not None:
             recorder.abort()
-        env.close()
+        runner.close()
+    return summarize(env_id, runner.policy_name, seed, outcomes, env_kwargs, video_path)
 
-    low, high = wilson_interval(successes, episodes)
+
+@dataclass(frozen=True)
+class EpisodeOutcome:
+    """One evaluated episode: its reset seed, return, length and whether it succeeded."""
+
+    seed: int
+    ret: float
+    length: int
+    success: bool
+
+
+class EpisodeRunner:
+    """An open env and a resolved policy that run episodes by reset seed: what `evaluate` loops over,
+    and what each worker of `steergym.distributed.evaluate_distributed` holds (same code, same results).
+
+    `policy` and `make_policy` are as in `evaluate`; `seed` is the one `evaluate` gets (it seeds the
+    policy's construction; every episode then reseeds the policy with its own reset seed).
+    """
+
+    def __init__(self, env_id: str, policy: str | Callable[[Any], Any], seed: int = 0,
+                 env_kwargs: dict[str, Any] | None = None,
+                 make_policy: Callable[[gym.Env, int], Any] | None = None) -> None:
+        self.env = make_env(env_id, **dict(env_kwargs or {}))
+        try:
+            if make_policy is not None:
+                built = make_policy(self.env, seed)
+                self.act, self.policy_name = built.act, str(policy)
+                self.reset_for_episode = lambda episode_seed: reset_policy(built, episode_seed)
+            else:
+                self.act, self.reset_for_episode, self.policy_name = _resolve_policy(policy, self.env, seed)
+        except BaseException:
+            self.env.close()
+            raise
+
+    def run(self, seed: int, recorder: _VideoRecorder | None = None) -> EpisodeOutcome:
+        """The episode from `env.reset(seed=seed)`."""
+        ret, length, success = run_episode(self.env, self.act, self.reset_for_episode, seed, recorder)
+        return EpisodeOutcome(int(seed), ret, length, success)
+
+    def close(self) -> None:
+        self.env.close()
+
+
+def summarize(env_id: str, policy_name: str, seed: int, outcomes: list[EpisodeOutcome],
+              env_kwargs: dict[str, Any] | None = None, video: str | os.PathLike | None = None) -> EvalResult:
+    """The EvalResult of `outcomes` (episodes in seed order, the first reset with `seed`)."""
+    if not outcomes:
+        raise ValueError("summarize: no episodes")
+    returns = [o.ret for o in outcomes]
+    lengths = [o.length for o in outcomes]
+    successes = sum(int(o.success) for o in outcomes)
+    low, high = wilson_interval(successes, len(outcomes))
     return EvalResult(
         env_id=env_id,
         policy=policy_name,
-        episodes=episodes,
+        episodes=len(outcomes),
         successes=successes,
-        success_rate=successes / episodes,
+        success_rate=successes / len(outcomes),
         ci_low=low,
         ci_high=high,
         mean_return=float(np.mean(returns)),
         mean_length=float(np.mean(lengths)),
         seed=seed,
-        env_kwargs={k: v for k, v in env_kwargs.items() if k != "render_mode"},
-        video=str(video_path) if video_path else None,
-        failed_seeds=failed_seeds,
+        env_kwargs={k: v for k, v in (env_kwargs or {}).items() if k != "render_mode"},
+        video=str(video) if video else None,
+        failed_seeds=[o.seed for o in outcomes if not o.success],
+        returns=returns,
+        lengths=lengths,
     )
 
 
@@ -232,8 +283,9 @@ def reset_policy(policy: Any, seed: int | None) -> None:
 def _resolve_policy(policy, env: gym.Env, seed: int):
     """(act, reset, name) for "random", a Policy-like object or a callable."""
     if policy == "random":
+        # Reseeded with every episode's reset seed, so an episode's actions depend on its seed only.
         env.action_space.seed(seed)
-        return (lambda obs: env.action_space.sample()), (lambda episode_seed: None), "random"
+        return (lambda obs: env.action_space.sample()), (lambda episode_seed: env.action_space.seed(episode_seed)), "random"
     if hasattr(policy, "act"):
         # Policies whose reset takes a seed get the episode's reset seed, so each episode's
         # sampling noise depends only on its seed (not on the episodes before it).

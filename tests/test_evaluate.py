@@ -14,7 +14,7 @@ LIFT = "steergym/WidowXLiftCube-v0"  # 40-step horizon: the cheapest task
 SMALL = {"render_size": (48, 64)}  # (height, width) of video frames in these tests
 FIELDS = {
     "env_id", "policy", "episodes", "successes", "success_rate", "ci_low", "ci_high",
-    "mean_return", "mean_length", "seed", "env_kwargs", "video", "failed_seeds",
+    "mean_return", "mean_length", "seed", "env_kwargs", "video", "failed_seeds", "returns", "lengths",
 }  # fmt: skip
 
 

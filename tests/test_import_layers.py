@@ -34,7 +34,9 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
      ("steergym.policies", "steergym.data.collect", "steergym.data:package")),
     ("wrappers", "steering wrappers wrap envs around policies", ("steergym.wrappers",)),
     ("algorithms", "trainers take any env, wrapped or not, and policies", ("steergym.algorithms",)),
-    ("bench", "reports, videos and the demo run policies and trainers", ("steergym.bench",)),
+    ("bench", "reports, videos and the demo run policies and trainers; distributed: evaluation and "
+              "collection sharded over Ray actors",
+     ("steergym.bench", "steergym.distributed")),
     ("experiments", "experiment specs and the Ray Tune runner call the trainers' run functions",
      ("steergym.experiments",)),
     ("cli", "command-line front ends call everything (cli_args: the parser generator they use)",

@@ -17,7 +17,7 @@ from steergym.rollout import evaluate as evaluate_policy
 
 POLICY_NAMES = ("expert", "random")
 
-__all__ = ["POLICY_NAMES", "EvalResult", "evaluate", "make_env", "score_episodes", "wilson_interval"]
+__all__ = ["POLICY_NAMES", "EvalResult", "evaluate", "make_env", "policy_maker", "score_episodes", "wilson_interval"]
 
 
 def evaluate(
@@ -36,9 +36,9 @@ def evaluate(
     Args:
         env_id: a registered id, e.g. "steergym/WidowXPutCarrotOnPlate-v0".
         policy: "expert" (the task's scripted expert), "random" (uniform actions, the action space
-            seeded with `seed`), a callable obs -> action, or an object with `act(obs)` (and
-            optionally `reset()` or `reset(seed=...)`, called after every `env.reset` with the
-            episode's reset seed).
+            reseeded with each episode's reset seed), a callable obs -> action, or an object with
+            `act(obs)` (and optionally `reset()` or `reset(seed=...)`, called after every
+            `env.reset` with the episode's reset seed).
         episodes: number of episodes (>= 1); episode i is reset with seed + i.
         video: optional .mp4 or .gif path; the first `video_episodes` episodes are recorded from
             `render_mode="rgb_array"` at the env's `metadata["render_fps"]`, each ending with one
@@ -47,19 +47,26 @@ def evaluate(
         progress: show a tqdm progress bar on stderr.
         video_episodes: how many leading episodes the video holds.
         expert_kwargs: sub-optimality knobs of the scripted expert (`noise`,
-            `random_action_prob`); only with policy="expert".
+            `random_action_prob`); only with policy="expert". Its generator is reseeded with each
+            episode's reset seed.
 
     Raises:
         ValueError: unknown env id or policy name, bad env option, episodes < 1, bad video path.
     """
+    make_policy = policy_maker(policy, expert_kwargs)
+    return evaluate_policy(env_id, policy, episodes=episodes, seed=seed, video=video, env_kwargs=env_kwargs,
+                           progress=progress, video_episodes=video_episodes, make_policy=make_policy)
+
+
+def policy_maker(policy: Any, expert_kwargs: dict[str, Any] | None = None) -> Callable[[Any, int], Any] | None:
+    """The `make_policy` that `steergym.rollout` needs for `policy` (the scripted expert's builder
+    for "expert", else None), after checking the name and that `expert_kwargs` go with "expert"."""
     if isinstance(policy, str) and policy not in POLICY_NAMES:
         valid = ", ".join(POLICY_NAMES)
         raise ValueError(f"unknown policy {policy!r}; valid policies: {valid} or a callable")
     if expert_kwargs and policy != "expert":
         raise ValueError(f"expert_kwargs apply to policy='expert' only, got policy={policy!r}")
-    make_policy = _expert_maker(dict(expert_kwargs or {})) if policy == "expert" else None
-    return evaluate_policy(env_id, policy, episodes=episodes, seed=seed, video=video, env_kwargs=env_kwargs,
-                           progress=progress, video_episodes=video_episodes, make_policy=make_policy)
+    return _expert_maker(dict(expert_kwargs or {})) if policy == "expert" else None
 
 
 def _expert_maker(knobs: dict[str, Any]) -> Callable[[Any, int], Any]:

@@ -88,6 +88,22 @@ def record_episode(env: gym.Env, policy, seed: int, quality: str) -> Episode:
     )
 
 
+def record_seeds(env: gym.Env, tasks: list[tuple[int, str]], seed: int = 0, progress: bool = False,
+                 desc: str = "collect") -> list[Episode]:
+    """Episode k of a collection for each (k, quality label) in `tasks`: reset with seed + k, the
+    expert at that label's knobs seeded with seed + k. Each episode depends on (k, label, seed)
+    only, so a collection can be split over processes (`steergym.distributed.collect_distributed`)."""
+    # Deferred so that `import steergym.data` does not import torch (steergym.policies does).
+    from steergym.policies.scripted import make_expert
+
+    recorded = []
+    for k, label in tqdm(tasks, desc=desc, disable=not progress):
+        behaviour = BEHAVIOURS[label]
+        expert = make_expert(env, behaviour.noise, behaviour.random_action_prob, seed=seed + k)
+        recorded.append(record_episode(env, expert, seed + k, label))
+    return recorded
+
+
 def collect_episodes(
     env_id: str,
     episodes: int,
@@ -97,17 +113,31 @@ def collect_episodes(
     progress: bool = True,
 ) -> tuple[list[Episode], gym.Env]:
     """Roll out the scripted expert of `env_id`; returns the episodes and the (open) env."""
-    # Deferred so that `import steergym.data` does not import torch (steergym.policies does).
-    from steergym.policies.scripted import make_expert
-
-    env = gym.make(env_id, **(env_kwargs or {}))
     labels = episode_qualities(quality, episodes)
-    recorded = []
-    for k, label in enumerate(tqdm(labels, desc=f"collect {env_id} ({quality})", disable=not progress)):
-        behaviour = BEHAVIOURS[label]
-        expert = make_expert(env, behaviour.noise, behaviour.random_action_prob, seed=seed + k)
-        recorded.append(record_episode(env, expert, seed + k, label))
+    env = gym.make(env_id, **(env_kwargs or {}))
+    try:
+        recorded = record_seeds(env, list(enumerate(labels)), seed, progress, f"collect {env_id} ({quality})")
+    except BaseException:
+        env.close()
+        raise
     return recorded, env
+
+
+def write_collection(
+    dataset_id: str,
+    recorded: list[Episode],
+    env: gym.Env,
+    quality: str,
+    seed: int = 0,
+    env_kwargs: dict[str, Any] | None = None,
+    root=None,
+    overwrite: bool = False,
+):
+    """Write the episodes of a collection (episode k reset with seed + k) as a Minari dataset with
+    steergym's metadata; `env` is an env of the task (its spaces and spec go into the dataset)."""
+    extra = {"quality": quality, "seed": seed, "env_kwargs": env_kwargs or {},
+             "behaviours": {k: vars(v) for k, v in BEHAVIOURS.items()}}
+    return write_dataset(dataset_id, recorded, env, root=root, extra_metadata=extra, overwrite=overwrite)
 
 
 def collect(
@@ -124,9 +154,7 @@ def collect(
     """Collect and write a Minari dataset; returns (folder, episodes)."""
     recorded, env = collect_episodes(env_id, episodes, quality, seed, env_kwargs, progress)
     try:
-        extra = {"quality": quality, "seed": seed, "env_kwargs": env_kwargs or {},
-                 "behaviours": {k: vars(v) for k, v in BEHAVIOURS.items()}}
-        folder = write_dataset(dataset_id, recorded, env, root=root, extra_metadata=extra, overwrite=overwrite)
+        folder = write_collection(dataset_id, recorded, env, quality, seed, env_kwargs, root, overwrite)
     finally:
         env.close()
     return folder, recorded
