@@ -255,9 +255,12 @@ and not on carrot (below).
 
 The protocol itself (2 tasks x 3 seeds x DSRL / residual SAC / SAC from scratch, 100k env steps
 each) is about 15 CPU core-hours at these settings (residual SAC and SAC from scratch make one
-update per env step: 45-55 min a run on one core, DSRL 18-28 min), so it runs in pieces that
-`--resume` joins: `MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/steering.py --methods residual
-sac --seeds 1 --jobs 2 --sections runs --resume --out benchmarks/results/steering_100k.json`, and
+update per env step: 45-55 min a run on one core, DSRL 18-28 min), so it ran in pieces that the
+script's `--resume` joined. The script now runs its trials on the Ray Tune runner (`steergym run`,
+[experiments.md](experiments.md)): re-running `MUJOCO_GL=egl python benchmarks/steering.py --sections
+runs --jobs 2 --out benchmarks/results/steering_100k.json` skips the trials already finished in
+`--trials` (default `runs/steering`), and `steergym run benchmarks/specs/steering.json --out runs/steering
+--address auto` spreads the same trials over a cluster ([cluster.md](cluster.md)).
 `--sections report` redraws `steering_100k_<task>.png` and the summary. All {len(s['runs'])} runs are
 done ({len({r['seed'] for r in s['runs']})} seeds of each method on each task). {st['eval_episodes']} evaluation seeds every \
 {st['eval_every'] // 1000}k env steps; "curve mean" is

@@ -7,15 +7,20 @@ mean action) every `--eval-every` env steps on reset seeds 0..`--eval-episodes`-
 policy (its usual Gaussian noise) is evaluated on the same seeds. Also measured: the wrappers'
 overhead per env step against the bare env (`--sections overhead`).
 
-Usage (from the repository root; each run uses one torch thread, `--jobs` runs in parallel):
+The runs are one experiment spec (`spec_of`; the same as benchmarks/specs/steering.json) executed by
+the Ray Tune runner (`steergym run`, `steergym.experiments`): one trial per policy x method x seed,
+one torch thread each, `--jobs` at once; the trials' run folders go to `--trials` (default
+runs/steering), and a re-run skips the trials that finished there. Needs the `ray` extra.
+
+Usage (from the repository root):
 
     python benchmarks/steering.py                                    # 2 tasks x 3 seeds, 100k steps
     python benchmarks/steering.py --env-steps 20000 --seeds 0 --jobs 2
     python benchmarks/steering.py --sections overhead
     python benchmarks/steering.py --sections report --out benchmarks/results/steering_100k.json  # re-plot
 
-Results: benchmarks/results/steering.json (rewritten atomically after every finished run, so an
-interrupted benchmark keeps what it finished, and `--resume` skips those runs) and
+Results: benchmarks/results/steering.json (written atomically when the runs end; an interrupted
+benchmark resumes by running the same command: the runner skips finished trials) and
 benchmarks/results/steering_<task>.png (<out stem>_<task>.png; success curves, mean and min-max band over seeds).
 Goal (DSRL paper's claim on our tasks): DSRL reaches >= 0.9 success within 100k env steps and
 beats residual SAC and SAC from scratch at the same budget.
@@ -29,7 +34,6 @@ import os
 import platform
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -42,32 +46,24 @@ LABELS = {"dsrl": "DSRL (SAC on noise)", "residual": "residual SAC", "sac": "SAC
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def run_one(policy_name: str, method: str, seed: int, env_steps: int, eval_every: int, eval_episodes: int,
-            config: dict[str, Any]) -> dict[str, Any]:
-    """One training run in this process (one torch thread); returns its curve."""
-    import torch
+def spec_of(args: argparse.Namespace, config: dict[str, Any]):
+    """The runs of this benchmark as an experiment spec (`steergym run` executes it: one Ray Tune trial
+    per policy x method x seed, one torch thread each, finished trials skipped on a re-run)."""
+    from steergym.experiments.spec import parse_spec
 
-    torch.set_num_threads(1)
-    os.environ.setdefault("MUJOCO_GL", "egl")
-    from steergym.algorithms.steering import SteeringConfig, observation_stats, train_steering
-    from steergym.policies.zoo import load_shipped, shipped_policies
+    return parse_spec({"name": "steering", "tasks": list(args.policies), "methods": list(args.methods),
+                       "seeds": list(args.seeds), "budget": {"env_steps": args.env_steps, "eval_every": args.eval_every,
+                                                             "eval_episodes": args.eval_episodes},
+                       "config": {m: dict(config) for m in args.methods}, "resources": {"cpus": 1, "gpus": 0}})
 
-    env_id = shipped_policies()[policy_name].env_ids[0]
-    base = load_shipped(policy_name)
 
-    def report(row: dict[str, Any]) -> None:  # one line per evaluation: long runs show their progress
-        print(f"  {policy_name} {method} seed {seed}: {row['env_steps']:,d} env steps, success "
-              f"{row['success_rate']:.2f}, {row['wall_s']:.0f} s", flush=True)
-
-    # SAC from scratch has no base policy but gets the same input normalisation (the base policy's
-    # BC-data mean / std) as DSRL and residual SAC: the comparison is of methods, not of inputs.
-    result = train_steering(env_id, method, base if method != "sac" else None, SteeringConfig.from_dict(config),
-                            env_steps=env_steps, eval_every=eval_every, eval_episodes=eval_episodes, seed=seed,
-                            obs_stats=observation_stats(base), progress=False, on_eval=report)
-    return {"policy": policy_name, "env_id": env_id, "method": method, "seed": seed,
-            "env_steps": result.env_steps, "agent_steps": result.agent_steps, "wall_s": round(result.wall_s, 1),
-            "final_success": result.curve[-1]["success_rate"],
-            "best_success": max(row["success_rate"] for row in result.curve), "curve": result.curve}
+def run_row(trial: dict[str, Any]) -> dict[str, Any]:
+    """A runner trial record as one of this benchmark's runs (its results-file schema)."""
+    curve = trial["curve"]
+    return {"policy": trial["task"], "env_id": trial["env_id"], "method": trial["method"], "seed": trial["seed"],
+            "env_steps": curve[-1]["env_steps"], "agent_steps": curve[-1].get("agent_steps"),
+            "wall_s": round(trial["wall_s"], 1), "final_success": trial["final_success"],
+            "best_success": trial["best_success"], "curve": curve}
 
 
 def base_success(policy_name: str, episodes: int) -> dict[str, Any]:
@@ -207,12 +203,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-episodes", type=int, default=30)
     parser.add_argument("--base-episodes", type=int, default=100)
     parser.add_argument("--config", default="{}", help="SteeringConfig overrides as JSON, e.g. '{\"gradient_steps\": 2}'")
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (one torch thread each)")
+    parser.add_argument("--jobs", type=int, default=2, help="trials at once (Ray CPUs; one torch thread each)")
+    parser.add_argument("--trials", default="runs/steering", help="the runner's folder of trial run folders")
     parser.add_argument("--sections", nargs="+", default=["runs", "overhead"], choices=["runs", "overhead", "report"],
                         help="report: only redo the summary and plots of --out's finished runs")
     parser.add_argument("--overhead-steps", type=int, default=2000)
     parser.add_argument("--out", default=str(RESULTS / "steering.json"))
-    parser.add_argument("--resume", action="store_true", help="keep finished runs of --out with the same settings")
     args = parser.parse_args(argv)
     out = Path(args.out)
     config = json.loads(args.config)
@@ -230,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         write(results, out)
         print(json.dumps(results["summary"], indent=1))
         return 0
-    if not (args.resume and results.get("settings") == settings):
+    if results.get("settings") != settings or "runs" in args.sections:  # the runs come from the runner
         results = {"overhead": results.get("overhead")} if "runs" in args.sections else results
         results.update(settings=settings, base={}, runs=[])
     results["meta"] = {
@@ -247,25 +243,16 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(results["overhead"], indent=1))
         write(results, out)
     if "runs" in args.sections:
-        done = {(r["policy"], r["method"], r["seed"]) for r in results["runs"]}
-        todo = [(p, m, s) for p in args.policies for s in args.seeds for m in args.methods if (p, m, s) not in done]
-        start = time.perf_counter()
-        with ProcessPoolExecutor(max_workers=args.jobs) as pool:
-            base_jobs = {pool.submit(base_success, p, args.base_episodes): p for p in args.policies
-                         if p not in results["base"]}
-            runs = {pool.submit(run_one, p, m, s, args.env_steps, args.eval_every, args.eval_episodes, config):
-                    (p, m, s) for p, m, s in todo}
-            for future in as_completed(list(base_jobs) + list(runs)):
-                if future in base_jobs:
-                    results["base"][base_jobs[future]] = future.result()
-                else:
-                    row = future.result()
-                    results["runs"].append(row)
-                    print(f"{row['policy']:<26} {row['method']:<9} seed {row['seed']}: final "
-                          f"{row['final_success']:.2f} (best {row['best_success']:.2f}) after {row['env_steps']:,d} "
-                          f"env steps, {row['wall_s']:.0f} s  [{time.perf_counter() - start:.0f} s]", flush=True)
-                results["summary"] = summarise(results)
-                write(results, out)
+        from steergym.experiments.runner import run_experiment
+
+        spec = spec_of(args, config)  # validated before anything starts
+        for policy_name in args.policies:
+            results["base"][policy_name] = base_success(policy_name, args.base_episodes)
+            write(results, out)
+        ran = run_experiment(spec, args.trials, num_cpus=args.jobs, command=results["meta"]["command"])
+        results["runs"] = [run_row(trial) for trial in ran["trials"]]
+        results["failed"] = ran["failed"]
+        results["meta"]["trials"] = str(args.trials)
         results["plots"] = plot(results, out)
         results["summary"] = summarise(results)
     results["meta"]["load_average_end"] = load_average()
