@@ -104,7 +104,7 @@ def _add_eval(sub) -> None:
     p.add_argument("--num-samples", type=cli_args.positive_int, default=10, metavar="K", help="V-GPS candidates (default: 10)")
     p.add_argument("--temperature", type=float, default=0.0, help="V-GPS softmax temperature; 0: argmax")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_workers(p, "episodes")
+    ray_cli.add_worker_arguments(p, "episodes")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -115,7 +115,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     json_path = Path(args.json) if args.json else None
     if json_path is not None and json_path.is_dir():
         raise ValueError(f"--json {args.json!r} is a directory")
-    _check_workers(args, "eval")
+    ray_cli.check_worker_arguments(args, "eval")
     if args.workers is not None and args.video:
         raise ValueError("--video records in one process: drop --workers to write a video")
     spec = PolicySpec(args.policy, steer=args.steer, critic=args.critic, num_samples=args.num_samples,
@@ -139,28 +139,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
         _write_text_atomic(json_path, json.dumps(result.to_dict(), indent=2) + "\n")
         print(f"json: {json_path}")
     return 0
-
-
-def _add_workers(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--workers", type=cli_args.positive_int, default=None, metavar="N",
-                   help=f"run the {what} on N Ray actors, sharded by reset seed (same result as one process; "
-                   'needs pip install -e ".[ray]")')
-    p.add_argument("--address", metavar="auto|HOST:PORT",
-                   help="with --workers: the Ray cluster to join (default: a local Ray on this machine's cores)")
-
-
-def _check_workers(args: argparse.Namespace, command: str) -> None:
-    """--address only with --workers; with --workers, Ray must be installed (one-line error)."""
-    if args.workers is None:
-        if args.address:
-            raise ValueError("--address needs --workers N")
-        return
-    from steergym.ray_support import require_ray
-
-    try:
-        require_ray(f"steergym {command} --workers")
-    except ImportError as exc:
-        raise ValueError(str(exc)) from None
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -404,7 +382,7 @@ def _add_collect(sub) -> None:
     p.add_argument("--root", default=None, help="dataset folder (default: $MINARI_DATASETS_PATH)")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset of that id")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
-    _add_workers(p, "collection")
+    ray_cli.add_worker_arguments(p, "collection")
 
 
 def cmd_collect(args: argparse.Namespace) -> int:
@@ -417,7 +395,7 @@ def cmd_collect(args: argparse.Namespace) -> int:
         entry(args.env)
     except KeyError as exc:
         raise ValueError(exc.args[0]) from None
-    _check_workers(args, "collect")
+    ray_cli.check_worker_arguments(args, "collect")
     env_kwargs = {"obs_mode": args.obs_mode} if args.obs_mode else {}
     if args.workers is None:
         folder, episodes = collect(
@@ -438,39 +416,8 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
-# ------------------------------------------------------------------------------ run
-def _add_run(sub) -> None:
-    p = sub.add_parser(
-        "run", help="run an experiment spec (tasks x methods x seeds x configs) on Ray Tune",
-        description="Run every trial of an experiment spec (JSON; see steergym/experiments/spec.py) as a Ray "
-        "Tune trial into DIR/trials/<task>/<method>/seed<k>, then write DIR/results.json, best_config.json and "
-        "a learning-curve plot per task. Re-running the same command skips finished trials and resumes the "
-        "others from their run folders. Needs Ray: pip install -e \".[ray]\".",
-    )
-    p.add_argument("spec", metavar="SPEC", help="experiment spec file (.json)")
-    p.add_argument("--out", required=True, metavar="DIR", help="experiment folder (created; reused to resume)")
-    p.add_argument("--address", metavar="auto|HOST:PORT", default=None,
-                   help="a running Ray cluster (default: start local Ray on this machine)")
-    p.add_argument("--max-concurrent", type=cli_args.positive_int, default=None, metavar="N",
-                   help="trials at once (default: as many as the resources allow)")
-    p.add_argument("--num-cpus", type=cli_args.positive_int, default=None, metavar="N",
-                   help="local Ray: CPUs to use (default: all of this machine's)")
-
-
-def cmd_run(args: argparse.Namespace) -> int:
-    from steergym.experiments.runner import run_experiment
-    from steergym.experiments.spec import load_spec
-
-    spec = load_spec(args.spec)  # validated before Ray starts
-    command = f"steergym run {args.spec} --out {args.out}" + "".join(
-        f" --{flag} {value}" for flag, value in (("address", args.address), ("max-concurrent", args.max_concurrent),
-                                                 ("num-cpus", args.num_cpus)) if value is not None)
-    results = run_experiment(spec, args.out, address=args.address, max_concurrent=args.max_concurrent,
-                             num_cpus=args.num_cpus, command=command)
-    return 1 if results["failed"] else 0
-
-
 # ------------------------------------------------------------------------------ dispatch
+from steergym import ray_cli
 from steergym.robot import cli as robot_cli
 
 SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace], int]]] = {
@@ -481,7 +428,7 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace
     "train": (_add_train, cmd_train),
     "policies": (_add_policies, cmd_policies),
     "demo": (_add_demo, cmd_demo),
-    "run": (_add_run, cmd_run),
+    "run": (ray_cli.add_run, ray_cli.cmd_run),
     "serve": (robot_cli.add_serve, robot_cli.cmd_serve),
     "robot": (robot_cli.add_robot, robot_cli.cmd_robot),
 }

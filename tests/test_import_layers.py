@@ -40,7 +40,7 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("experiments", "experiment specs and the Ray Tune runner call the trainers' run functions",
      ("steergym.experiments",)),
     ("cli", "command-line front ends call everything (cli_args: the parser generator they use)",
-     ("steergym.cli", "steergym.robot.cli", "steergym.cli_args")),
+     ("steergym.cli", "steergym.robot.cli", "steergym.cli_args", "steergym.ray_cli")),
 ]
 
 ROOT = Path(__file__).resolve().parent.parent
