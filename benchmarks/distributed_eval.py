@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
                   "Efficiency vs linear uses min(workers, cpus) as the ideal speed-up."),
         "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
                     "ray": ray.__version__, "load_average_before": load_before, "load_average_after": load_average(),
-                    "shared": "2 cores shared with another engineer's Ray jobs and a CI run while measured"},
+                    "otherwise_idle": bool(load_before and load_before[0] < 1.0)},  # 1-min load at the start
         "command": " ".join(["python", "benchmarks/distributed_eval.py", *(argv if argv is not None else sys.argv[1:])]),
         "date_utc": started,
         **git_state(),

@@ -528,13 +528,13 @@ def distributed_eval() -> str:
 
 `{r['policy']}` on {short_task(r['env_id'])}, {r['episodes']} episodes (reset seeds {r['seed']}..\
 {r['seed'] + r['episodes'] - 1}, success {f2(single['success_rate'])}), in one process and sharded by reset
-seed over Ray actors on a local Ray of {cpus} CPUs ({m['cores']}-core {m['cpu']}, shared with other jobs:
-load {m['load_average_before'][0]:.1f} at the start, {m['load_average_after'][0]:.1f} at the end). Wall times
+seed over Ray actors on a local Ray of {cpus} CPUs ({m['cores']}-core {m['cpu']}, \
+{'otherwise idle' if m.get('otherwise_idle') else 'shared with other jobs'}: load \
+{m['load_average_before'][0]:.1f} at the start, {m['load_average_after'][0]:.1f} at the end). Wall times
 include starting the actors (start-up: a run of one episode per actor). Every sharded run gave the
 single-process result{' (same rate, failed seeds, returns and lengths)' if same else ': **not all did**'}.
-Goal: {r['goal']}; efficiency = episodes/s over (1 worker's x min(workers, {cpus})). With other
-jobs using the same {m['cores']} cores, two workers do not get two cores: the scaling figures here
-measure the contention as much as the sharding.
+Goal: {r['goal']}; efficiency = episodes/s over (1 worker's x min(workers, {cpus})).\
+{'' if m.get('otherwise_idle') else f" With other jobs using the same {m['cores']} cores, two workers do not get two cores: the scaling figures here measure the contention as much as the sharding."}
 
 {table(["run", "start-up", "episodes/s", "after start-up (est.)", "wall", "speed-up", "efficiency"], rows)}
 
