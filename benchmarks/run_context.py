@@ -3,22 +3,13 @@
 from __future__ import annotations
 
 import os
-import platform
 import subprocess
 from pathlib import Path
 from typing import Any
 
+from steergym.machine_info import cpu_name  # noqa: F401  (re-exported: the benchmarks import it from here)
+
 REPO = Path(__file__).resolve().parent.parent
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def _read_git_state() -> dict[str, Any]:

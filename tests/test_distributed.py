@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 import ray
+from test_cli import run
 
 from steergym.bench.catalog import eval_policy
 from steergym.bench.evaluate import evaluate
-from steergym.cli import main
 from steergym.data.collect import collect
 from steergym.data.dataset import load_episodes, read_metadata
 from steergym.distributed import PolicySpec, collect_distributed, evaluate_distributed
@@ -46,13 +46,7 @@ def single():
     return result
 
 
-def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
-    try:
-        code = main(list(argv))
-    except SystemExit as exc:
-        code = exc.code
-    out, err = capsys.readouterr()
-    return code, out, err
+run_cli = run  # (exit code, stdout, stderr) of `steergym argv...`, from test_cli
 
 
 def test_eval_two_workers_equals_single_process(ray_session, single):

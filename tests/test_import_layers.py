@@ -25,7 +25,7 @@ LAYERS: list[tuple[str, str, tuple[str, ...]]] = [
     ("ground", "env ids and the env factory, the episode loop and scoring, file safety, spaces as JSON: "
                "used by all",
      ("steergym:package", "steergym.checks", "steergym.atomic", "steergym.paths", "steergym.forking",
-      "steergym.registry", "steergym.rollout", "steergym.assets", "steergym.space_json",
+      "steergym.registry", "steergym.rollout", "steergym.assets", "steergym.space_json", "steergym.machine_info",
       "steergym.ray_support")),
     ("envs", "simulated tasks and suite adapters, datasets on disk, the robot link: need only the ground",
      ("steergym.envs", "steergym.data", "steergym.robot")),

@@ -38,6 +38,7 @@ from typing import Any
 
 from steergym.experiments.methods import METHODS, resumable, run_method
 from steergym.experiments.spec import ExperimentSpec, Trial, expand
+from steergym.machine_info import cpu_name
 
 RESULT = "trial_result.json"
 METRIC = "success_rate"  # reported after every evaluation; ASHA's metric
@@ -64,15 +65,7 @@ def attempts(out: str | os.PathLike, trial: Trial) -> int:
 
 
 def machine() -> dict[str, Any]:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"hostname": socket.gethostname(), "cpu": cpu, "cpu_count": os.cpu_count(),
+    return {"hostname": socket.gethostname(), "cpu": cpu_name(), "cpu_count": os.cpu_count(),
             "python": platform.python_version()}
 
 

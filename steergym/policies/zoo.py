@@ -64,14 +64,9 @@ def measurement_environment() -> dict[str, str]:
     import platform
     from importlib.metadata import PackageNotFoundError, version
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from steergym.machine_info import cpu_name
+
+    cpu = cpu_name()
     libraries = {}
     for name in ("mujoco", "numpy", "torch"):
         try:
