@@ -298,6 +298,7 @@ def train_steering(
         callback.evaluate()  # the final point of the curve (skipped when this env step was evaluated)
     finally:
         callback.close()
+        model.logger.close()  # SB3's CSV writer keeps progress.csv open until closed (a ResourceWarning later)
         venv.close()
         eval_env.close()
     if keep_best:
