@@ -117,7 +117,6 @@ def make(name: str, recipe: Recipe, work: Path, out: Path, force: bool, threads:
 
     torch.set_num_threads(threads)
     from steergym.algorithms.bc import BCConfig, train_bc
-    from steergym.bench.evaluate import evaluate
     root = work / "datasets"
     started = time.time()
     datasets = [dataset_id(env_id, recipe.episodes) for env_id in recipe.env_ids]
@@ -126,11 +125,7 @@ def make(name: str, recipe: Recipe, work: Path, out: Path, force: bool, threads:
     trainer = train_bc(datasets, recipe.kind, run_dir, policy_config=recipe.policy,
                        config=BCConfig(steps=recipe.steps, seed=recipe.seed), root=root, progress=False)
     policy = trainer.ema
-    rates, failed = {}, {}
-    for env_id in recipe.env_ids:
-        bound = policy.for_task(env_id) if policy.task_ids else policy
-        result = evaluate(env_id, bound, episodes=EVAL_EPISODES, seed=EVAL_SEED, progress=False)
-        rates[env_id], failed[env_id] = result.success_rate, result.failed_seeds
+    rates, failed = measure_success(policy, recipe.env_ids)
     low, high = recipe.band
     in_band = all(low <= r <= high for r in rates.values())
     entry = {
@@ -186,23 +181,29 @@ def make_weak(name: str, work: Path, threads: int = 1) -> tuple[Path, dict]:
     return out / name, entry
 
 
+def measure_success(policy, env_ids) -> tuple[dict[str, float], dict[str, list[int]]]:
+    """({env_id: success}, {env_id: failed seeds}) of `policy` on reset seeds EVAL_SEED.. (EVAL_EPISODES)."""
+    from steergym.bench.evaluate import evaluate
+
+    rates, failed = {}, {}
+    for env_id in env_ids:
+        bound = policy.for_task(env_id) if policy.task_ids else policy
+        result = evaluate(env_id, bound, episodes=EVAL_EPISODES, seed=EVAL_SEED, progress=False)
+        rates[env_id], failed[env_id] = result.success_rate, result.failed_seeds
+    return rates, failed
+
+
 def measure(name: str, out: Path, threads: int) -> dict:
     """Re-evaluate the written checkpoint `name` on seeds 0-99; returns its updated index entry
     (with "written" True and the previous rates under "previous")."""
     import torch
 
     torch.set_num_threads(threads)
-    from steergym.bench.evaluate import evaluate
     from steergym.policies import load_policy
 
     started = time.time()
     entry = json.loads((out / "index.json").read_text())["policies"][name]
-    policy = load_policy(out / entry["folder"])
-    rates, failed = {}, {}
-    for env_id in entry["env_ids"]:
-        bound = policy.for_task(env_id) if policy.task_ids else policy
-        result = evaluate(env_id, bound, episodes=EVAL_EPISODES, seed=EVAL_SEED, progress=False)
-        rates[env_id], failed[env_id] = result.success_rate, result.failed_seeds
+    rates, failed = measure_success(load_policy(out / entry["folder"]), entry["env_ids"])
     config_path = out / entry["folder"] / "config.json"
     config = json.loads(config_path.read_text())
     config["metadata"]["success_rate"] = rates

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from steergym.algorithms import state as trainer_state
 from steergym.algorithms.base import RunLog
-from steergym.algorithms.run_files import keep_csv_rows
+from steergym.algorithms.run_files import keep_csv_rows, write_json
 from steergym.data.chunks import ChunkData, dataset_spaces, load_chunk_data
 from steergym.data.dataset import read_metadata
 from steergym.policies.checkpoint import policy_classes
@@ -300,10 +300,7 @@ class BCTrainer:
             "eval_env_kwargs": self.eval_env_kwargs,
             "run_info": self.run_info,
         }
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.run_dir / f".{RUN_FILE}.partial"
-        tmp.write_text(json.dumps(run, indent=1) + "\n")
-        os.replace(tmp, self.run_dir / RUN_FILE)
+        write_json(self.run_dir / RUN_FILE, run)
 
     def _log(self, row: dict[str, float]) -> None:
         self.history.append(row)

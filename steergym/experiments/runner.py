@@ -36,6 +36,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from steergym.algorithms.run_files import write_json
 from steergym.experiments.methods import METHODS, resumable, run_method
 from steergym.experiments.spec import ExperimentSpec, Trial, expand
 from steergym.machine_info import cpu_name
@@ -79,13 +80,6 @@ def git_commit() -> dict[str, Any]:
                 "git_dirty": bool(run("status", "--porcelain", "--", "steergym").strip())}
     except (OSError, subprocess.SubprocessError):
         return {"git_commit": None, "git_dirty": None}
-
-
-def _write_json(path: Path, data: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.partial")
-    tmp.write_text(json.dumps(data, indent=1) + "\n")
-    os.replace(tmp, path)
 
 
 def _eval_rows(folder: Path) -> list[dict[str, Any]]:
@@ -163,7 +157,7 @@ def run_trial(trial: Trial, out: str | os.PathLike, *, report: Callable[[dict[st
         "resumed": resume, "status": "finished", "machine": machine(),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(context or {}),
     }
-    _write_json(folder / RESULT, record)
+    write_json(folder / RESULT, record)
     return record
 
 
@@ -256,7 +250,7 @@ def run_experiment(spec: ExperimentSpec, out: str | os.PathLike, *, address: str
     trials = expand(spec)
     table = {t.id: t for t in trials}
     _check_same_trials(out, trials)
-    _write_json(out / "spec.json", spec.to_dict())
+    write_json(out / "spec.json", spec.to_dict())
     finished = {t.id for t in trials if (trial_folder(out, t) / RESULT).is_file()}
     pending = [t for t in trials if t.id not in finished]
     context = {"command": command or " ".join(sys.argv), **git_commit()}
@@ -269,8 +263,8 @@ def run_experiment(spec: ExperimentSpec, out: str | os.PathLike, *, address: str
                       trial_fn, stream)
     results = gather(spec, out, trials, errors, context, table)
     results["meta"]["run_wall_s"] = round(time.time() - started, 1)
-    _write_json(out / "results.json", results)
-    _write_json(out / "best_config.json", best_configs(results))
+    write_json(out / "results.json", results)
+    write_json(out / "best_config.json", best_configs(results))
     plot_curves(results, out)
     print_summary(results, stream)
     return results
@@ -362,7 +356,7 @@ def gather(spec: ExperimentSpec, out: Path, trials: list[Trial], errors: dict[st
                       "best_success": max(r["success_rate"] for r in curve), "curve": curve,
                       "status": "finished" if curve[-1]["env_steps"] >= trial.budget.env_steps else "stopped early",
                       "attempt": attempts(out, trial), "machine": machine(), **context}
-            _write_json(trial_folder(out, trial) / RESULT, record)
+            write_json(trial_folder(out, trial) / RESULT, record)
             records.append(record)
             continue
         failed.append({"id": trial.id, "task": trial.task, "method": trial.method, "seed": trial.seed,
