@@ -105,7 +105,7 @@ def test_ptr_online_phase_has_the_same_meaning():
     assert ptr.agent.online.num_timesteps == 10
 
 
-@pytest.mark.parametrize("budget", [0, -3, 2.5, True, "10", None])
+@pytest.mark.parametrize("budget", [0, -3, 2.5, True, "10", None, float("inf"), float("nan")])
 def test_a_budget_that_is_not_a_positive_integer_is_refused_by_name(budget):
     with pytest.raises(ValueError, match=r"OGPO.learn: total_timesteps must be an integer >= 1"):
         learn_target("OGPO.learn", 0, budget, True)

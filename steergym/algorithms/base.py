@@ -15,6 +15,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -25,15 +26,14 @@ from steergym.algorithms.run_files import append_csv, keep_csv_rows
 TRAIN_SEED_OFFSET = 2_000_000  # training resets draw from here; evaluation uses seeds 0.. (the shipped table's)
 
 
-def learn_target(who: str, num_timesteps: int, total_timesteps: Any, reset_num_timesteps: bool) -> tuple[int, int]:
-    """(start, target) step counts of a `learn(total_timesteps, reset_num_timesteps)` call made when
-    the trainer has counted `num_timesteps`: start is 0 after a reset, else `num_timesteps`; target is
-    start + total_timesteps. Raises ValueError naming `who` for a budget that is not an integer >= 1."""
+def learn_target(who: str, num_timesteps: int, total_timesteps: Any, reset_num_timesteps: bool) -> int:
+    """The step count a `learn(total_timesteps, reset_num_timesteps)` call made when the trainer has
+    counted `num_timesteps` runs to: total_timesteps after a reset, else num_timesteps + total_timesteps.
+    Raises ValueError naming `who` for a budget that is not an integer >= 1."""
     if isinstance(total_timesteps, bool) or not isinstance(total_timesteps, (int, float)) \
-            or total_timesteps != int(total_timesteps) or int(total_timesteps) < 1:
+            or not math.isfinite(total_timesteps) or total_timesteps != int(total_timesteps) or total_timesteps < 1:
         raise ValueError(f"{who}: total_timesteps must be an integer >= 1 (steps to take now), got {total_timesteps!r}")
-    start = 0 if reset_num_timesteps else int(num_timesteps)
-    return start, start + int(total_timesteps)
+    return (0 if reset_num_timesteps else int(num_timesteps)) + int(total_timesteps)
 
 
 def tensorboard_writer(folder: str | os.PathLike, purge_step: int | None = None):

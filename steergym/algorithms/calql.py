@@ -571,7 +571,7 @@ class CalQL(OffPolicyTrainer):
             on_eval: optional callable(row) after each evaluation.
         """
         cfg, name = self.config, "CalQL.learn"
-        _, total = learn_target(name, self.online.num_timesteps, total_timesteps, reset_num_timesteps)
+        total = learn_target(name, self.online.num_timesteps, total_timesteps, reset_num_timesteps)
         if eval_every is not None and int(eval_every) < 1 or int(eval_episodes) < 1:
             raise ValueError(f"{name}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
         observation_space, action_space = single_spaces(env)

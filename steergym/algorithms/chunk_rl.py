@@ -444,7 +444,7 @@ class ChunkTrainer(OffPolicyTrainer):
         who = f"{type(self).__name__}.learn"
         if self.env is None:
             raise ValueError(f"{who}: no training env; pass env= to the constructor or load, or call set_env")
-        _, target = learn_target(who, self.num_timesteps, total_timesteps, reset_num_timesteps)
+        target = learn_target(who, self.num_timesteps, total_timesteps, reset_num_timesteps)
         if int(eval_every) < 1 or int(eval_episodes) < 1:
             raise ValueError(f"{who}: eval_every and eval_episodes must be >= 1, got {eval_every}, {eval_episodes}")
         if reset_num_timesteps and self.num_timesteps > 0:
