@@ -62,6 +62,18 @@ def spec_with(**changes):
     ({"scheduler": "hyperband"}, "scheduler", "'hyperband'"),
     ({"scheduler": "asha"}, "scheduler", "'asha'"),
     ({"seed": [0]}, "seed", "[0]"),
+    ({"budget": {**BUDGET, "eval_seed": -1}}, "budget.eval_seed", "-1"),
+    ({"tasks": ["/a/lift", "/b/lift"], "methods": ["dsrl"]}, "tasks[1]", "'/b/lift'"),
+    ({"tasks": ["widowx-carrot-diffusion", "../up"]}, "tasks[1]", "'../up'"),
+    ({"datasets": {"widowx-carrot-diffusion": {"env": "steergym/Nope-v0", "episodes": 3}}},
+     "datasets.widowx-carrot-diffusion.env", "'steergym/Nope-v0'"),
+    ({"datasets": {"widowx-carrot-diffusion": {"env": "steergym/WidowXLiftCube-v0", "episodes": 0}}},
+     "datasets.widowx-carrot-diffusion.episodes", "0"),
+    ({"datasets": {"widowx-carrot-diffusion": {"env": "steergym/WidowXLiftCube-v0", "episodes": 2,
+                                               "quality": "great"}}},
+     "datasets.widowx-carrot-diffusion.quality", "'great'"),
+    ({"datasets": {"not/a-task-v0": {"env": "steergym/WidowXLiftCube-v0", "episodes": 2}}},
+     "datasets.not/a-task-v0", "'env'"),
 ])
 def test_a_bad_spec_is_refused_naming_the_field_and_value(changes, field, value):
     with pytest.raises(ValueError) as info:
@@ -142,6 +154,47 @@ def test_a_calql_trial_trains_on_a_dataset_and_resumes_from_its_folder(tmp_path,
     assert again["resumed"] and _curve(again["curve"]) == _curve(first["curve"])
 
 
+def test_a_missing_dataset_task_is_refused(tmp_path, monkeypatch):
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+    with pytest.raises(ValueError, match=r"spec field tasks\[0\] = 'steergym/none/mixed-v0': unknown task"):
+        parse_spec({"name": "c", "tasks": ["steergym/none/mixed-v0"], "methods": ["cql"], "seeds": [0],
+                    "budget": {"env_steps": 100, "eval_every": 50, "eval_episodes": 2}})
+
+
+def test_declared_datasets_are_collected_once_into_the_run_and_trials_use_them(tmp_path, monkeypatch):
+    """A spec's `datasets` are collected before the trials into DIR/datasets (not the user's Minari
+    folder), once; the calql trial trains on that copy and evaluates from budget.eval_seed."""
+    import torch
+
+    torch.set_num_threads(1)
+    monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path / "elsewhere"))
+    name = "steergym/spec-lift/mixed-v0"
+    spec = parse_spec({"name": "c", "tasks": [name], "methods": ["calql"], "seeds": [0],
+                       "datasets": {name: {"env": "steergym/WidowXLiftCube-v0", "episodes": 3, "quality": "mixed",
+                                           "seed": 7}},
+                       "budget": {"env_steps": 60, "eval_every": 30, "eval_episodes": 2, "pretrain_steps": 20,
+                                  "eval_seed": 10_000},
+                       "config": {"calql": {"actor_hidden": [16], "critic_hidden": [16], "batch_size": 32}}})
+    out = tmp_path / "out"
+    (trial,) = expand(spec, out)
+    assert trial.data_root == str(out.resolve() / "datasets")
+    runner.prepare_datasets(spec, out, io.StringIO())
+    data = out / "datasets" / name
+    stamp = next(data.rglob("*.hdf5")).stat().st_mtime_ns
+    log = io.StringIO()
+    runner.prepare_datasets(spec, out, log)  # already there: kept
+    assert log.getvalue() == "" and next(data.rglob("*.hdf5")).stat().st_mtime_ns == stamp
+    assert not (tmp_path / "elsewhere").exists()
+    from steergym.data.dataset import read_metadata
+
+    meta = read_metadata(name, root=out / "datasets")
+    assert meta["seed"] == 7 and len(meta["episode_quality"]) == 3
+    record = run_trial(trial, out)
+    assert record["env_id"] == "steergym/WidowXLiftCube-v0" and [r["env_steps"] for r in record["curve"]] == [0, 30, 60]
+    run = json.loads((trial_folder(out, trial) / "run.json").read_text())
+    assert run["eval_seed"] == 10_000, run
+
+
 # ------------------------------------------------------------------------------ on Ray
 @pytest.fixture(scope="module")
 def ray_session():
@@ -216,7 +269,7 @@ def test_a_rerun_skips_finished_trials(tiny_run):
         assert (trial_folder(out, trial) / RESULT).stat().st_mtime_ns == stamps[trial.id]
 
 
-def _killed_on_first_report(trial, out, *, report=None, threads=None, context=None):
+def _killed_on_first_report(trial, out, *, report=None, **kwargs):
     """A trial whose worker process is SIGKILLed mid-run on its first attempt only: after its first
     evaluation, or for a trainer with checkpoints, after its first checkpoint (so it resumes)."""
     marker = Path(out) / "killed-once"
@@ -229,7 +282,7 @@ def _killed_on_first_report(trial, out, *, report=None, threads=None, context=No
             marker.write_text(str(metrics))
             os.kill(os.getpid(), signal.SIGKILL)
 
-    return run_trial(trial, out, report=report_then_die, threads=threads, context=context)
+    return run_trial(trial, out, report=report_then_die, **kwargs)
 
 
 def test_a_killed_worker_is_retried_and_the_run_completes(tiny_run, tmp_path):
@@ -347,3 +400,50 @@ def test_a_grid_sweep_with_asha_writes_the_best_config(ray_session, tmp_path):
     finals = {r["variant"]: r["final_mean"] for r in results["summary"]}
     assert chosen["final_mean"] == max(finals.values())
     assert runner.best_configs(results) == best
+
+
+CLUSTER_SCRIPT = """
+import json, sys
+import ray
+from ray.cluster_utils import Cluster
+from steergym.experiments.runner import run_experiment
+from steergym.experiments.spec import parse_spec
+
+cluster = Cluster(initialize_head=True, head_node_args={"num_cpus": 1})
+cluster.add_node(num_cpus=1)
+cluster.wait_for_nodes()
+try:
+    results = run_experiment(parse_spec(json.loads(sys.argv[1])), "out", address=cluster.address)
+    nodes = sorted(n["NodeID"] for n in ray.nodes() if n["Alive"])
+finally:
+    ray.shutdown()
+    cluster.shutdown()
+json.dump({"results": results, "nodes": nodes}, open("cluster.json", "w"))
+"""
+
+
+def test_a_simulated_two_node_cluster_runs_a_spec_with_a_relative_policy_folder(tiny_run, tmp_path):
+    """Two Ray nodes (ray.cluster_utils.Cluster, one CPU each) share the trials; the task is a policy
+    folder given relative to where the driver starts (Ray workers start elsewhere), and each trial ends
+    as the same trial of the local run (shipped name, one node) does."""
+    import shutil
+
+    from steergym.policies.zoo import SHIPPED_DIR, shipped_policies
+
+    _, _, local = tiny_run
+    shutil.copytree(SHIPPED_DIR / shipped_policies()["widowx-lift-diffusion"].folder, tmp_path / "policies" / "lift")
+    spec = spec_with(tasks=["policies/lift"], methods=["dsrl"], seeds=[0, 1], config={"dsrl": TINY})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")])}
+    done = subprocess.run([sys.executable, "-c", CLUSTER_SCRIPT, json.dumps(spec)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr[-3000:]
+    saved = json.loads((tmp_path / "cluster.json").read_text())
+    results, nodes = saved["results"], saved["nodes"]
+    assert len(nodes) == 2 and not results["failed"]
+    records = {r["id"]: r for r in results["trials"]}
+    assert sorted(records) == ["policies/lift/dsrl/seed0", "policies/lift/dsrl/seed1"]
+    assert {r["ray_node_id"] for r in records.values()} == set(nodes)  # one trial on each node
+    same = {r["id"]: r for r in local["trials"]}
+    for seed in (0, 1):
+        mine, theirs = records[f"policies/lift/dsrl/seed{seed}"], same[f"widowx-lift-diffusion/dsrl/seed{seed}"]
+        assert mine["env_id"] == theirs["env_id"] and _curve(mine["curve"]) == _curve(theirs["curve"]), seed

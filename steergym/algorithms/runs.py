@@ -88,8 +88,8 @@ def run_bc(dataset: Sequence[str], out: str | os.PathLike, *, policy: Literal["d
 def run_steering(method: str, *, out: str | os.PathLike, policy: str | None = "widowx-carrot-diffusion",
                  config: SteeringConfig | None = None, env: str | None = None, normalize_like: str | None = None,
                  env_steps: int = 50_000, minutes: float | None = None, eval_every: int = 5_000,
-                 eval_episodes: int = 20, seed: int = 0, obs_mode: str | None = None,
-                 progress: bool = True) -> SteeringResult:
+                 eval_episodes: int = 20, eval_seed: int = 0, seed: int = 0, obs_mode: str | None = None,
+                 device: str = "cpu", progress: bool = True) -> SteeringResult:
     """SB3 SAC steering a base policy (`train_steering` with names resolved).
 
     Args:
@@ -105,8 +105,10 @@ def run_steering(method: str, *, out: str | os.PathLike, policy: str | None = "w
         minutes: also stop after this many minutes.
         eval_every: env steps between evaluations.
         eval_episodes: episodes per evaluation.
+        eval_seed: evaluation episodes reset with seeds eval_seed + i.
         seed: seeds the learner and the training resets.
         obs_mode: observation mode of the task (default: the env's, state).
+        device: torch device of the learner ("cpu", "cuda").
         progress: show a progress bar.
     """
     base, env_id = None, env
@@ -124,14 +126,15 @@ def run_steering(method: str, *, out: str | os.PathLike, policy: str | None = "w
                              "(an image-observation policy?)")
     return train_steering(env_id, method, base, config or SteeringConfig(), env_steps=env_steps, obs_stats=obs_stats,
                           time_budget_s=None if minutes is None else 60.0 * minutes, eval_every=eval_every,
-                          eval_episodes=eval_episodes, seed=seed, out=out, progress=progress,
-                          env_kwargs={"obs_mode": obs_mode} if obs_mode else {})
+                          eval_episodes=eval_episodes, eval_seed=eval_seed, seed=seed, out=out, progress=progress,
+                          env_kwargs={"obs_mode": obs_mode} if obs_mode else {}, device=device)
 
 
 def run_calql(dataset: str, out: str | os.PathLike, *, config: CalQLConfig | None = None, env: str | None = None,
               pretrain_steps: int = 10_000, env_steps: int = 10_000, eval_every: int = 2_000,
-              eval_episodes: int = 20, seed: int = 0, num_envs: int = 1, root: str | os.PathLike | None = None,
-              resume: bool = False, progress: bool = True) -> TrainRun:
+              eval_episodes: int = 20, eval_seed: int = 0, seed: int = 0, num_envs: int = 1,
+              root: str | os.PathLike | None = None, device: str = "cpu", resume: bool = False,
+              progress: bool = True) -> TrainRun:
     """Cal-QL (or CQL: config.calibrated=False): offline pre-training on a dataset, then online fine-tuning.
 
     Args:
@@ -144,9 +147,11 @@ def run_calql(dataset: str, out: str | os.PathLike, *, config: CalQLConfig | Non
         env_steps: online env steps (transitions) in all; 0: offline only.
         eval_every: online env steps between evaluations (Cal-QL's scripts: 2000).
         eval_episodes: episodes per evaluation.
+        eval_seed: evaluation episodes reset with seeds eval_seed + i.
         seed: seeds the networks, sampling and training resets.
         num_envs: parallel training envs (a vector env).
         root: dataset folder (default: $MINARI_DATASETS_PATH).
+        device: torch device of the networks and the offline data ("cpu", "cuda").
         resume: continue the run in `out` from checkpoints/latest, else from pretrained/.
         progress: show progress bars.
     """
@@ -161,7 +166,7 @@ def run_calql(dataset: str, out: str | os.PathLike, *, config: CalQLConfig | Non
         source = next((out / p for p in (LATEST, PRETRAINED) if (out / p).is_dir()), None)
         if source is None:
             raise ValueError(f"--resume: {out} holds no checkpoint (checkpoints/latest or pretrained/)")
-        agent = CalQL.load(source)
+        agent = CalQL.load(source, device=device)
         if agent.config.calibrated != config.calibrated:
             raise ValueError(f"--resume: {source} is a {name(agent.config.calibrated)} run, "
                              f"not {name(config.calibrated)}")
@@ -170,7 +175,7 @@ def run_calql(dataset: str, out: str | os.PathLike, *, config: CalQLConfig | Non
             raise ValueError(f"{out} already holds a run: pass --resume to continue it, or choose another --out")
         probe = make_env(env_id)
         try:
-            agent = CalQL(probe, config, seed=seed)
+            agent = CalQL(probe, config, seed=seed, device=device)
         finally:
             probe.close()
     start = time.perf_counter()
@@ -188,8 +193,8 @@ def run_calql(dataset: str, out: str | os.PathLike, *, config: CalQLConfig | Non
     if remaining > 0:
         train_env = gym.make_vec(env_id, num_envs=num_envs) if num_envs > 1 else make_env(env_id)
         try:  # `remaining` more, counting on from a resumed agent's steps
-            agent.learn(train_env, remaining, eval_every=eval_every, eval_episodes=eval_episodes, out=out,
-                        progress=progress, reset_num_timesteps=False)
+            agent.learn(train_env, remaining, eval_every=eval_every, eval_episodes=eval_episodes,
+                        eval_seed=eval_seed, out=out, progress=progress, reset_num_timesteps=False)
         finally:
             train_env.close()
     else:
@@ -200,8 +205,9 @@ def run_calql(dataset: str, out: str | os.PathLike, *, config: CalQLConfig | Non
 def run_chunk_trainer(algorithm: Literal["ogpo", "dsrl-na"], *, out: str | os.PathLike,
                       policy: str = "widowx-lift-diffusion", config: OGPOConfig | DSRLNAConfig | None = None,
                       env: str | None = None, obs_mode: str | None = None, env_steps: int = 200_000,
-                      eval_every: int = 10_000, eval_episodes: int = 20, seed: int = 0, reward_offset: float = 1.0,
-                      resume: bool = False, progress: bool = True) -> TrainRun:
+                      eval_every: int = 10_000, eval_episodes: int = 20, eval_seed: int = 0, seed: int = 0,
+                      reward_offset: float = 1.0, device: str = "cpu", resume: bool = False,
+                      progress: bool = True) -> TrainRun:
     """OGPO or DSRL-NA on a base policy's task: build (or resume) the agent, learn to `env_steps` in all,
     save agent/ (OGPO: agent/policy is the fine-tuned policy).
 
@@ -217,8 +223,10 @@ def run_chunk_trainer(algorithm: Literal["ogpo", "dsrl-na"], *, out: str | os.Pa
         env_steps: budget in primitive env steps, in all.
         eval_every: env steps between evaluations.
         eval_episodes: episodes per evaluation.
+        eval_seed: evaluation episodes reset with seeds eval_seed + i.
         seed: seeds the networks, sampling and training resets.
         reward_offset: the learner gets the task's reward minus this per env step (DSRL's shaping; 0: none).
+        device: torch device of the networks ("cpu", "cuda").
         resume: continue the run in `out` from checkpoints/latest.
         progress: show a progress bar.
     """
@@ -239,13 +247,13 @@ def run_chunk_trainer(algorithm: Literal["ogpo", "dsrl-na"], *, out: str | os.Pa
     start = time.perf_counter()
     try:
         if resume:
-            agent = cls.load(latest, env=train_env, **({} if cls is OGPO else {"policy": base}))
+            agent = cls.load(latest, env=train_env, device=device, **({} if cls is OGPO else {"policy": base}))
         else:
-            agent = cls(train_env, base, config or config_cls(), seed=seed)
+            agent = cls(train_env, base, config or config_cls(), seed=seed, device=device)
         remaining = env_steps - agent.num_timesteps  # env steps still to take
         if remaining > 0:  # that many more, counting on from a resumed agent's steps
             agent.learn(remaining, eval_env=eval_env, eval_every=eval_every, eval_episodes=eval_episodes,
-                        out=out, progress=progress, reset_num_timesteps=False)
+                        eval_seed=eval_seed, out=out, progress=progress, reset_num_timesteps=False)
         agent.save(out / "agent")
     finally:
         train_env.close()

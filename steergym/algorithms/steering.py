@@ -181,6 +181,7 @@ def train_steering(
     obs_stats: tuple[np.ndarray, np.ndarray] | None = None,
     deterministic: bool | None = None,
     keep_best: bool = False,
+    device: str = "cpu",
 ) -> SteeringResult:
     """Train SAC on `method`'s wrapped `env_id` until `env_steps` primitive steps or `time_budget_s`.
 
@@ -204,6 +205,7 @@ def train_steering(
         keep_best: return (and save as `policy/`) the actor of the best evaluation instead of the last
             one (the first best on ties; also kept in `checkpoints/best`). Early stopping on the
             evaluation seeds: report its success on other seeds than `eval_seed`'s.
+        device: torch device of SB3's networks ("cpu", "cuda"); the base policy stays where it is.
 
     Returns: a `SteeringResult`; `result.curve` rows have env_steps, agent_steps, wall_s,
     success_rate, mean_return and train_success (success of the last 50 training episodes; None before
@@ -270,7 +272,7 @@ def train_steering(
         target_entropy=config.entropy_target(method),
         policy_kwargs={"net_arch": list(config.hidden), "activation_fn": ACTIVATIONS[config.activation]},
         seed=seed,
-        device="cpu",
+        device=device,
         verbose=0,
     )
     model.env.seed(TRAIN_SEED_OFFSET + seed)  # after SAC(seed=...), which seeds the env with `seed`

@@ -90,13 +90,19 @@ def check_task(method: Method, task: str) -> None:
         kinds = ("a shipped policy (steergym policies) or an env id (steergym list)"
                  if method.task_kind == "policy-or-env" else "a shipped policy (steergym policies) or a policy folder")
         raise ValueError(f"unknown task {task!r} for method {method.name!r}: expected {kinds}")
-    from steergym.data.dataset import read_metadata
+    from steergym.data.dataset import datasets_root, read_metadata
 
-    try:
-        read_metadata(task)
-    except Exception as exc:  # noqa: BLE001 (minari's errors vary: any means "not a dataset here")
-        raise ValueError(f"unknown task {task!r} for method {method.name!r}: expected a dataset id "
-                         f"(steergym collect ...): {exc}") from None
+    if not (datasets_root() / task / "data").is_dir():
+        raise ValueError(f"unknown task {task!r} for method {method.name!r}: expected a dataset id (steergym "
+                         f"collect ...) under {datasets_root()}, or declare it in the spec's datasets")
+    read_metadata(task)  # ValueError for a corrupt steergym.json
+
+
+def is_folder_task(task: str) -> bool:
+    """Whether `task` names a policy checkpoint folder (not a shipped policy of the same name)."""
+    from steergym.policies.zoo import shipped_policies
+
+    return task not in shipped_policies() and Path(task).is_dir()
 
 
 def resumable(method: Method, out: Path) -> bool:
@@ -109,9 +115,10 @@ def resumable(method: Method, out: Path) -> bool:
 
 
 def run_method(method: Method, task: str, config: Any, budget: Any, seed: int, out: str | os.PathLike,
-               progress: bool = False) -> tuple[str, list[dict[str, Any]]]:
+               progress: bool = False, data_root: str | None = None, device: str = "cpu") -> tuple[str, list[dict[str, Any]]]:
     """One training run into `out` (resumed from its checkpoint when it holds one, else started afresh);
-    returns (env id, evaluation curve rows with env_steps and success_rate)."""
+    returns (env id, evaluation curve rows with env_steps and success_rate). `task` is a shipped name, an
+    env or dataset id, or a policy folder; `data_root` the dataset's folder (default $MINARI_DATASETS_PATH)."""
     from steergym.algorithms import runs
 
     out = Path(out)
@@ -120,14 +127,15 @@ def run_method(method: Method, task: str, config: Any, budget: Any, seed: int, o
         for child in out.iterdir():
             shutil.rmtree(child) if child.is_dir() else child.unlink()
     common = {"env_steps": budget.env_steps, "eval_every": budget.eval_every,
-              "eval_episodes": budget.eval_episodes, "seed": seed, "progress": progress}
+              "eval_episodes": budget.eval_episodes, "eval_seed": budget.eval_seed, "seed": seed,
+              "progress": progress, "device": device}
     if method.family == "steering":
         kwargs = steering_arguments(method.name, task)
         result = runs.run_steering(method.name, out=out, config=config, **kwargs, **common)
         return result.env_id, [dict(r) for r in result.curve]
     if method.family == "calql":
         result = runs.run_calql(task, out, config=config, pretrain_steps=budget.pretrain_steps, resume=resume,
-                                **common)
+                                root=data_root, **common)
         return result.env_id, [dict(r) for r in result.agent.curve]
     result = runs.run_chunk_trainer(method.name, out=out, policy=task, config=config, resume=resume, **common)
     return result.env_id, [dict(r) for r in result.agent.eval_history]

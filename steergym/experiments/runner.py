@@ -122,9 +122,10 @@ class _EvalTail:
 
 
 def run_trial(trial: Trial, out: str | os.PathLike, *, report: Callable[[dict[str, Any]], None] | None = None,
-              threads: int | None = None, context: dict[str, Any] | None = None) -> dict[str, Any]:
+              threads: int | None = None, context: dict[str, Any] | None = None, device: str = "cpu") -> dict[str, Any]:
     """Train one trial into out/trials/<id> (resuming its run folder where the trainer can), write its
-    trial_result.json and return that record. `report(metrics)` gets the success after each evaluation."""
+    trial_result.json and return that record. `report(metrics)` gets the success after each evaluation;
+    `device` is the trainer's torch device ("cuda" for a spec with resources.gpus > 0)."""
     out = Path(out)
     method = METHODS[trial.method]
     folder = trial_folder(out, trial)
@@ -142,7 +143,8 @@ def run_trial(trial: Trial, out: str | os.PathLike, *, report: Callable[[dict[st
         shutil.rmtree(folder)
     tail = _EvalTail(folder, report, trial.id) if report is not None else None
     try:
-        env_id, curve = run_method(method, trial.task, config, trial.budget, trial.seed, folder)
+        env_id, curve = run_method(method, trial.source, config, trial.budget, trial.seed, folder,
+                                   data_root=trial.data_root, device=device)
     finally:
         if tail is not None:
             tail.close()
@@ -153,7 +155,7 @@ def run_trial(trial: Trial, out: str | os.PathLike, *, report: Callable[[dict[st
         "budget": dataclasses.asdict(trial.budget),
         "final_success": curve[-1]["success_rate"] if curve else None,
         "best_success": max(r["success_rate"] for r in curve) if curve else None,
-        "curve": curve, "wall_s": round(time.perf_counter() - start, 2), "attempt": attempt,
+        "curve": curve, "wall_s": round(time.perf_counter() - start, 2), "attempt": attempt, "device": device,
         "resumed": resume, "status": "finished", "machine": machine(),
         "finished_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), **(context or {}),
     }
@@ -177,12 +179,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def _trainable(tune_config: dict[str, Any], trials: dict[str, dict[str, Any]] | None = None, out: str = "",
-               threads: int = 1, context: dict[str, Any] | None = None, trial_fn: Callable | None = None) -> None:
+               threads: int = 1, context: dict[str, Any] | None = None, trial_fn: Callable | None = None,
+               device: str = "cpu") -> None:
     """Tune's function trainable: the trial named in its config, reporting each evaluation."""
     from ray import tune
 
+    import ray
+
     trial = Trial.from_dict(trials[tune_config["trial_id"]])
-    (trial_fn or run_trial)(trial, out, report=tune.report, threads=threads, context=context)
+    context = {**(context or {}), "ray_node_id": ray.get_runtime_context().get_node_id()}  # which node ran it
+    (trial_fn or run_trial)(trial, out, report=tune.report, threads=threads, context=context, device=device)
 
 
 # ------------------------------------------------------------------------------ progress
@@ -247,10 +253,11 @@ def run_experiment(spec: ExperimentSpec, out: str | os.PathLike, *, address: str
     require_ray("steergym run")
     stream = stream or sys.stdout
     out = Path(out).resolve()
-    trials = expand(spec)
+    trials = expand(spec, out)
     table = {t.id: t for t in trials}
     _check_same_trials(out, trials)
     write_json(out / "spec.json", spec.to_dict())
+    prepare_datasets(spec, out, stream)
     finished = {t.id for t in trials if (trial_folder(out, t) / RESULT).is_file()}
     pending = [t for t in trials if t.id not in finished]
     context = {"command": command or " ".join(sys.argv), **git_commit()}
@@ -268,6 +275,21 @@ def run_experiment(spec: ExperimentSpec, out: str | os.PathLike, *, address: str
     plot_curves(results, out)
     print_summary(results, stream)
     return results
+
+
+def prepare_datasets(spec: ExperimentSpec, out: Path, stream: Any = None) -> None:
+    """Collect the spec's declared datasets into out/datasets (once: a dataset already there is kept)."""
+    if not spec.datasets:
+        return
+    from steergym.data import collect
+
+    root = out / "datasets"
+    for name, recipe in spec.datasets.items():
+        if (root / name / "data").is_dir():  # collect writes into a temporary folder and renames it
+            continue
+        print(f"[steergym run] collecting {name}: {recipe.episodes} {recipe.quality} episodes of {recipe.env} "
+              f"(seed {recipe.seed}) -> {root}", file=stream or sys.stdout, flush=True)
+        collect(recipe.env, recipe.episodes, recipe.quality, name, seed=recipe.seed, root=root, progress=False)
 
 
 def _check_same_trials(out: Path, trials: list[Trial]) -> None:
@@ -299,7 +321,8 @@ def _fit(spec: ExperimentSpec, out: Path, pending: list[Trial], total: int, alre
 
     threads = max(1, int(spec.resources.cpus))
     trainable = tune.with_parameters(_trainable, trials={t.id: t.to_dict() for t in pending}, out=str(out),
-                                     threads=threads, context=context, trial_fn=trial_fn)
+                                     threads=threads, context=context, trial_fn=trial_fn,
+                                     device="cuda" if spec.resources.gpus > 0 else "cpu")
     trainable = tune.with_resources(trainable, {"cpu": spec.resources.cpus, "gpu": spec.resources.gpus})
     scheduler = None
     if spec.scheduler == "asha":

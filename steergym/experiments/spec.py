@@ -9,6 +9,13 @@
      "num_samples": 1, "scheduler": null,
      "resources": {"cpus": 1, "gpus": 0}, "max_failures": 2}
 
+A task is a shipped policy name, an env id, a dataset id, or a policy checkpoint folder (relative to
+where `steergym run` starts, or absolute: its trials are then named by the folder's last component).
+`datasets` declares datasets the trials train on that the runner collects first, once, into
+DIR/datasets (`{"steergym/lift/mixed-v0": {"env": "steergym/WidowXLiftCube-v0", "episodes": 40,
+"quality": "mixed", "seed": 1000}}`, as `steergym collect` takes them); such a dataset may be a task
+without existing yet. `budget.eval_seed` is the first evaluation reset seed (default 0).
+
 `config` maps a method to overrides of its config dataclass (SteeringConfig, CalQLConfig, OGPOConfig,
 DSRLNAConfig); a value may be a search space: {"grid": [v, ...]}, {"uniform": [lo, hi]} or
 {"loguniform": [lo, hi]}. A method's variants are its grid's combinations, each with `num_samples`
@@ -44,12 +51,23 @@ class Budget:
     eval_every: int
     eval_episodes: int
     pretrain_steps: int = 10_000  # calql / cql: offline gradient steps before the online phase
+    eval_seed: int = 0  # evaluation episodes reset with seeds eval_seed + i
 
 
 @dataclass(frozen=True)
 class Resources:
     cpus: float = 1
     gpus: float = 0
+
+
+@dataclass(frozen=True)
+class DatasetRecipe:
+    """A dataset the runner collects before the trials (`steergym collect` with these arguments)."""
+
+    env: str
+    episodes: int
+    quality: str = "expert"
+    seed: int = 0
 
 
 @dataclass
@@ -64,6 +82,7 @@ class ExperimentSpec:
     scheduler: str | None = None
     resources: Resources = field(default_factory=Resources)
     max_failures: int = 2
+    datasets: dict[str, DatasetRecipe] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -78,6 +97,8 @@ class Trial:
     variant: int | None  # index of the config variant (None: the method has one)
     overrides: dict[str, Any]  # config fields set by the spec (search values resolved)
     budget: Budget
+    location: str | None = None  # a policy folder task: its absolute path (Ray workers start elsewhere)
+    data_root: str | None = None  # a dataset task the spec declares: the folder it is collected into
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,6 +106,11 @@ class Trial:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> Trial:
         return cls(**{**d, "budget": Budget(**d["budget"])})
+
+    @property
+    def source(self) -> str:
+        """What the run function trains on: the folder's absolute path for a folder task, else the name."""
+        return self.location or self.task
 
 
 def _bad(where: str, value: Any, why: str) -> ValueError:
@@ -114,7 +140,7 @@ def parse_spec(data: dict[str, Any], *, check_tasks: bool = True) -> ExperimentS
     if not isinstance(data, dict):
         raise _bad("(top level)", data, "must be a JSON object")
     known = {"name", "tasks", "methods", "seeds", "budget", "config", "num_samples", "scheduler", "resources",
-             "max_failures", "description"}
+             "max_failures", "description", "datasets"}
     unknown = sorted(set(data) - known)
     if unknown:
         raise _bad(unknown[0], data[unknown[0]], f"unknown field (valid: {', '.join(sorted(known))})")
@@ -126,8 +152,16 @@ def parse_spec(data: dict[str, Any], *, check_tasks: bool = True) -> ExperimentS
         raise _bad("name", name, "must be a non-empty string without '/'")
     tasks = _nonempty_list("tasks", data["tasks"])
     for i, task in enumerate(tasks):
-        if not isinstance(task, str) or not task or ".." in task.split("/") or task.startswith("/"):
-            raise _bad(f"tasks[{i}]", task, "must be a task name (a relative name: it becomes a folder)")
+        if not isinstance(task, str) or not task or ".." in task.split("/") or task != task.strip():
+            raise _bad(f"tasks[{i}]", task, "must be a task name or folder (no '..': it names the trials' folders)")
+    keys = [task_key(t) for t in tasks]
+    for i, key in enumerate(keys):
+        if keys.index(key) != i:
+            raise _bad(f"tasks[{i}]", tasks[i], f"names the same trials ({key!r}) as tasks[{keys.index(key)}]")
+    datasets = _dataset_recipes(data.get("datasets", {}))
+    for name in datasets:
+        if name not in tasks:
+            raise _bad(f"datasets.{name}", data["datasets"][name], f"not one of the spec's tasks {tasks}")
     methods = _nonempty_list("methods", data["methods"])
     for i, method in enumerate(methods):
         if method not in METHODS:
@@ -138,7 +172,7 @@ def parse_spec(data: dict[str, Any], *, check_tasks: bool = True) -> ExperimentS
     raw_budget = data["budget"]
     if not isinstance(raw_budget, dict):
         raise _bad("budget", raw_budget, "must be an object")
-    budget_fields = ("env_steps", "eval_every", "eval_episodes", "pretrain_steps")
+    budget_fields = ("env_steps", "eval_every", "eval_episodes", "pretrain_steps", "eval_seed")
     for key in raw_budget:
         if key not in budget_fields:
             raise _bad(f"budget.{key}", raw_budget[key], f"unknown field (valid: {', '.join(budget_fields)})")
@@ -146,7 +180,7 @@ def parse_spec(data: dict[str, Any], *, check_tasks: bool = True) -> ExperimentS
         if key not in raw_budget:
             raise ValueError(f"spec field budget.{key} is missing")
     for key, value in raw_budget.items():
-        _positive_int(f"budget.{key}", value)
+        _positive_int(f"budget.{key}", value, minimum=0 if key == "eval_seed" else 1)
     budget = Budget(**raw_budget)
     num_samples = _positive_int("num_samples", data.get("num_samples", 1))
     scheduler = data.get("scheduler")
@@ -171,17 +205,54 @@ def parse_spec(data: dict[str, Any], *, check_tasks: bool = True) -> ExperimentS
         if not isinstance(overrides, dict):
             raise _bad(f"config.{method}", overrides, "must be an object: {config field: value}")
         _check_overrides(method, overrides, budget)
-    spec = ExperimentSpec(name, tasks, methods, seeds, budget, config, num_samples, scheduler, resources, max_failures)
+    spec = ExperimentSpec(name, tasks, methods, seeds, budget, config, num_samples, scheduler, resources, max_failures,
+                          datasets)
     if scheduler == "asha" and not any(is_space(v) for o in config.values() for v in o.values()):
         raise _bad("scheduler", scheduler, "needs a search space in config (ASHA compares config variants)")
     if check_tasks:
         for method in methods:
             for i, task in enumerate(tasks):
+                if task in datasets and METHODS[method].task_kind == "dataset":
+                    continue  # collected by the runner before the trials
                 try:
                     check_task(METHODS[method], task)
                 except ValueError as exc:
                     raise _bad(f"tasks[{i}]", task, str(exc)) from None
     return spec
+
+
+def task_key(task: str) -> str:
+    """The name a task's trials go under: the task itself, or an absolute folder's last component."""
+    return Path(task).name if task.startswith("/") else task.rstrip("/")
+
+
+def _dataset_recipes(raw: Any) -> dict[str, DatasetRecipe]:
+    from steergym.data.collect import QUALITIES
+    from steergym.registry import entry
+
+    if not isinstance(raw, dict):
+        raise _bad("datasets", raw, "must be an object: dataset id -> {env, episodes, quality, seed}")
+    recipes = {}
+    for name, recipe in raw.items():
+        where = f"datasets.{name}"
+        if not isinstance(recipe, dict):
+            raise _bad(where, recipe, "must be an object {env, episodes, quality, seed}")
+        unknown = sorted(set(recipe) - {"env", "episodes", "quality", "seed"})
+        if unknown:
+            raise _bad(f"{where}.{unknown[0]}", recipe[unknown[0]], "unknown field (valid: env, episodes, quality, seed)")
+        for required in ("env", "episodes"):
+            if required not in recipe:
+                raise ValueError(f"spec field {where}.{required} is missing")
+        try:
+            entry(recipe["env"])
+        except (KeyError, TypeError):
+            raise _bad(f"{where}.env", recipe["env"], "unknown env id (steergym list)") from None
+        _positive_int(f"{where}.episodes", recipe["episodes"])
+        _positive_int(f"{where}.seed", recipe.get("seed", 0), minimum=0)
+        if recipe.get("quality", "expert") not in QUALITIES:
+            raise _bad(f"{where}.quality", recipe["quality"], f"must be one of {list(QUALITIES)}")
+        recipes[name] = DatasetRecipe(**recipe)
+    return recipes
 
 
 def _check_overrides(method: str, overrides: dict[str, Any], budget: Budget) -> None:
@@ -259,16 +330,24 @@ def variants(spec: ExperimentSpec, method: str) -> list[dict[str, Any]]:
     return out
 
 
-def expand(spec: ExperimentSpec) -> list[Trial]:
-    """Every trial of the spec, in a stable order (task, method, variant, seed)."""
+def expand(spec: ExperimentSpec, out: str | os.PathLike | None = None) -> list[Trial]:
+    """Every trial of the spec, in a stable order (task, method, variant, seed). Folder tasks get their
+    absolute path (relative to the current directory); declared datasets their folder under `out`."""
+    from steergym.experiments.methods import is_folder_task
+
     trials = []
     for task in spec.tasks:
+        location = str(Path(task).resolve()) if is_folder_task(task) else None
+        key = task_key(task)
         for method in spec.methods:
+            data_root = None
+            if task in spec.datasets and METHODS[method].task_kind == "dataset" and out is not None:
+                data_root = str(Path(out).resolve() / "datasets")
             options = variants(spec, method)
             for j, overrides in enumerate(options):
                 for seed in spec.seeds:
                     variant = j if len(options) > 1 else None
                     middle = f"/cfg{j}" if variant is not None else ""
-                    trials.append(Trial(f"{task}/{method}{middle}/seed{seed}", task, method, seed, variant,
-                                        overrides, spec.budget))
+                    trials.append(Trial(f"{key}/{method}{middle}/seed{seed}", task, method, seed, variant,
+                                        overrides, spec.budget, location, data_root))
     return trials
