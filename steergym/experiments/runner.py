@@ -182,9 +182,8 @@ def _trainable(tune_config: dict[str, Any], trials: dict[str, dict[str, Any]] | 
                threads: int = 1, context: dict[str, Any] | None = None, trial_fn: Callable | None = None,
                device: str = "cpu") -> None:
     """Tune's function trainable: the trial named in its config, reporting each evaluation."""
-    from ray import tune
-
     import ray
+    from ray import tune
 
     trial = Trial.from_dict(trials[tune_config["trial_id"]])
     context = {**(context or {}), "ray_node_id": ray.get_runtime_context().get_node_id()}  # which node ran it
