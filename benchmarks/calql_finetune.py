@@ -17,14 +17,21 @@ episodes that never succeed (raw failure reward 0).
 
 Default scale is a small CPU run (state it when quoting numbers): WidowX LiftCube and PushCube,
 40 mixed episodes each, 128-wide networks, batch 128, 4,000 offline steps, 6,000 online env steps,
-evaluations of 20 episodes every 500 env steps, 3 seeds, runs two at a time with one torch thread
-each. Observations normalised with the dataset's statistics (CalQLConfig default). The paper uses
-256-512-wide networks, batch 256, 20k-1M offline steps and 0.2-1.5M online steps; this is a
-small-scale check of the trend, not a reproduction.
+evaluations of 20 episodes (reset seeds 10000+) every 500 env steps, 3 seeds. Observations normalised
+with the dataset's statistics (CalQLConfig default). The paper uses 256-512-wide networks, batch 256,
+20k-1M offline steps and 0.2-1.5M online steps; this is a small-scale check of the trend, not a
+reproduction.
+
+The runs are one experiment spec (`spec_of`; with the defaults, benchmarks/specs/calql_finetune.json)
+executed by the Ray Tune runner (`steergym run`): the datasets are collected once into
+`--trials`/datasets, then one trial per task x algorithm x seed, one torch thread each, `--jobs` at
+once. A re-run of the same command skips finished trials and resumes the others from their last
+checkpoint. Needs the `ray` extra.
 
 Usage (from the repository root):
 
-    MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/calql_finetune.py          # ~45 min on 2 cores
+    MUJOCO_GL=egl python benchmarks/calql_finetune.py            # ~45 min on 2 cores
+    MUJOCO_GL=egl python benchmarks/calql_finetune.py --address auto --jobs 32   # on a Ray cluster
 
 Writes benchmarks/results/calql_finetune.json and calql_finetune.png (atomically).
 """
@@ -32,13 +39,12 @@ Writes benchmarks/results/calql_finetune.json and calql_finetune.png (atomically
 from __future__ import annotations
 
 import argparse
-import multiprocessing
+import csv
 import sys
-import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -46,38 +52,51 @@ import torch
 from run_context import cpu_name, git_state, load_average, save_figure, write_results  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).parent / "results"
+EVAL_SEED = 10_000  # evaluation reset seeds, disjoint from the datasets' collection seeds (1000+)
+DATA_SEED = 1000
 
 
-def run_one(env_id: str, data, calibrated: bool, seed: int, args: argparse.Namespace) -> dict:
-    import gymnasium as gym
+def dataset_name(env_id: str) -> str:
+    return f"steergym/finetune-{env_id.split('/')[-1].removesuffix('-v0')}/mixed-v0"
 
-    from steergym.algorithms.calql import CalQL, CalQLConfig
 
-    hidden = tuple(args.hidden)
-    config = CalQLConfig(calibrated=calibrated, batch_size=args.batch_size, actor_hidden=hidden,
-                         critic_hidden=hidden, cql_alpha=args.cql_alpha, reward_scale=10.0, reward_bias=-5.0,
-                         failure_reward=0.0, log_every=max(1, args.pretrain_steps // 20))
-    env, eval_env = gym.make(env_id), gym.make(env_id)
-    try:
-        agent = CalQL(env, config, seed=seed)
-        start = time.perf_counter()
-        agent.pretrain(data, args.pretrain_steps, progress=False)
-        offline_s = time.perf_counter() - start
-        agent.learn(env, args.env_steps, eval_env=eval_env, eval_every=args.eval_every,
-                    eval_episodes=args.eval_episodes, eval_seed=10_000, progress=not args.quiet and args.jobs == 1)
-        wall = time.perf_counter() - start
-    finally:
-        env.close()
-        eval_env.close()
-    curve = [{k: row[k] for k in ("env_steps", "success_rate", "mean_return", "train_success")} for row in agent.curve]
+def spec_of(args: argparse.Namespace):
+    """This benchmark's runs as an experiment spec: the mixed datasets declared (collected by the runner),
+    Cal-QL and CQL with the same settings (only `calibrated` differs)."""
+    from steergym.experiments.spec import parse_spec
+
+    hidden = list(args.hidden)
+    config = {"batch_size": args.batch_size, "actor_hidden": hidden, "critic_hidden": hidden,
+              "cql_alpha": args.cql_alpha, "reward_scale": 10.0, "reward_bias": -5.0, "failure_reward": 0.0,
+              "log_every": max(1, args.pretrain_steps // 20)}
+    tasks = [dataset_name(env_id) for env_id in args.envs]
+    return parse_spec({
+        "name": "calql_finetune",
+        "tasks": tasks, "methods": ["calql", "cql"], "seeds": list(args.seeds),
+        "datasets": {dataset_name(env_id): {"env": env_id, "episodes": args.episodes, "quality": "mixed",
+                                            "seed": DATA_SEED} for env_id in args.envs},
+        "budget": {"env_steps": args.env_steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes,
+                   "pretrain_steps": args.pretrain_steps, "eval_seed": EVAL_SEED},
+        "config": {"calql": dict(config), "cql": dict(config)},
+        "resources": {"cpus": args.threads, "gpus": 0}, "max_failures": 2})
+
+
+def run_row(trial: dict[str, Any], env_steps: int, folder: Path) -> dict[str, Any]:
+    """A runner trial record as one of this benchmark's runs, with the dip (the paper's measure)."""
+    curve = [{k: row.get(k) for k in ("env_steps", "success_rate", "mean_return", "train_success")}
+             for row in trial["curve"]]
     offline = curve[0]["success_rate"]
-    early = [row["success_rate"] for row in curve[1:] if row["env_steps"] <= args.env_steps // 4] or [offline]
+    early = [row["success_rate"] for row in curve[1:] if row["env_steps"] <= env_steps // 4] or [offline]
     online = [row["success_rate"] for row in curve[1:]]
-    return {"algorithm": "calql" if calibrated else "cql", "seed": seed, "offline_success": offline,
+    q_data = None
+    if (folder / "offline.csv").is_file():
+        with open(folder / "offline.csv", newline="") as handle:
+            rows = list(csv.DictReader(handle))
+        q_data = float(rows[-1]["q_data"]) if rows and rows[-1].get("q_data") not in (None, "") else None
+    return {"env": trial["env_id"], "algorithm": trial["method"], "seed": trial["seed"], "offline_success": offline,
             "dip": round(offline - min(early), 4), "final_success": curve[-1]["success_rate"],
             "mean_success": float(np.mean(online)) if online else offline, "curve": curve,
-            "offline_q_data": agent.history[-1]["q_data"] if agent.history else None,
-            "offline_wall_s": round(offline_s, 1), "wall_s": round(wall, 1)}
+            "offline_q_data": q_data, "wall_s": round(trial["wall_s"], 1), "attempt": trial.get("attempt")}
 
 
 def summarise(runs: list[dict]) -> dict:
@@ -125,24 +144,7 @@ def plot(runs: list[dict], path: Path, scale: str) -> None:
     save_figure(fig, path)
 
 
-def collect_dataset(env_id: str, episodes: int, root: str, progress: bool):
-    from steergym.data import collect, load_transitions
-
-    name = f"steergym/finetune-{env_id.split('/')[-1].removesuffix('-v0')}/mixed-v0"
-    collect(env_id, episodes, "mixed", name, seed=1000, root=root, progress=progress)
-    return load_transitions(name, root=root)
-
-
-def run_job(env_id: str, calibrated: bool, seed: int, args: argparse.Namespace, root: str) -> dict:
-    """One run in a worker process with its own torch threads; the dataset is re-read from `root`."""
-    torch.set_num_threads(args.threads)
-    from steergym.data import load_transitions
-
-    data = load_transitions(f"steergym/finetune-{env_id.split('/')[-1].removesuffix('-v0')}/mixed-v0", root=root)
-    return {"env": env_id, **run_one(env_id, data, calibrated, seed, args)}
-
-
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--envs", nargs="+", default=["steergym/WidowXLiftCube-v0", "steergym/WidowXPushCube-v0"])
     parser.add_argument("--episodes", type=int, default=40, help="episodes in each task's mixed dataset")
@@ -154,34 +156,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, nargs="+", default=[128, 128])
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--cql-alpha", type=float, default=5.0)
-    parser.add_argument("--threads", type=int, default=1, help="torch threads per run")
-    parser.add_argument("--jobs", type=int, default=2, help="runs in parallel (processes)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (Ray CPUs) per trial")
+    parser.add_argument("--jobs", type=int, default=2, help="CPUs of the local Ray (trials at once = jobs / threads)")
+    parser.add_argument("--address", default=None, help="a Ray cluster (auto or HOST:PORT) instead of a local Ray")
+    parser.add_argument("--trials", type=Path, default=Path("runs/calql_finetune"),
+                        help="the runner's folder: datasets/, trials/<task>/<algorithm>/seed<k>/")
     parser.add_argument("--out", type=Path, default=RESULTS / "calql_finetune.json")
-    parser.add_argument("--quiet", action="store_true")
-    args = parser.parse_args(argv)
-    torch.set_num_threads(args.threads)
+    return parser
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+
+    from steergym.data import load_transitions
+    from steergym.experiments.runner import run_experiment, trial_folder
+    from steergym.experiments.spec import expand
+
+    spec = spec_of(args)  # validated before anything starts
+    command = "MUJOCO_GL=egl python benchmarks/calql_finetune.py " + " ".join(argv if argv is not None else sys.argv[1:])
     started, load_start = time.perf_counter(), load_average()
-    runs, datasets = [], {}
-    with tempfile.TemporaryDirectory() as root:
-        for env_id in args.envs:
-            data = collect_dataset(env_id, args.episodes, root, progress=not args.quiet)
-            datasets[env_id] = {
-                "transitions": len(data),
-                "episode_success": float(np.mean([data.successes[data.episode_index == k].any()
-                                                  for k in np.unique(data.episode_index)]))}
-        jobs = [(env_id, calibrated, seed) for env_id in args.envs for seed in args.seeds for calibrated in (True, False)]
-        context = multiprocessing.get_context("spawn")  # fresh interpreters: no forked torch/MuJoCo state
-        with ProcessPoolExecutor(max_workers=args.jobs, mp_context=context) as pool:
-            futures = [pool.submit(run_job, *job, args, root) for job in jobs]
-            for future in as_completed(futures):
-                run = future.result()
-                runs.append(run)
-                print(f"{run['env'].split('/')[-1]} {run['algorithm']:5s} seed {run['seed']}: offline "
-                      f"{run['offline_success']:.2f}, dip {run['dip']:+.2f}, final {run['final_success']:.2f}, "
-                      f"mean online {run['mean_success']:.2f} ({run['wall_s']:.0f} s)", flush=True)
+    ran = run_experiment(spec, args.trials, address=args.address, num_cpus=None if args.address else args.jobs,
+                         command=command)
+    folders = {t.id: trial_folder(args.trials, t) for t in expand(spec, args.trials)}
+    runs = [run_row(trial, args.env_steps, folders[trial["id"]]) for trial in ran["trials"]]
     runs.sort(key=lambda r: (args.envs.index(r["env"]), r["seed"], r["algorithm"] != "calql"))
-    summary = summarise(runs)
+    for run in runs:
+        print(f"{run['env'].split('/')[-1]} {run['algorithm']:5s} seed {run['seed']}: offline "
+              f"{run['offline_success']:.2f}, dip {run['dip']:+.2f}, final {run['final_success']:.2f}, "
+              f"mean online {run['mean_success']:.2f} ({run['wall_s']:.0f} s)")
+    datasets = {}
+    for env_id in args.envs:
+        data = load_transitions(dataset_name(env_id), root=Path(args.trials) / "datasets")
+        datasets[env_id] = {"transitions": len(data), "episode_success": float(np.mean(
+            [data.successes[data.episode_index == k].any() for k in np.unique(data.episode_index)]))}
+    summary = summarise(runs) if runs and not ran["failed"] else {}
     for env_id, figures in summary.items():
         for algorithm in ("calql", "cql"):
             print(f"{env_id.split('/')[-1]} {algorithm:5s} mean: "
@@ -198,18 +206,19 @@ def main(argv: list[str] | None = None) -> int:
         "summary": summary,
         "datasets": datasets,
         "runs": runs,
+        "failed": ran["failed"],
         "settings": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
         "reward": "r' = 10 r - 5; sparse-failure rule for never-successful episodes (raw failure reward 0)",
-        "command": "MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/calql_finetune.py "
-                   + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command,
         "measured_at": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
         "seconds": round(time.perf_counter() - started, 1), "load_average_start": load_start,
         "load_average_end": load_average(), "torch": torch.__version__, **git_state(),
     }
     out = write_results(args.out, result)
-    plot(runs, out.with_suffix(".png"), scale)
-    print(f"wrote {out} and {out.with_suffix('.png')}")
-    return 0
+    if summary:
+        plot(runs, out.with_suffix(".png"), scale)
+    print(f"wrote {out}" + (f" and {out.with_suffix('.png')}" if summary else f"; {len(ran['failed'])} trials failed"))
+    return 0 if not ran["failed"] else 1
 
 
 if __name__ == "__main__":

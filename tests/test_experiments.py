@@ -115,9 +115,20 @@ def test_methods_are_names_of_the_trainer_table_and_a_spec_file_loads(tmp_path):
     assert load_spec(path) == parse_spec(SPEC)
     shipped = load_spec(ROOT / "benchmarks" / "specs" / "steering.json")
     assert len(expand(shipped)) == 2 * 3 * 3
-    # its datasets are collected first (see its description): check the rest of it
-    calql = load_spec(ROOT / "benchmarks" / "specs" / "calql_finetune.json", check_tasks=False)
+    calql = load_spec(ROOT / "benchmarks" / "specs" / "calql_finetune.json")  # its datasets are declared
     assert len(expand(calql)) == 2 * 2 * 3 and calql.budget.pretrain_steps == 4000
+    assert set(calql.datasets) == set(calql.tasks) and calql.budget.eval_seed == 10_000
+
+
+def test_the_benchmark_scripts_run_the_shipped_specs(monkeypatch):
+    """benchmarks/calql_finetune.py with its defaults runs exactly benchmarks/specs/calql_finetune.json
+    (so `steergym run` on the file and the script measure the same trials)."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    script = importlib.import_module("calql_finetune")
+    assert script.spec_of(script.build_parser().parse_args([])) == \
+        load_spec(ROOT / "benchmarks" / "specs" / "calql_finetune.json")
 
 
 def test_a_yaml_spec_loads_like_its_json(tmp_path):

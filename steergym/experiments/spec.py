@@ -159,9 +159,9 @@ def parse_spec(data: dict[str, Any], *, check_tasks: bool = True) -> ExperimentS
         if keys.index(key) != i:
             raise _bad(f"tasks[{i}]", tasks[i], f"names the same trials ({key!r}) as tasks[{keys.index(key)}]")
     datasets = _dataset_recipes(data.get("datasets", {}))
-    for name in datasets:
-        if name not in tasks:
-            raise _bad(f"datasets.{name}", data["datasets"][name], f"not one of the spec's tasks {tasks}")
+    for dataset in datasets:
+        if dataset not in tasks:
+            raise _bad(f"datasets.{dataset}", data["datasets"][dataset], f"not one of the spec's tasks {tasks}")
     methods = _nonempty_list("methods", data["methods"])
     for i, method in enumerate(methods):
         if method not in METHODS:
