@@ -14,8 +14,14 @@ actor's mean; DSRL-SAC: seeded noise samples, as DSRL evaluates; residual: the m
 SB3 methods, already CPU-sized) and needs a GPU for useful budgets. The scale and every config used
 are written into the JSON, so a result always states what ran.
 
-Results: benchmarks/results/finetune_generative.json (rewritten atomically after every finished run;
-`--resume` skips finished runs) and finetune_generative_<task>.png when matplotlib is installed.
+The runs are one experiment spec (`spec_of`) executed by the Ray Tune runner (`steergym run`): one
+trial per policy x method x seed (dsrl-sac is the runner's `dsrl`), one torch thread each, `--jobs` at
+once (or a cluster with `--address`); the trials' run folders go to `--trials`. Running the same
+command again skips finished trials and resumes OGPO and DSRL-NA trials from their last checkpoint.
+Needs the `ray` extra.
+
+Results: benchmarks/results/finetune_generative.json (written atomically when the runs end) and
+finetune_generative_<task>.png.
 Issue 6's goal: OGPO reaches >= 0.9 success with no expert data online and beats the steering and
 residual methods at equal budget; DSRL-NA is more sample-efficient than DSRL-SAC.
 
@@ -29,90 +35,68 @@ A shipped policy's name (e.g. `widowx-lift-diffusion`, 0.28) works too.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from run_context import REPO, cpu_name, git_state, load_average  # benchmarks/ is on sys.path as a script
+from run_context import REPO, cpu_name, git_state, load_average, write_results  # benchmarks/ is on sys.path
 
 METHODS = ("ogpo", "dsrl-na", "dsrl-sac", "residual")
+RUNNER_METHOD = {"ogpo": "ogpo", "dsrl-na": "dsrl-na", "dsrl-sac": "dsrl", "residual": "residual"}
 WEAK = "weak:"  # a policy name with this prefix is made by recipes/shipped_policies.py's WEAK_RECIPES
 DEFAULT_POLICIES = ("weak:widowx-lift-flow-weak", "weak:widowx-push-flow-weak")
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def weak_policy(policy_name: str, args: argparse.Namespace) -> tuple[Path, dict[str, Any]]:
-    """The checkpoint folder and recipe entry of a `weak:NAME` policy, made once under `--work`."""
+def weak_policy(policy_name: str, work: str | os.PathLike) -> tuple[Path, dict[str, Any]]:
+    """The checkpoint folder and recipe entry of a `weak:NAME` policy, made once under `work`."""
     if str(REPO / "recipes") not in sys.path:
         sys.path.insert(0, str(REPO / "recipes"))
     from shipped_policies import make_weak
 
-    return make_weak(policy_name.removeprefix(WEAK), Path(args.work))
+    return make_weak(policy_name.removeprefix(WEAK), Path(work))
 
 
 def configs(scale: str) -> dict[str, dict[str, Any]]:
-    """Per-method config overrides for `scale` ('paper': none)."""
+    """Per-method config overrides for `scale` ('paper': none), by this benchmark's method names."""
     if scale == "paper":
-        return {"ogpo": {}, "dsrl-na": {}, "steering": {}}
+        return {m: {} for m in METHODS}
+    steering = dict(learning_starts=100)
     return {
-        "ogpo": dict(critic_hidden=(256, 256), batch_size=128, group_size=8, ppo_batch_size=32,
+        "ogpo": dict(critic_hidden=[256, 256], batch_size=128, group_size=8, ppo_batch_size=32,
                      learning_starts=100, success_batch_size=64, log_every=50),
-        "dsrl-na": dict(hidden=(256, 256), batch_size=128, utd=2, distill_steps=2, learning_starts=100,
+        "dsrl-na": dict(hidden=[256, 256], batch_size=128, utd=2, distill_steps=2, learning_starts=100,
                         log_every=50),
-        "steering": dict(learning_starts=100),
+        "dsrl-sac": dict(steering), "residual": dict(steering),
     }
 
 
-def run_one(policy_name: str, method: str, seed: int, args: argparse.Namespace) -> dict[str, Any]:
-    import torch
-
-    torch.set_num_threads(1)
-    from steergym.algorithms.dsrl_na import DSRLNA, DSRLNAConfig
-    from steergym.algorithms.ogpo import OGPO, OGPOConfig
-    from steergym.algorithms.steering import SteeringConfig, make_task_env, train_steering
-    from steergym.policies.zoo import load_shipped, shipped_policies
+def spec_of(args: argparse.Namespace, tasks: list[str]):
+    """This benchmark's runs as an experiment spec; `tasks` are shipped policy names or (weak) policy
+    folders by absolute path (their trials are named by the folder's name)."""
+    from steergym.experiments.spec import parse_spec
 
     overrides = configs(args.scale)
-    steering_cfg = SteeringConfig(**overrides["steering"])
-    if policy_name.startswith(WEAK):
-        from steergym.policies.checkpoint import load_policy
-
-        folder, entry = weak_policy(policy_name, args)
-        env_id, policy = entry["env_ids"][0], load_policy(folder, seed=seed)
-    else:
-        env_id, policy = shipped_policies()[policy_name].env_ids[0], load_shipped(policy_name, seed=seed)
-    start = time.perf_counter()
-    if method in ("dsrl-sac", "residual"):
-        result = train_steering(env_id, "dsrl" if method == "dsrl-sac" else "residual", policy=policy,
-                                config=steering_cfg, env_steps=args.env_steps, eval_every=args.eval_every,
-                                eval_episodes=args.eval_episodes, seed=seed, progress=False)
-        curve, used = result.curve, {k: v for k, v in vars(steering_cfg).items()}
-    else:
-        train_env = make_task_env(env_id, steering_cfg)
-        eval_env = make_task_env(env_id, steering_cfg)
-        if method == "ogpo":
-            cfg = OGPOConfig(**overrides["ogpo"])
-            agent = OGPO(train_env, policy, cfg, seed=seed)
-        else:
-            cfg = DSRLNAConfig(**overrides["dsrl-na"])
-            agent = DSRLNA(train_env, policy, cfg, seed=seed)
-        agent.learn(args.env_steps, eval_env=eval_env, eval_every=args.eval_every,
-                    eval_episodes=args.eval_episodes, progress=False)
-        curve, used = agent.eval_history, cfg.to_dict()
-        train_env.close()
-        eval_env.close()
-    return {"policy": policy_name, "env_id": env_id, "method": method, "seed": seed,
-            "wall_s": round(time.perf_counter() - start, 1), "curve": curve,
-            "final_success": curve[-1]["success_rate"] if curve else None,
-            "config": json.loads(json.dumps(used, default=list))}
+    return parse_spec({
+        "name": "finetune_generative", "tasks": tasks, "methods": [RUNNER_METHOD[m] for m in args.methods],
+        "seeds": list(args.seeds),
+        "budget": {"env_steps": args.env_steps, "eval_every": args.eval_every, "eval_episodes": args.eval_episodes},
+        "config": {RUNNER_METHOD[m]: overrides[m] for m in args.methods},
+        "resources": {"cpus": 1, "gpus": 0}, "max_failures": 2})
 
 
-def main() -> None:
+def run_row(trial: dict[str, Any], policy_name: str) -> dict[str, Any]:
+    """A runner trial record as one of this benchmark's runs (its results-file schema)."""
+    method = {v: k for k, v in RUNNER_METHOD.items()}[trial["method"]]
+    return {"policy": policy_name, "env_id": trial["env_id"], "method": method, "seed": trial["seed"],
+            "wall_s": round(trial["wall_s"], 1), "curve": trial["curve"], "final_success": trial["final_success"],
+            "config": trial["config"], "attempt": trial.get("attempt")}
+
+
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES))
     parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
@@ -122,57 +106,58 @@ def main() -> None:
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--scale", choices=("paper", "cpu"), default="paper")
     parser.add_argument("--out", default=str(RESULTS / "finetune_generative.json"))
-    parser.add_argument("--resume", action="store_true")
+    parser.add_argument("--jobs", type=int, default=2, help="trials at once (local Ray CPUs; one torch thread each)")
+    parser.add_argument("--address", default=None, help="a Ray cluster (auto or HOST:PORT) instead of a local Ray")
+    parser.add_argument("--trials", default=str(REPO / "runs" / "finetune_generative" / "trials"),
+                        help="the runner's folder of trial run folders (a re-run skips finished trials)")
     parser.add_argument("--work", default=str(REPO / "runs" / "finetune_generative"),
                         help="where weak:NAME policies and their demos are made (reused when present)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    initial = {}
-    for policy_name in args.policies:  # made up front, so every run starts from the same checkpoint
+    initial, tasks, names = {}, [], {}
+    for policy_name in args.policies:  # made up front, so every trial starts from the same checkpoint
         if policy_name.startswith(WEAK):
-            folder, entry = weak_policy(policy_name, args)
+            folder, entry = weak_policy(policy_name, args.work)
             initial[policy_name] = entry["success_rate"]
             print(f"{policy_name}: {folder} (success {entry['success_rate']} over {entry['episodes']} seeds)")
+            task = str(Path(folder).resolve())
+        else:
+            task = policy_name
+        tasks.append(task)
+        names[task] = policy_name
+    spec = spec_of(args, tasks)  # validated before anything starts
 
-    out = Path(args.out)
-    runs: list[dict[str, Any]] = []
-    if args.resume and out.exists():
-        runs = json.loads(out.read_text()).get("runs", [])
-    done = {(r["policy"], r["method"], r["seed"]) for r in runs}
-    header = {
+    from steergym.experiments.runner import run_experiment
+
+    command = "python benchmarks/" + " ".join([Path(__file__).name, *(argv if argv is not None else sys.argv[1:])])
+    load_start = load_average()
+    ran = run_experiment(spec, args.trials, address=args.address, num_cpus=None if args.address else args.jobs,
+                         command=command)
+    runs = [run_row(trial, names[trial["task"]]) for trial in ran["trials"]]
+    for row in runs:
+        print(f"{row['policy']} {row['method']} seed {row['seed']}: final success {row['final_success']} "
+              f"in {row['wall_s']} s")
+    out = write_results(args.out, {
         "benchmark": "finetune_generative", "scale": args.scale, "env_steps": args.env_steps,
         "eval_every": args.eval_every, "eval_episodes": args.eval_episodes, "seeds": args.seeds,
         "cpu": cpu_name(), "python": platform.python_version(), **git_state(),
-        "initial_success": initial,
+        "initial_success": initial, "command": command, "trials": str(args.trials),
         "note": ("cpu scale: networks, batches and update ratios shrunk to fit a 2-core CPU; not the "
                  "paper's settings" if args.scale == "cpu" else "each trainer's paper defaults"),
-    }
-    for policy_name in args.policies:
-        for method in args.methods:
-            for seed in args.seeds:
-                if (policy_name, method, seed) in done:
-                    continue
-                print(f"{policy_name} {method} seed {seed} ...", flush=True)
-                row = run_one(policy_name, method, seed, args)
-                print(f"  final success {row['final_success']} in {row['wall_s']} s", flush=True)
-                runs.append(row)
-                data = {**header, "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                        "load_average": load_average(), "runs": runs}
-                tmp = out.with_name(f".{out.name}.tmp")
-                tmp.write_text(json.dumps(data, indent=1) + "\n")
-                os.replace(tmp, out)
-    try:
-        from steergym.bench.plots import success_curve_plot
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "load_average": [load_start, load_average()], "runs": runs, "failed": ran["failed"]})
+    from steergym.bench.plots import success_curve_plot
 
-        for policy_name in args.policies:
-            curves = {m: [r["curve"] for r in runs if r["policy"] == policy_name and r["method"] == m]
-                      for m in args.methods}
+    for policy_name in args.policies:
+        curves = {m: [r["curve"] for r in runs if r["policy"] == policy_name and r["method"] == m] for m in args.methods}
+        curves = {m: c for m, c in curves.items() if c}
+        if curves:
             path = out.with_name(f"{out.stem}_{policy_name.removeprefix(WEAK)}.png")
             success_curve_plot(curves, path, title=f"{policy_name}: fine-tuning at equal env steps")
             print(f"plot: {path}")
-    except ImportError as exc:
-        print(f"no plot ({exc}); the JSON has every curve", file=sys.stderr)
+    print(f"wrote {out}" + (f"; {len(ran['failed'])} trials failed" if ran["failed"] else ""))
+    return 0 if not ran["failed"] else 1
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())
