@@ -503,3 +503,33 @@ def test_q_values_are_the_min_over_the_target_critics():
         agent.q_values(obs[0], actions[:1])
     with pytest.raises(ValueError, match="needs a batch"):
         agent.q_values(obs, actions[:3])
+
+
+def _cql_terms(config: CalQLConfig, next_obs_shift: float) -> dict[str, torch.Tensor]:
+    """The losses of one batch, with s' moved by `next_obs_shift` (same seed, same draws)."""
+    from steergym.algorithms.calql import Batch
+
+    agent = CalQL(spaces(), config, seed=5)
+    rng = np.random.default_rng(0)
+    obs = torch.as_tensor(rng.normal(size=(16, 4)), dtype=torch.float32)
+    batch = Batch(obs=obs, actions=torch.as_tensor(rng.uniform(-1, 1, (16, 2)), dtype=torch.float32),
+                  rewards=torch.zeros(16), next_obs=obs + next_obs_shift, terminals=torch.zeros(16),
+                  mc_returns=torch.zeros(16))
+    return agent._losses(batch)
+
+
+def test_ptr_regulariser_takes_uniform_and_current_state_actions_only():
+    """PTR's CQL (critic_updater, min_q_version 3): logsumexp over 4 uniform + 4 pi(.|s) actions, so the
+    regulariser does not move with s'; Cal-QL's code also takes pi(.|s') samples, so it does."""
+    from steergym.algorithms.ptr import ptr_calql_config
+
+    small = dict(batch_size=16, actor_hidden=(8,), critic_hidden=(8,), normalize_observations=False)
+    ptr = ptr_calql_config(**small)
+    assert ptr.cql_n_actions == 4 and ptr.cql_next_state_actions is False
+    near, far = _cql_terms(ptr, 0.0), _cql_terms(ptr, 3.0)
+    assert near["q_next"].shape == (2, 16, 0) and near["q_rand"].shape == near["q_cur"].shape == (2, 16, 4)
+    assert torch.equal(near["cql_diff"], far["cql_diff"])
+    assert not torch.equal(near["y"], far["y"])  # s' still drives the TD target
+    calql_near, calql_far = _cql_terms(CalQLConfig(**small), 0.0), _cql_terms(CalQLConfig(**small), 3.0)
+    assert calql_near["q_next"].shape == (2, 16, 10)
+    assert not torch.equal(calql_near["cql_diff"], calql_far["cql_diff"])

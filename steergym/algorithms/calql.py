@@ -23,6 +23,7 @@ young-geng/JaxCQL, the code Cal-QL was built on. Every step below follows nakamo
          q_rand = Q_i(s, a_rand),  a_rand ~ U[-1, 1]^|A|,  log density log(0.5^|A|)
          q_cur  = Q_i(s, a_cur),   a_cur  ~ pi(.|s)    with log pi(a_cur|s)
          q_next = Q_i(s, a_next),  a_next ~ pi(.|s')   with log pi(a_next|s')  (evaluated at s, as in CQL)
+                  (PTR has no q_next: cql_next_state_actions=False, a logsumexp over 2N)
          Cal-QL: q_cur, q_next <- max(q, mc_return)  (random-action values are not floored)
          ood_i  = T * logsumexp([q_rand - log 0.5^|A|, q_next - log pi_next, q_cur - log pi_cur] / T)
          L_cql,i = alpha_cql * mean(clip(ood_i - Q_i(s, a_data), clip_min, clip_max))
@@ -116,6 +117,8 @@ class CalQLConfig(PixelEncoderConfig):
     cql_n_actions: int = 10  # code
     cql_temp: float = 1.0  # code
     cql_importance_sample: bool = True  # code (Kitchen script: False)
+    cql_next_state_actions: bool = True  # code: the logsumexp also takes N pi(.|s') samples (3N candidates
+    #   in all); PTR's critic_updater (min_q_version 3) takes only N uniform + N pi(.|s) samples at s
     cql_max_target_backup: bool = True  # code default True (ConservativeSAC config and scripts)
     cql_clip_diff_min: float = -math.inf  # code (CORL configs use -200)
     cql_clip_diff_max: float = math.inf  # code
@@ -222,7 +225,7 @@ def cql_regularizer(
     Args:
         q_data: (n, B) Q_i(s, a_data).
         q_rand, q_cur, q_next: (n, B, N) Q_i(s, .) of uniform actions, of pi(.|s) samples and of
-            pi(.|s') samples (all evaluated at s).
+            pi(.|s') samples (all evaluated at s; q_next may be (n, B, 0): PTR has none).
         logp_cur, logp_next: (B, N) log-densities of those policy samples.
         mc_returns: (B,) Cal-QL reference values; None = CQL (no floor).
 
@@ -418,13 +421,16 @@ class CalQL(OffPolicyTrainer):
             # 4. CQL candidate actions: uniform, pi(.|s), pi(.|s') (policy samples carry no gradient)
             rand_actions = torch.rand((B, n, d), generator=gen, device=self.device) * 2.0 - 1.0
             cur_actions, logp_cur = tanh_gaussian_sample(mean.detach(), log_std.detach(), n, gen)
-            next_cql_actions, logp_next = tanh_gaussian_sample(next_mean, next_log_std, n, gen)
+            if cfg.cql_next_state_actions:
+                next_cql_actions, logp_next = tanh_gaussian_sample(next_mean, next_log_std, n, gen)
+            else:  # PTR: no pi(.|s') candidates (empty, so the logsumexp is over 2N)
+                next_cql_actions, logp_next = cur_actions[:, :0], logp_cur[:, :0]
 
         # Q_i(s, .) of the data actions and all 3N candidates in one pass per critic
         actions_all = torch.cat([batch.actions.unsqueeze(1), rand_actions, cur_actions, next_cql_actions], dim=1)
         q_all = critic_head.q_values(critic_obs, actions_all)  # (n_critics, B, 1 + 3N)
         q_data = q_all[:, :, 0]
-        q_rand, q_cur, q_next = q_all[:, :, 1:].split(n, dim=-1)
+        q_rand, q_cur, q_next = q_all[:, :, 1:].split([n, n, next_cql_actions.shape[1]], dim=-1)
 
         td_loss = (q_data - y).pow(2).mean(dim=1)  # (n_critics,)
         cql_diff = cql_regularizer(

@@ -49,7 +49,8 @@ def ptr_calql_config(**overrides: Any) -> CalQLConfig:
     values = dict(
         calibrated=False,  # PTR is CQL (min_q_version 3)
         cql_alpha=10.0,  # scripts `cql_alpha` 10 (high-alpha CQL)
-        cql_n_actions=4,  # `NUM_CQL_REPEAT` 4, policy + uniform actions at s
+        cql_n_actions=4,  # `NUM_CQL_REPEAT` 4 uniform + 4 policy actions at s: a logsumexp over 8
+        cql_next_state_actions=False,  # critic_updater min_q_version 3 samples no pi(.|s') candidates
         cql_max_target_backup=True,  # max-Q backup over 4 next actions
         cql_importance_sample=True,  # min_q_version 3
         backup_entropy=False,  # code
