@@ -383,6 +383,14 @@ curve stays within evaluation noise of its start (0.0-0.25 on {g['eval_episodes'
 """
 
 
+def _cadence(settings: dict) -> str:
+    """How often a V-GPS result re-ranked (files from before `rerank_every` re-ranked once per chunk)."""
+    every = settings.get("rerank_every")
+    if every is None:
+        return "re-ranked once per 4-action chunk, before the default became every step"
+    return "re-ranked at every control step" if every == 1 else f"re-ranked every {every} control steps"
+
+
 def vgps_ptr() -> str:
     v = load("vgps.json")
     vs = v["settings"]
@@ -412,7 +420,7 @@ V-GPS on the shipped generalist (`MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchma
 2 CPU cores): a value function trained for {v['value_function']['steps']:,} steps (V-GPS's settings, batch \
 {v['value_function']['config']['batch_size']}, 2 x 256) on
 100 mixed-quality scripted episodes per task, then `{vs['policy']}` alone and
-re-ranked by it (K = {vs['num_samples']}, argmax), {vs['episodes']} episodes on the same seeds \
+re-ranked by it (K = {vs['num_samples']}, argmax, {_cadence(vs)}), {vs['episodes']} episodes on the same seeds \
 {vs['eval_seeds'].replace('..', '-')}
 (`benchmarks/results/vgps.json`, `vgps.png`; bold: outside the generalist's 95% interval):
 

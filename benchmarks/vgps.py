@@ -93,7 +93,8 @@ def evaluate_task(task: str, value, args: argparse.Namespace) -> dict:
     row = {}
     for label, policy in (("base", base),
                           ("vgps", ValueGuidedPolicy(base, value.critic(task), num_samples=args.num_samples,
-                                                     temperature=args.temperature, seed=args.seed))):
+                                                     temperature=args.temperature, seed=args.seed,
+                                                     action_steps=args.rerank_every))):
         started = time.perf_counter()
         result = evaluate(task, policy, episodes=args.episodes, seed=0, progress=not args.quiet)
         row[label] = {"success_rate": result.success_rate, "mean_length": result.mean_length, "ci95": [result.ci_low, result.ci_high],
@@ -133,6 +134,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--hidden", type=int, nargs="+", default=[256, 256])
     parser.add_argument("--num-samples", type=int, default=10, help="K candidates per decision")
     parser.add_argument("--temperature", type=float, default=0.0, help="0: argmax")
+    parser.add_argument("--rerank-every", type=int, default=1,
+                        help="control steps between re-rankings (1: V-GPS's setting; 4: once per chunk)")
     parser.add_argument("--episodes", type=int, default=100, help="evaluation episodes per task and policy")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--value-function", default=None, metavar="DIR", help="use this trained value function")
@@ -163,6 +166,7 @@ def main(argv: list[str] | None = None) -> int:
                  "torch_threads": args.threads, "seconds": round(time.perf_counter() - started, 1),
                  "load_average_start": load_start, "load_average_end": load_average(), **git_state()},
         "settings": {"policy": GENERALIST, "num_samples": args.num_samples, "temperature": args.temperature,
+                     "rerank_every": args.rerank_every,
                      "episodes": args.episodes, "eval_seeds": f"0..{args.episodes - 1}",
                      "scored_action": "first action of each candidate chunk (V-GPS)"},
         "value_function": training,

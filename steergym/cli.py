@@ -3,7 +3,7 @@
     steergym list [--json]
     steergym eval [--env ID] [--policy expert|random|NAME|DIR] [--episodes N] [--seed S]
                   [--video out.mp4] [--obs-mode MODE] [--json out.json]
-                  [--steer vgps --critic DIR [--num-samples K] [--temperature T]]
+                  [--steer vgps --critic DIR [--num-samples K] [--temperature T] [--rerank-every N]]
                   [--workers N [--address auto|HOST:PORT]]
     steergym policies [--json]
     steergym train bc|dsrl|residual|sac|calql|cql|ogpo|dsrl-na|ptr|vgps --out DIR ...
@@ -103,6 +103,9 @@ def _add_eval(sub) -> None:
     p.add_argument("--critic", metavar="DIR", help="V-GPS value function (steergym train vgps ... value_function)")
     p.add_argument("--num-samples", type=cli_args.positive_int, default=10, metavar="K", help="V-GPS candidates (default: 10)")
     p.add_argument("--temperature", type=float, default=0.0, help="V-GPS softmax temperature; 0: argmax")
+    p.add_argument("--rerank-every", type=cli_args.positive_int, default=1, metavar="N",
+                   help="V-GPS: re-rank every N control steps, executing N actions of the chosen chunk "
+                        "(default: 1, the paper's; the policy's chunk length re-ranks once per chunk)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
     ray_cli.add_worker_arguments(p, "episodes")
 
@@ -119,7 +122,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if args.workers is not None and args.video:
         raise ValueError("--video records in one process: drop --workers to write a video")
     spec = PolicySpec(args.policy, steer=args.steer, critic=args.critic, num_samples=args.num_samples,
-                      temperature=args.temperature)
+                      temperature=args.temperature, action_steps=args.rerank_every)
     if args.workers is None:
         policy, env_id, _ = spec.build(args.env, args.seed)
         result = evaluate(env_id, policy=policy, episodes=args.episodes, seed=args.seed, video=args.video,

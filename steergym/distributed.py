@@ -42,8 +42,9 @@ class PolicySpec:
         name: "expert" (the task's scripted expert), "random", a shipped policy name (`steergym
             policies`) or a checkpoint folder (a path every worker can read).
         expert_kwargs: the scripted expert's sub-optimality knobs (`noise`, `random_action_prob`).
-        steer, critic, num_samples, temperature: `steer="vgps"` re-ranks the policy's samples with
-            the V-GPS value function in the folder `critic` (as `steergym eval --steer vgps`).
+        steer, critic, num_samples, temperature, action_steps: `steer="vgps"` re-ranks the policy's
+            samples with the V-GPS value function in the folder `critic` every `action_steps` control
+            steps (None: once per chunk), as `steergym eval --steer vgps`.
     """
 
     name: str = "expert"
@@ -52,6 +53,7 @@ class PolicySpec:
     critic: str | None = None
     num_samples: int = 10
     temperature: float = 0.0
+    action_steps: int | None = 1
 
     def build(self, env_id: str | None, seed: int = 0) -> tuple[Any, str, Callable[[Any, int], Any] | None]:
         """(policy for `rollout.evaluate`, env id, its `make_policy`): a shipped policy or checkpoint
@@ -65,7 +67,8 @@ class PolicySpec:
 
             if not self.critic:
                 raise ValueError("--steer vgps needs --critic DIR (a value function: steergym train vgps ...)")
-            policy = ValueFunction.load(self.critic).steer(policy, env_id, self.num_samples, self.temperature, seed)
+            policy = ValueFunction.load(self.critic).steer(policy, env_id, self.num_samples, self.temperature, seed,
+                                                           self.action_steps)
         elif self.steer is not None:
             raise ValueError(f"steer={self.steer!r}: the only steering is 'vgps'")
         elif self.critic:

@@ -440,13 +440,22 @@ def test_value_guided_policy_picks_the_argmax_of_a_known_critic():
     np.testing.assert_allclose(chunks[:, 0, 0], [ladder[3], ladder[0], ladder[4]])
     single = policy.sample_chunk(obs[1])
     assert single.shape == (H, 2) and single[0, 0] == pytest.approx(-1.0)
-    # act: open-loop queue over the selected chunk, single and batched
+    # act, by default: V-GPS's setting, K fresh candidates re-ranked at every control step
     policy.reset(seed=0)
     actions = [policy.act(obs[0]) for _ in range(H)]
-    assert all(a.shape == (2,) for a in actions) and len(calls) == 3
-    policy.act(obs[0])
-    assert len(calls) == 4  # re-planned after H actions
-    assert policy.act(obs).shape == (3, 2)
+    assert all(a.shape == (2,) for a in actions) and len(calls) == 2 + H
+    assert policy.act(obs).shape == (3, 2) and len(calls) == 3 + H
+    # action_steps=None: once per chunk, its actions executed open-loop (the base policy's action_steps)
+    calls.clear()
+    per_chunk = ValueGuidedPolicy(LadderPolicy(obs_space, act_space), critic, num_samples=5, action_steps=None)
+    actions = [per_chunk.act(obs[0]) for _ in range(H)]
+    assert len(calls) == 1
+    np.testing.assert_array_equal(actions, per_chunk.sample_chunk(obs[0]))  # the chosen chunk, in order
+    calls.clear()
+    per_chunk.reset(seed=0)
+    for _ in range(H + 1):
+        per_chunk.act(obs[0])
+    assert len(calls) == 2  # re-planned after H actions
 
 
 def test_value_guided_policy_samples_proportionally_to_softmax():

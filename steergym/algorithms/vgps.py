@@ -91,9 +91,10 @@ class ValueFunction:
         return TaskCritic(self, task)
 
     def steer(self, policy: Any, task: str, num_samples: int = 10, temperature: float = 0.0,
-              seed: int = 0) -> Any:
+              seed: int = 0, action_steps: int | None = 1) -> Any:
         """`policy` (a generative policy: it has `sample_n`) re-ranked by this value function on `task`:
-        a `ValueGuidedPolicy` named "<policy>+vgps(K=<num_samples>)"."""
+        a `ValueGuidedPolicy` named "<policy>+vgps(K=<num_samples>)", re-ranking every `action_steps`
+        control steps (1, V-GPS's setting; None: once per base-policy chunk)."""
         from steergym.policies.value_guided import ValueGuidedPolicy
 
         if task not in self.task_ids:
@@ -101,7 +102,7 @@ class ValueFunction:
         if isinstance(policy, str) or not callable(getattr(policy, "sample_n", None)):
             raise ValueError(f"V-GPS needs a diffusion or flow policy to sample from, not {policy!r}")  # noqa: TRY004
         steered = ValueGuidedPolicy(policy, self.critic(task), num_samples=num_samples, temperature=temperature,
-                                    seed=seed)
+                                    seed=seed, action_steps=action_steps)
         steered.name = f"{getattr(policy, 'name', 'policy')}+vgps(K={num_samples})"
         return steered
 

@@ -38,14 +38,16 @@ class ValueGuidedPolicy:
             softmax(values / T)_k (V-GPS's beta).
         seed: seed of the generator used for softmax sampling (the base policy draws its own noise;
             `reset(seed)` reseeds both).
-        action_steps: actions of each selected chunk `act` executes before re-planning; default
-            the base policy's `config.action_steps` if it has one, else the whole chunk.
+        action_steps: actions of each selected chunk `act` executes before re-planning. Default 1:
+            re-rank at every control step, V-GPS's setting (its SimplerEnv evaluation samples and
+            re-ranks K chunks at each step); None: the base policy's `config.action_steps` if it has
+            one, else the whole chunk (one re-ranking per chunk, K/H as many samples per step).
 
     Implements the Policy protocol (`act`, `reset`, spaces); `sample_chunk` returns whole chunks.
     """
 
     def __init__(self, policy: Any, critic: Critic, num_samples: int = 10, temperature: float = 0.0,
-                 seed: int = 0, action_steps: int | None = None) -> None:
+                 seed: int = 0, action_steps: int | None = 1) -> None:
         who = "ValueGuidedPolicy"
         if not callable(getattr(policy, "sample_n", None)) or not hasattr(policy, "observation_space"):
             raise ValueError(f"{who}: the base policy needs sample_n(obs, n) and spaces "
