@@ -118,6 +118,8 @@ def test_methods_are_names_of_the_trainer_table_and_a_spec_file_loads(tmp_path):
     calql = load_spec(ROOT / "benchmarks" / "specs" / "calql_finetune.json")  # its datasets are declared
     assert len(expand(calql)) == 2 * 2 * 3 and calql.budget.pretrain_steps == 4000
     assert set(calql.datasets) == set(calql.tasks) and calql.budget.eval_seed == 10_000
+    utd = load_spec(ROOT / "benchmarks" / "specs" / "dsrl_utd.json")
+    assert sorted(t.overrides["gradient_steps"] for t in expand(utd)) == [1, 1, 1, 4, 4, 4, 8, 8, 8]
 
 
 def test_the_benchmark_scripts_run_the_shipped_specs(monkeypatch):
