@@ -26,6 +26,7 @@ stock server does not pass it on): `check_noise_is_used` finds out (run once at 
 
 from __future__ import annotations
 
+import inspect
 import math
 import threading
 import time
@@ -167,19 +168,22 @@ def _decode_scalar(obj: dict, where: str) -> np.generic:
     dtype = _dtype(obj, where)
     if b"data" not in obj:
         raise ValueError(f"{where}: numpy scalar map lacks 'data'")
+    value = obj[b"data"]
+    if dtype.kind in "iu" and not (isinstance(value, int) and np.iinfo(dtype).min <= value <= np.iinfo(dtype).max):
+        raise ValueError(f"{where}: scalar {value!r} does not fit dtype {dtype.str}")
     try:
-        return dtype.type(obj[b"data"])
+        return dtype.type(value)
     except (TypeError, ValueError, OverflowError) as err:
         raise ValueError(f"{where}: scalar {obj[b'data']!r} does not fit dtype {dtype.str}") from err
 
 
 # ------------------------------------------------------------------------------- the client
-def default_request(observation_space: gym.Space) -> Callable[[Any], dict[str, Any]]:
-    """The default observation -> request mapping: a Box observation goes as
-    {"observation/state": obs}, a Dict observation as its items (one request per observation)."""
-    if isinstance(observation_space, gym.spaces.Dict):
-        return lambda obs: {key: np.asarray(value) for key, value in obs.items()}
-    return lambda obs: {"observation/state": np.asarray(obs)}
+def default_request(obs: Any) -> dict[str, Any]:
+    """The default observation -> request mapping (one unbatched observation): a Dict observation
+    goes as its items, a Box (array) observation as {"observation/state": obs}."""
+    if isinstance(obs, Mapping):
+        return {str(key): np.asarray(value) for key, value in obs.items()}
+    return {"observation/state": np.asarray(obs)}
 
 
 class RemotePolicy:
@@ -234,7 +238,7 @@ class RemotePolicy:
         self.observation_space, self.action_space = observation_space, action_space
         self.action_dim = int(action_space.shape[0])
         self.noise_shape = noise_shape
-        self.to_request = to_request if to_request is not None else default_request(observation_space)
+        self.to_request = to_request if to_request is not None else default_request
         self.action_steps = None if action_steps is None else int(action_steps)
         self.timeout_s, self.retries, self.retry_delay_s = float(timeout_s), int(retries), float(retry_delay_s)
         self.check_noise, self.noise_check_atol = bool(check_noise), float(noise_check_atol)
@@ -442,8 +446,10 @@ class RemotePolicy:
             return self._conn
         from websockets.sync.client import connect
 
+        # websockets 17 warns unless a directly used connection opts in with legacy=True (13-16 lack it)
+        legacy = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
         try:
-            conn = connect(self.url, compression=None, max_size=None, open_timeout=self.timeout_s)
+            conn = connect(self.url, compression=None, max_size=None, open_timeout=self.timeout_s, **legacy)
         except TimeoutError as err:
             raise RemotePolicyTimeout(f"connecting to the policy server at {self.url} timed out after "
                                       f"{self.timeout_s:g} s") from err
