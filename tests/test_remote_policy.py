@@ -404,3 +404,87 @@ def test_without_websockets_the_error_says_how_to_install(monkeypatch, lift):
         remote.act(env.reset(seed=0)[0])
     with pytest.raises(ImportError, match=r'pip install -e "\.\[remote\]"'):
         serve_policy(policy)
+
+
+def test_dsrl_with_padded_noise_like_pi0(lift, make_env):
+    """pi0 samples 32-dim padded actions and returns the env's d: noise (H, D > d), chunk (H, d)."""
+    env, policy = lift
+
+    class Padded:  # takes (H, 9) noise, decodes its first 7 columns
+        observation_space, action_space, noise_shape = env.observation_space, env.action_space, (H, 9)
+
+        def sample(self, obs, noise):
+            return policy.sample(obs, np.asarray(noise)[:, :D])
+
+    with served(Padded()) as server, remote_for(server, env, noise_shape=(H, 9)) as remote:
+        dsrl = NoiseActionWrapper(make_env(LIFT), remote)
+        assert dsrl.action_space.shape == (H * 9,)
+        obs, _ = dsrl.reset(seed=0)
+        w = np.random.default_rng(5).uniform(-1, 1, H * 9).astype(np.float32)
+        expected = policy.sample(obs, w.reshape(H, 9)[:, :D])
+        *_, info = dsrl.step(w)
+        np.testing.assert_array_equal(info["chunk"], expected)
+
+
+def test_api_key_travels_as_an_authorization_header(make_env):
+    env = make_env(LIFT)
+    obs, _ = env.reset(seed=0)
+    seen = []
+
+    def reply(message):
+        return packb({"actions": np.zeros((2, D), np.float32)})
+
+    def handler(ws):  # records the header, then answers like raw_server
+        seen.append(ws.request.headers.get("Authorization"))
+        ws.send(packb({}))
+        for message in ws:
+            ws.send(reply(message))
+
+    server = sync_serve(handler, "127.0.0.1", 0, compression=None, max_size=None)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.socket.getsockname()[1]
+        for key in ("s3cret", None):
+            remote = RemotePolicy("127.0.0.1", port, env.observation_space, env.action_space, api_key=key)
+            assert remote.act(obs).shape == (D,)
+            remote.close()
+    finally:
+        server.shutdown()
+        thread.join(5)
+    assert seen == ["Api-Key s3cret", None]
+
+
+def _openpi_style_pack(obj):
+    """The encoding openpi's msgpack_numpy uses, written from its description (a `default` hook)."""
+    if isinstance(obj, np.ndarray):
+        return {b"__ndarray__": True, b"data": obj.tobytes(), b"dtype": obj.dtype.str, b"shape": obj.shape}
+    if isinstance(obj, np.generic):
+        return {b"__npgeneric__": True, b"data": obj.item(), b"dtype": obj.dtype.str}
+    return obj
+
+
+def _openpi_style_unpack(obj):
+    if b"__ndarray__" in obj:
+        return np.ndarray(buffer=obj[b"data"], dtype=np.dtype(obj[b"dtype"]), shape=obj[b"shape"])
+    if b"__npgeneric__" in obj:
+        return np.dtype(obj[b"dtype"]).type(obj[b"data"])
+    return obj
+
+
+def test_codec_interoperates_with_an_openpi_style_hook_codec():
+    rng = np.random.default_rng(0)
+    message = {"observation/state": rng.standard_normal(8).astype(np.float32),
+               "image": rng.integers(0, 255, (4, 4, 3), dtype=np.uint8), "prompt": "lift",
+               "noise": rng.standard_normal((50, 32)).astype(np.float32), "t": np.float32(0.5),
+               "server_timing": {"infer_ms": 12.5}}
+    theirs = msgpack.unpackb(packb(message), object_hook=_openpi_style_unpack)  # ours -> theirs
+    ours = unpackb(msgpack.packb(message, default=_openpi_style_pack))          # theirs -> ours
+    for decoded in (theirs, ours):
+        assert set(decoded) == set(message)
+        for key, value in message.items():
+            if isinstance(value, np.ndarray):
+                assert decoded[key].dtype == value.dtype
+                np.testing.assert_array_equal(decoded[key], value)
+            else:
+                assert decoded[key] == value

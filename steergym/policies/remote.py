@@ -194,7 +194,8 @@ class RemotePolicy:
         observation_space, action_space: the env's spaces (the action space: a 1-D Box of d; each
             reply's chunk must be (H, d) with finite values).
         noise_shape: (H, D), the initial noise the server's sampler takes in the request's "noise"
-            entry. None: the server takes no noise; `sample` then raises and `sample_n` / `act`
+            entry (D may differ from d: pi0 samples 32-dim padded actions; the chunk's H should be
+            noise_shape[0], as `NoiseActionWrapper` executes H actions per noise). None: the server takes no noise; `sample` then raises and `sample_n` / `act`
             send plain requests (V-GPS works, DSRL does not).
         to_request: observation (one, unbatched) -> request dict. Default: a Box observation as
             {"observation/state": obs}, a Dict one as its items. Add what the server's model needs,
@@ -208,6 +209,7 @@ class RemotePolicy:
         noise_check_atol: actions for the same noise may differ by this much, for different noise
             they must differ by more.
         seed: seed of the noise `act` and `sample_n` draw (N(0, I), float32); `reset(seed)` reseeds.
+        api_key: sent as the header "Authorization: Api-Key <key>" when the server wants one.
 
     Batched observations (a leading B axis) are sent one request per item. Not thread-safe beyond
     a lock that serialises requests. Picklable (the connection is not carried; it reopens lazily).
@@ -218,7 +220,7 @@ class RemotePolicy:
                  to_request: Callable[[Any], Mapping[str, Any]] | None = None,
                  action_steps: int | None = None, timeout_s: float = 30.0, retries: int = 3,
                  retry_delay_s: float = 0.5, check_noise: bool = True, noise_check_atol: float = 1e-5,
-                 seed: int = 0) -> None:
+                 seed: int = 0, api_key: str | None = None) -> None:
         who = "RemotePolicy"
         if not (isinstance(action_space, gym.spaces.Box) and len(action_space.shape) == 1):
             raise ValueError(f"{who}: action space must be a 1-D Box, got {action_space}")
@@ -245,6 +247,7 @@ class RemotePolicy:
         self.metadata: dict[str, Any] | None = None  # the server's, once connected
         self.last_timing: dict[str, Any] = {}  # the last reply's timing entries
         self._seed = int(seed)
+        self._headers = {"Authorization": f"Api-Key {api_key}"} if api_key else None
         self._rng = np.random.default_rng(self._seed)
         self._noise_checked = False
         self._conn: Any = None
@@ -449,7 +452,8 @@ class RemotePolicy:
         # websockets 17 warns unless a directly used connection opts in with legacy=True (13-16 lack it)
         legacy = {"legacy": True} if "legacy" in inspect.signature(connect).parameters else {}
         try:
-            conn = connect(self.url, compression=None, max_size=None, open_timeout=self.timeout_s, **legacy)
+            conn = connect(self.url, compression=None, max_size=None, open_timeout=self.timeout_s,
+                           additional_headers=self._headers, **legacy)
         except TimeoutError as err:
             raise RemotePolicyTimeout(f"connecting to the policy server at {self.url} timed out after "
                                       f"{self.timeout_s:g} s") from err

@@ -135,8 +135,8 @@ class PolicyServer:
                          "server_timing": {"infer_ms": 1000 * (time.monotonic() - infer_start)}}
                 if last_total is not None:
                     reply["server_timing"]["prev_total_ms"] = 1000 * last_total
+                self.requests += 1  # before the send: a client that got its reply sees the count
                 await websocket.send(packb(reply))
-                self.requests += 1
             except ConnectionClosed:
                 return
             except Exception:  # noqa: BLE001 - the client gets the traceback, as openpi's server does
