@@ -488,3 +488,19 @@ def test_codec_interoperates_with_an_openpi_style_hook_codec():
                 np.testing.assert_array_equal(decoded[key], value)
             else:
                 assert decoded[key] == value
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    ({"timeout_s": 0}, "timeout_s must be a finite number > 0"),
+    ({"timeout_s": float("inf")}, "timeout_s"),
+    ({"retries": -1}, "retries must be an integer >= 0"),
+    ({"noise_shape": (4,)}, r"noise_shape must be \(H, D\)"),
+    ({"action_steps": 0}, "action_steps must be an integer >= 1"),
+])
+def test_bad_arguments_are_refused(make_env, kwargs, match):
+    env = make_env(LIFT)
+    with pytest.raises(ValueError, match=match):
+        RemotePolicy("127.0.0.1", 1, env.observation_space, env.action_space, **kwargs)
+    with pytest.raises(ValueError, match="no noise_shape was given"):
+        RemotePolicy("127.0.0.1", 1, env.observation_space, env.action_space).sample(
+            env.reset(seed=0)[0], np.zeros((H, D), np.float32))

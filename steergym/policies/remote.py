@@ -195,8 +195,9 @@ class RemotePolicy:
             reply's chunk must be (H, d) with finite values).
         noise_shape: (H, D), the initial noise the server's sampler takes in the request's "noise"
             entry (D may differ from d: pi0 samples 32-dim padded actions; the chunk's H should be
-            noise_shape[0], as `NoiseActionWrapper` executes H actions per noise). None: the server takes no noise; `sample` then raises and `sample_n` / `act`
-            send plain requests (V-GPS works, DSRL does not).
+            noise_shape[0], as `NoiseActionWrapper` executes H actions per noise). None: the server
+            takes no noise; `sample` then raises and `sample_n` / `act` send plain requests (V-GPS
+            works, DSRL does not).
         to_request: observation (one, unbatched) -> request dict. Default: a Box observation as
             {"observation/state": obs}, a Dict one as its items. Add what the server's model needs,
             e.g. `lambda obs: {"observation/state": obs, "prompt": "pick up the cube"}`.
@@ -231,9 +232,10 @@ class RemotePolicy:
         if action_steps is not None and (isinstance(action_steps, bool) or int(action_steps) != action_steps
                                          or action_steps < 1):
             raise ValueError(f"{who}: action_steps must be an integer >= 1 or None, got {action_steps!r}")
-        for name, value in (("timeout_s", timeout_s), ("retry_delay_s", retry_delay_s)):
-            if not (isinstance(value, (int, float)) and math.isfinite(value) and value >= 0):
-                raise ValueError(f"{who}: {name} must be a finite number >= 0, got {value!r}")
+        for name, value, least in (("timeout_s", timeout_s, "> 0"), ("retry_delay_s", retry_delay_s, ">= 0")):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value < 0 or (value == 0 and least == "> 0"):
+                raise ValueError(f"{who}: {name} must be a finite number {least}, got {value!r}")
         if isinstance(retries, bool) or int(retries) != retries or retries < 0:
             raise ValueError(f"{who}: retries must be an integer >= 0, got {retries!r}")
         self.host, self.port = str(host), int(port)
