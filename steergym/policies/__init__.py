@@ -1,4 +1,5 @@
-"""Policies: the Policy protocol, diffusion and flow base policies, scripted experts, adapters.
+"""Policies: the Policy protocol, diffusion and flow base policies, scripted experts, adapters, and
+`RemotePolicy` / `serve_policy` (a policy on an openpi-style websocket server; `remote` extra).
 
     from steergym.policies import DiffusionPolicy, FlowPolicy, PolicyConfig, load_policy
 """
@@ -16,6 +17,8 @@ from steergym.policies.config import PolicyConfig
 from steergym.policies.diffusion import DiffusionPolicy
 from steergym.policies.flow import FlowPolicy
 from steergym.policies.generative import GenerativePolicy
+from steergym.policies.remote import RemotePolicy
+from steergym.policies.remote_server import serve_policy
 from steergym.policies.scripted import (
     PickPlaceExpert,
     PushExpert,
@@ -34,6 +37,7 @@ __all__ = [
     "Policy",
     "PolicyConfig",
     "PushExpert",
+    "RemotePolicy",
     "SB3Policy",
     "ScriptedExpert",
     "ScriptedPolicy",
@@ -42,4 +46,5 @@ __all__ = [
     "load_policy",
     "make_expert",
     "save_policy",
+    "serve_policy",
 ]
