@@ -489,6 +489,30 @@ A heartbeat (the smallest request) takes {hb['median_ms']:.2f} ms median, {hb['p
 """
 
 
+def remote_policy() -> str:
+    r = load("remote_policy.json")
+    local, remote = r["local_ms"], r["remote_ms"]
+    load_start = r["load_average"][0][0] if r["load_average"][0] else None
+    return f"""\
+## Remote policy (`benchmarks/remote_policy.py`)
+
+`{r['command'].strip()}` serves `{r['policy']}` with `serve_policy` on 127.0.0.1 and calls it through
+`RemotePolicy` ({r['local_ms']['calls']} batch-1 `sample(obs, noise)` calls, torch on one thread, one process;
+{r['cpu']}, load {load_start:.1f} at the start):
+
+{table(["call", "median", "p10", "p90"], [
+        ["in process", f"{local['median']:.2f} ms", f"{local['p10']:.2f} ms", f"{local['p90']:.2f} ms"],
+        ["through the websocket protocol", f"{remote['median']:.2f} ms", f"{remote['p10']:.2f} ms",
+         f"{remote['p90']:.2f} ms"]])}
+
+The protocol (msgpack both ways, a websocket frame each way, the server's loop) adds
+{r['protocol_overhead_ms_median']:.1f} ms per chunk on loopback; the remote chunk equals the local one bit for bit \
+({'so' if r['remote_equals_local'] else '**not**'} in this run). A
+real deployment adds the network's round trip and the served model's own latency. Records:
+`benchmarks/results/remote_policy.json`.
+"""
+
+
 def runner_overhead() -> str:
     r = load("runner_overhead.json")
     o, t, m = r["overhead"], r["trial"], r["meta"]
@@ -597,7 +621,7 @@ described in the guides ([envs](envs.md), [policies](policies.md), [steering](st
 """
 
 SECTIONS: list[Callable[[], str]] = [env_speed, adapter_overhead, policy_speed, steering, trainers, vgps_ptr,
-                                     robot_link, runner_overhead, distributed_eval, results_index]
+                                     robot_link, remote_policy, runner_overhead, distributed_eval, results_index]
 
 
 def render() -> str:
