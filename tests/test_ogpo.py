@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 
-from steergym.algorithms.denoising_chain import ChainNoise, chain_log_prob, sample_chain
 from steergym.algorithms.chunk_rl import ObsActionRing
+from steergym.algorithms.denoising_chain import ChainNoise, chain_log_prob, sample_chain
 from steergym.algorithms.ogpo import (
     OGPO,
     OGPOConfig,
@@ -128,6 +128,58 @@ def test_chain_log_prob_of_a_sampled_multi_step_chain_matches_the_sampler():
     per_step = chain_log_prob(policy, cond, xs, noise, per_step=True)
     assert per_step.shape == (4, 6)
     torch.testing.assert_close(per_step.sum(0).detach(), logp, rtol=1e-5, atol=1e-4)
+
+
+
+def test_two_step_tapered_flow_chain_scales_the_score_correction_by_dt():
+    # OGPO pg_helper.sample_flow_actions_sde: mean = x + dt * (v + (std_t^2 / 2) (t v - x) / (1 - t))
+    policy = tiny_policy(FlowPolicy, steps=2, action_dim=2)
+    cond = _cond(policy)
+    xs = torch.randn(3, 3, 2, generator=torch.Generator().manual_seed(7)) * 0.5
+    sigma, dt = 0.3, 0.5
+    with torch.no_grad():
+        v1 = policy.denoiser(xs[1], torch.full((3,), 0.5), cond)
+        std1 = sigma * math.sqrt(0.5)
+        corr = 0.5 * std1 ** 2 * (0.5 * v1 - xs[1]) / 0.5
+        means = {True: (xs[1] + dt * (v1 + corr)).clamp(-1, 1), False: (xs[1] + dt * v1 + corr).clamp(-1, 1)}
+        for with_dt, mean in means.items():
+            expected = (-(xs[2] - mean) ** 2 / (2 * std1 ** 2) - math.log(std1) - 0.5 * math.log(2 * math.pi)).sum(-1)
+            got = chain_log_prob(policy, cond, xs, ChainNoise(flow_sigma=sigma, correction_dt=with_dt), per_step=True)[1]
+            torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(means[True], means[False])
+
+
+def test_the_log_ratio_is_divided_by_k_plus_one_steps_times_the_chunk_dimension():
+    # OGPO pg_helper.compute_flow_log_prob: logprob_steps = 1 (x_0) + K; then / act_dim
+    policy = tiny_policy(FlowPolicy, steps=2, action_dim=2)
+    agent = OGPO(None, policy, small_config(), seed=0)
+    with torch.no_grad():
+        for p in agent.policy.parameters():
+            p.add_(0.05 * torch.randn(p.shape, generator=torch.Generator().manual_seed(8)))
+    obs = np.zeros((2, 1), np.float32)
+    G = agent.config.group_size
+    xs, logp_old, _ = agent.sample_chains(agent.actor_target, obs, repeat=G)
+    q = torch.zeros(agent.config.n_critics, 2, G)
+    terms = agent.actor_losses(obs, chains=(xs, logp_old), q=q)
+    logp_new = chain_log_prob(agent.policy, agent._cond(agent.policy, obs, G), xs, agent.noise).detach()
+    expected = ((logp_new - logp_old) / ((2 + 1) * 2)).reshape(2, G)
+    torch.testing.assert_close(terms["log_ratio"].detach(), expected, rtol=1e-5, atol=1e-6)
+    assert agent.log_prob_scale() == 6.0
+
+
+def test_training_acts_with_the_target_actors_stochastic_chain(bc_flow):
+    agent = OGPO(Bandit(), bc_flow, small_config(), seed=0)
+    with torch.no_grad():
+        for p in agent.policy.parameters():
+            p.add_(1.0)  # the online actor far from its EMA target
+    state = agent.generator.get_state()
+    acted = agent._act(np.zeros(1, np.float32))
+    agent.generator.set_state(state)
+    target = agent.sample_chains(agent.actor_target, np.zeros((1, 1), np.float32))[2][0].numpy()
+    agent.generator.set_state(state)
+    online = agent.sample_chains(agent.policy, np.zeros((1, 1), np.float32))[2][0].numpy()
+    np.testing.assert_array_equal(acted, target)
+    assert not np.allclose(acted, online)
 
 
 # --------------------------------------------------------------------- the objective

@@ -24,13 +24,14 @@ executed action chunk; after the warm-up, each agent step makes `utd_critic` cri
          chi^2 regularisation (flag): values (1 - w) mean_m Q + w min_m Q - beta * rho, rho the chain
            ratio to a slow EMA policy, w = sigmoid(alpha (rho - 1)), beta = beta0 std_m Q / q_std_target;
            the PPO upper clip becomes min(1 + eps, 1 + R_max / beta)
-       log omega = (log pi_theta(chain) - log pi_old(chain)) / (K * H * d)   (per-step, per-dim)
+       log omega = (log pi_theta(chain) - log pi_old(chain)) / ((K + 1) * H * d)   (x_0 counts as a step)
        L_PPO = -mean min(omega A, clip(omega, 1 - eps, 1 + eps) A)
        success-buffer regularisation (flag, "OGPO+"): + lambda_BC * the policy's own BC loss
          (DDPM / flow matching) on chunks from successful episodes (the replay batch while none yet)
        Polyak: target actor with tau_actor (slow actor with tau_slow under chi^2)
 
-Acting during training samples the stochastic chain of the current actor; `predict(...,
+Acting during training samples the stochastic chain of the target (EMA) actor, as OGPO's
+`sample_actions` (use_target=True) does; `predict(...,
 deterministic=True)` and evaluation use the policy's deterministic sampler (DDIM eta = 0 / Euler
 ODE). Critics have a LayerNorm before each hidden ReLU as the public code's (`critic_layer_norm`).
 
@@ -74,6 +75,8 @@ from steergym.policies.config import config_from_dict
 from steergym.policies.generative import GenerativePolicy
 
 FORMAT = "steergym.ogpo-v1"
+# fields a checkpoint written before they existed loads with (the behaviour it was trained under)
+OLD_CHECKPOINT_DEFAULTS: dict[str, Any] = {"critic_layer_norm": False, "flow_correction_dt": False}
 Q_REDUCTIONS = ("median", "mean", "trimmed_mean")
 LR_SCHEDULES = ("constant", "cosine")
 TARGET_AGGS = ("mean", "min")
@@ -113,10 +116,15 @@ class OGPOConfig(PixelEncoderConfig):
     actor_lr_end: float = 2e-5  # yaml: the learning rate after the decay
     tau_actor: float = 0.005  # yaml actor EMA; the EMA actor is PPO's pi_old
     max_grad_norm: float = 1000.0  # yaml
-    normalize_log_prob: bool = True  # ogpo.yaml normalize_denoising_horizon + normalize_act_space_dimension
+    # ogpo.yaml normalize_denoising_horizon + normalize_act_space_dimension: log-probs divided by (K + 1) * D
+    # (code: pg_helper.compute_flow_log_prob counts the initial N(0, I) draw as a step: logprob_steps = 1 + K)
+    normalize_log_prob: bool = True
     # --- the stochastic chain
     flow_sigma: float = 0.05  # square.sh constant_noise_std, tapered sigma * sqrt(1 - t)
     flow_taper: bool = True  # square.sh (yaml: constant 0.005)
+    # code: pg_helper.sample_flow_actions_sde, mean = x + dt * (v + (std^2 / 2) score); False: the score term
+    # without dt (steergym before this field; what checkpoints without it load with)
+    flow_correction_dt: bool = True
     diffusion_eta: float = 1.0  # DPPO DDIM fine-tuning (the public OGPO code is flow-only)
     diffusion_min_std: float = 0.1  # DPPO min_sampling_denoising_std
     noise_clip: float = 3.0  # yaml randn_clip_value
@@ -199,7 +207,8 @@ class OGPOConfig(PixelEncoderConfig):
 
     def chain_noise(self) -> ChainNoise:
         return ChainNoise(flow_sigma=self.flow_sigma, flow_taper=self.flow_taper, diffusion_eta=self.diffusion_eta,
-                          diffusion_min_std=self.diffusion_min_std, noise_clip=self.noise_clip)
+                          diffusion_min_std=self.diffusion_min_std, noise_clip=self.noise_clip,
+                          correction_dt=self.flow_correction_dt)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -337,7 +346,8 @@ class OGPO(ChunkTrainer):
             return xs, logp, chain_action(policy, xs[-1], self._low, self._high)
 
     def _act(self, obs: Any) -> np.ndarray:
-        _, _, chunk = self.sample_chains(self.policy, self.single_batch(obs))
+        # the target (EMA) actor's stochastic chain, as OGPO's sample_actions (use_target=True)
+        _, _, chunk = self.sample_chains(self.actor_target, self.single_batch(obs))
         return chunk[0].cpu().numpy()
 
     def critic_values(self, critic: nn.Module, obs_t: Any, actions: torch.Tensor, n: int = 1) -> torch.Tensor:
@@ -355,8 +365,8 @@ class OGPO(ChunkTrainer):
         `deterministic=True` runs the policy's deterministic sampler (no per-step noise; the initial
         noise still comes from the agent's evaluation generator, seeded by `reset_eval_noise`);
         False samples the stochastic chain as in training."""
-        if not deterministic:
-            return self.sample_chains(self.policy, obs, self.eval_generator)[2]
+        if not deterministic:  # the training-time behaviour policy: the target actor's chain (OGPO's SDE eval)
+            return self.sample_chains(self.actor_target, obs, self.eval_generator)[2]
         with torch.no_grad():  # the policy's own deterministic sampler (DDIM eta = 0 / Euler ODE)
             cond = self._cond(self.policy, obs)
             x = self.policy._generate(self._initial_noise(cond.shape[0], self.eval_generator), cond)
@@ -414,6 +424,12 @@ class OGPO(ChunkTrainer):
                                  self.config.tau_critic)
         return {"td_loss": float(td.detach().mean()), "q_data": float(q.detach().mean()), "target_q": float(y.mean())}
 
+    def log_prob_scale(self) -> float:
+        """The divisor of chain log-probabilities: (K + 1) * D under `normalize_log_prob` (OGPO's
+        pg_helper.compute_flow_log_prob / ogpo.py sample_actions_with_noise count the initial draw x_0 as
+        one of K + 1 log-prob terms; it cancels in every ratio, the divisor stays), else 1."""
+        return float((self.steps + 1) * self.chunk_dim) if self.config.normalize_log_prob else 1.0
+
     def actor_losses(self, obs: Obs, success: tuple[Obs, np.ndarray] | None = None,
                      chains: tuple[torch.Tensor, torch.Tensor] | None = None,
                      q: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
@@ -436,7 +452,7 @@ class OGPO(ChunkTrainer):
             with torch.no_grad():
                 q = self.critic_values(self.critic_target, self.obs_tensor(obs), self.critic_action(chunk), G)
         q = q.reshape(q.shape[0], P, G)
-        scale = self.steps * self.chunk_dim if cfg.normalize_log_prob else 1.0
+        scale = self.log_prob_scale()
         logp_new = chain_log_prob(self.policy, self._cond(self.policy, obs, G), xs, self.noise)
         log_ratio = ((logp_new - logp_old) / scale).reshape(P, G)
         upper = None
@@ -542,7 +558,7 @@ class OGPO(ChunkTrainer):
         if policy is None:
             raise ValueError(f"{path}: not a steergym ogpo checkpoint (no policy/ folder)")
         # checkpoints from before `critic_layer_norm` existed have critics without LayerNorm
-        config = OGPOConfig.from_dict({"critic_layer_norm": False, **meta["config"]})
+        config = OGPOConfig.from_dict({**OLD_CHECKPOINT_DEFAULTS, **meta["config"]})
         agent = cls(env, policy, config, seed=int(meta["seed"]), device=device)
         agent._restore(path, meta, tensors, arrays)
         return agent
