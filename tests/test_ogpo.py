@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from steergym.algorithms.chunk_rl import ObsActionRing
+from steergym.algorithms.chunk_rl import ObsActionRing, StepReplay
 from steergym.algorithms.denoising_chain import ChainNoise, chain_log_prob, sample_chain
 from steergym.algorithms.ogpo import (
     OGPO,
@@ -297,8 +297,8 @@ def test_success_buffer_bc_adds_the_bc_loss_and_raises_the_likelihood_of_success
     before = bc_loss(agent_on.policy)
     _replace_success_buffer(agent_on, *success)
     for _ in range(15):
-        agent_on.actor_update(agent_on.replay.sample(agent_on.rng, 32))
-        agent_off.actor_update(agent_off.replay.sample(agent_off.rng, 32))
+        agent_on.actor_update(agent_on.sample_batch())
+        agent_off.actor_update(agent_off.sample_batch())
     assert bc_loss(agent_on.policy) < before
     assert bc_loss(agent_on.policy) < bc_loss(agent_off.policy)
 
@@ -314,7 +314,7 @@ def test_q_variance_reduction_lowers_the_variance_of_the_td_target(reduce):
                               critic_layer_norm=False)
         with torch.no_grad():  # a critic whose value depends strongly on the action
             agent.critic_target.weights[-1].mul_(300.0)
-        batch = agent.replay.sample(agent.rng, 4)
+        batch = agent.sample_batch()
         batch["terminals"][:] = 0.0
         return np.stack([agent.td_target(batch).numpy() for _ in range(60)])
 
@@ -356,27 +356,142 @@ def test_resume_makes_identical_next_updates(bc_flow, tmp_path):
 
 def test_cosine_actor_schedule_warms_up_decays_and_resumes_exactly(bc_flow, tmp_path):
     cfg = small_config(actor_lr_schedule="cosine", actor_lr=1e-3, actor_lr_end=1e-4, actor_lr_warmup=4,
-                       actor_lr_decay=10, learning_starts=15)
+                       actor_lr_decay=10, learning_starts=15, batch_size=8)
     assert cfg.actor_lr_at(0) == pytest.approx(2.5e-4)  # linear warm-up from 0
     assert cfg.actor_lr_at(3) == pytest.approx(1e-3)  # ... reaching actor_lr
     assert cfg.actor_lr_at(4 + 5) == pytest.approx(5.5e-4)  # half way down the cosine: the mean of both ends
     assert cfg.actor_lr_at(4 + 10) == cfg.actor_lr_at(10**6) == pytest.approx(1e-4)  # then flat at the end
     assert small_config().actor_lr_at(5) == small_config().actor_lr  # the default stays constant
     agent = OGPO(Bandit(), bc_flow, cfg, seed=3)
-    agent.learn(24, progress=False)  # 15 collection steps, then 9 updates (actor steps 0..8)
-    assert agent.updates == 9
-    assert agent.metrics["actor_lr"] == agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(cfg.actor_lr_at(8))
+    agent.learn(24, progress=False)  # an update round after each env step 15..24 (actor steps 0..9)
+    assert agent.updates == 10
+    assert agent.metrics["actor_lr"] == agent.actor_optimizer.param_groups[0]["lr"] == pytest.approx(cfg.actor_lr_at(9))
     agent.save(tmp_path / "ckpt")
     resumed = OGPO.load(tmp_path / "ckpt", env=Bandit())
     agent.learn(6, progress=False, reset_num_timesteps=False)
     resumed.learn(6, progress=False, reset_num_timesteps=False)
-    assert agent.metrics == resumed.metrics and agent.metrics["actor_lr"] == pytest.approx(cfg.actor_lr_at(14))
+    assert agent.metrics == resumed.metrics and agent.metrics["actor_lr"] == pytest.approx(cfg.actor_lr_at(15))
     for a, b in zip(agent.policy.parameters(), resumed.policy.parameters()):
         assert torch.equal(a, b)
     with pytest.raises(ValueError, match="actor_lr_schedule"):
         small_config(actor_lr_schedule="linear")
     with pytest.raises(ValueError, match="actor_lr_end"):
         small_config(actor_lr_end=1.0)
+
+
+
+class Counter(gym.Env):
+    """Obs t / 10 after t steps, reward 1 per step, terminated after 10 steps."""
+
+    observation_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+    action_space = gym.spaces.Box(-1.0, 1.0, (1,), np.float32)
+
+    def reset(self, *, seed=None, options=None):
+        super().reset(seed=seed)
+        self.t = 0
+        return np.zeros(1, np.float32), {}
+
+    def step(self, action):
+        self.t += 1
+        return np.full(1, self.t / 10, np.float32), 1.0, self.t == 10, False, {}
+
+
+def chunk_policy(horizon=4):
+    torch.manual_seed(0)
+    policy = FlowPolicy(Counter.observation_space, Counter.action_space,
+                        PolicyConfig(kind="flow", horizon=horizon, hidden_dim=16, time_dim=8, sample_steps=2,
+                                     train_steps=8))
+    policy.fit_normalization(np.zeros((2, 1)), np.stack([-np.ones(1), np.ones(1)]))
+    return policy
+
+
+def _count_calls(agent, name):
+    calls = []
+    method = getattr(agent, name)
+    setattr(agent, name, lambda *a, **k: calls.append(1) or method(*a, **k))
+    return calls
+
+
+def test_updates_run_per_primitive_env_step_after_learning_starts_env_steps():
+    # run_online_rl: after env step i >= start_training, one batch_update once the replay (whole episodes,
+    # added when they end) holds batch_size * utd * H transitions. H = 4, 10-step episodes (chunks 4, 4, 2).
+    cfg = dict(n_critics=2, critic_hidden=(16,), batch_size=2, group_size=2, ppo_batch_size=2, learning_starts=5,
+               success_buffer_bc=False, conservative_advantages=False)
+    agent = OGPO(Counter(), chunk_policy(), OGPOConfig(**cfg), seed=0)
+    critic_calls, actor_calls = _count_calls(agent, "critic_update"), _count_calls(agent, "actor_update")
+    agent.learn(20, progress=False)
+    # gate 2 * 1 * 4 = 8 rows: the replay is empty until step 10 ends episode 1 (10 rows), so rounds at
+    # env steps 10..20: 11 critic and 11 actor updates (6 chunks executed)
+    assert agent.agent_steps == 6 and agent.updates == 11 and len(critic_calls) == len(actor_calls) == 11
+    assert agent.replay.size == 20  # primitive transitions
+    np.testing.assert_allclose(agent.replay.data["obs"][:10, 0], np.arange(10) / 10, atol=1e-6)
+    np.testing.assert_allclose(agent.replay.data["next_obs"][:10, 0], np.arange(1, 11) / 10, atol=1e-6)
+    np.testing.assert_array_equal(np.nonzero(agent.replay.data["terminals"][:20])[0], [9, 19])
+    # utd_critic 2 > utd_actor 1: gate 16 rows, reached when episode 2 ends at step 20: one round, 2 + 1 updates
+    agent = OGPO(Counter(), chunk_policy(), OGPOConfig(**cfg, utd_critic=2), seed=0)
+    critic_calls, actor_calls = _count_calls(agent, "critic_update"), _count_calls(agent, "actor_update")
+    agent.learn(20, progress=False)
+    assert agent.updates == 1 and len(critic_calls) == 2 and len(actor_calls) == 1
+    # the earlier behaviour (what checkpoints without the fields load with): a round per chunk after 5 chunks
+    agent = OGPO(Counter(), chunk_policy(), OGPOConfig(**cfg, updates_per_env_step=False, critic_windows=False),
+                 seed=0)
+    agent.learn(20, progress=False)
+    assert agent.updates == 1 and agent.replay.size == 6
+
+
+def test_critic_windows_hold_the_discounted_in_window_reward_and_mask_early_episode_ends():
+    # a hand-made 3-step episode (rewards 1, 2, 4; terminated at its last step), then one step of the next
+    replay = StepReplay(16, 1, 1)
+    for t, r in enumerate([1.0, 2.0, 4.0, 8.0]):
+        replay.add(obs=np.full(1, t, np.float32), actions=np.full(1, t / 10, np.float32), rewards=r,
+                   next_obs=np.full(1, t + 1, np.float32), terminals=float(t == 2), dones=float(t == 2))
+    batch = replay.sample_windows(np.random.default_rng(0), 200, horizon=2, gamma=0.5)
+    starts = batch["obs"][:, 0].astype(int)
+    assert set(starts) == {0, 1, 2}  # every primitive step starts a window that fits
+    expected = {  # start: (sum_j gamma^j r_j, terminal, valid, next obs, actions)
+        0: (1 + 0.5 * 2, 0.0, 1.0, 2, [0.0, 0.1]),
+        1: (2 + 0.5 * 4, 1.0, 1.0, 3, [0.1, 0.2]),
+        2: (4 + 0.5 * 8, 1.0, 0.0, 4, [0.2, 0.3]),  # the episode ends inside: no TD loss
+    }
+    for i, start in enumerate(starts):
+        reward, terminal, valid, next_obs, actions = expected[start]
+        assert batch["rewards"][i] == pytest.approx(reward)
+        assert batch["terminals"][i] == terminal and batch["valid"][i] == valid
+        assert batch["next_obs"][i, 0] == next_obs and batch["steps"][i] == 2
+        np.testing.assert_allclose(batch["actions"][i], actions, atol=1e-6)
+
+
+def test_td_loss_ignores_windows_in_which_the_episode_ended_early(bc_flow):
+    agent = _filled_agent(bc_flow, steps=40)
+    batch = agent.sample_batch()
+    assert agent.critic_update(batch)["td_loss"] > 0
+    batch["valid"] = np.zeros_like(batch["valid"])
+    assert agent.critic_update(batch)["td_loss"] == 0.0
+
+
+
+def test_a_checkpoint_without_the_reference_fields_resumes_with_chunk_rows_and_per_chunk_updates(tmp_path):
+    import json
+
+    old = dict(n_critics=2, critic_hidden=(16,), batch_size=2, group_size=2, ppo_batch_size=2, learning_starts=2,
+               success_buffer_bc=False, conservative_advantages=False, updates_per_env_step=False,
+               critic_windows=False, flow_correction_dt=False)
+    agent = OGPO(Counter(), chunk_policy(), OGPOConfig(**old), seed=0)
+    agent.learn(10, progress=False)
+    agent.save(tmp_path / "ckpt")
+    meta = json.loads((tmp_path / "ckpt" / "config.json").read_text())
+    for key in ("updates_per_env_step", "critic_windows", "flow_correction_dt"):
+        del meta["config"][key]  # what a checkpoint from before these fields holds
+    (tmp_path / "ckpt" / "config.json").write_text(json.dumps(meta))
+    resumed = OGPO.load(tmp_path / "ckpt", env=Counter())
+    cfg = resumed.config
+    assert not (cfg.updates_per_env_step or cfg.critic_windows or cfg.flow_correction_dt)
+    assert resumed.replay.size == agent.replay.size == 3 and resumed.replay.data["actions"].shape[1] == 4
+    agent.learn(10, progress=False, reset_num_timesteps=False)
+    resumed.learn(10, progress=False, reset_num_timesteps=False)
+    assert agent.updates == resumed.updates == 4  # chunks 3..6 (learning_starts = 2 chunks)
+    for a, b in zip(agent.critic.parameters(), resumed.critic.parameters()):
+        assert torch.equal(a, b)
 
 
 def test_bad_inputs_raise_clear_errors(bc_flow, tmp_path):
@@ -398,7 +513,7 @@ def test_bad_inputs_raise_clear_errors(bc_flow, tmp_path):
 
 
 def test_chi2_run_keeps_a_slow_policy_and_round_trips(bc_flow, tmp_path):
-    cfg = small_config(chi2=True, conservative_advantages=False, learning_starts=5)
+    cfg = small_config(chi2=True, conservative_advantages=False, learning_starts=5, batch_size=8)
     agent = OGPO(Bandit(), bc_flow, cfg, seed=1)
     agent.learn(10, progress=False)
     assert np.isfinite(agent.metrics["actor_loss"])

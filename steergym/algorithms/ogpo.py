@@ -9,14 +9,19 @@ Patil, Nakamoto et al., ICML 2026 (arXiv 2605.03065); every step below follows t
 (simchowitzlabpublic/OGPO_public, reference/algorithms.md section 5). The policy's K-step sampler is
 a stochastic inner MDP (`denoising_chain`: DDIM with eta = 1 for diffusion, the "SDE-fied" flow for
 flow policies) whose only reward is the critics' value of the final action. One agent step = one
-executed action chunk; after the warm-up, each agent step makes `utd_critic` critic updates and
-`utd_actor` actor updates, top to bottom:
+executed action chunk (H primitive steps). As OGPO's online_rl_runner, training counts primitive env
+steps: after every env step i >= `learning_starts` (once the replay holds batch_size * utd * H
+transitions) comes one update round of max(utd_critic, utd_actor) steps, each on a fresh batch: the
+actor step (2.) and then the critic step (1.) on that batch (`updates_per_env_step`):
 
-  1. critics (ensemble of M = 10, off-policy, on the replay of executed chunks):
-       y = r + gamma^k (1 - terminal) agg_m Qbar_m(s', a'),   a' ~ target actor's stochastic chain
-       (agg = mean over the ensemble; k = primitive steps of the chunk)
+  1. critics (ensemble of M = 10, off-policy; `critic_windows`: the replay holds primitive transitions,
+     whole episodes added when they end, and a batch holds windows of H steps starting at any step):
+       y = R + gamma^H (1 - terminal) agg_m Qbar_m(s', a'),   a' ~ target actor's stochastic chain
+       (R = sum_j gamma^j r_j over the window, s' after its last step, terminal if any step terminated;
+       agg = mean over the ensemble; windows in which the episode ends before the last step get no loss)
        Q-variance reduction (flag): n = 8 next actions, Qbar reduced over them by median/mean/trimmed mean
-       L_Q = sum_m mean_B (Q_m(s, a) - y)^2;  Polyak targets with tau_critic
+       L_Q = sum_m mean_B valid (Q_m(s, a) - y)^2;  Polyak targets with tau_critic
+       (without critic_windows: one row per executed chunk, R its undiscounted sum, gamma^k, k its steps)
   2. actor (PPO inside the denoising MDP, from replay states, the EMA "target" actor as pi_old):
        G chains per state from pi_old with their log-probs; a_0 = the chain's chunk
        advantages  A_i = Qbar(s, a_0^i) - mean_j Qbar(s, a_0^j)   (group mean baseline, no value net)
@@ -60,6 +65,7 @@ from steergym.algorithms.chunk_rl import (
     ChunkTrainer,
     Obs,
     ObsActionRing,
+    StepReplay,
     num_rows,
     take_rows,
 )
@@ -76,7 +82,8 @@ from steergym.policies.generative import GenerativePolicy
 
 FORMAT = "steergym.ogpo-v1"
 # fields a checkpoint written before they existed loads with (the behaviour it was trained under)
-OLD_CHECKPOINT_DEFAULTS: dict[str, Any] = {"critic_layer_norm": False, "flow_correction_dt": False}
+OLD_CHECKPOINT_DEFAULTS: dict[str, Any] = {"critic_layer_norm": False, "flow_correction_dt": False,
+                                           "updates_per_env_step": False, "critic_windows": False}
 Q_REDUCTIONS = ("median", "mean", "trimmed_mean")
 LR_SCHEDULES = ("constant", "cosine")
 TARGET_AGGS = ("mean", "min")
@@ -90,7 +97,7 @@ class OGPOConfig(PixelEncoderConfig):
     """
 
     # --- critics
-    gamma: float = 0.99  # yaml; applied as gamma^k per chunk of k primitive steps (code: gamma^H)
+    gamma: float = 0.99  # yaml; windows: R = sum_j gamma^j r_j, bootstrap gamma^H (code: q_helper.compute_td_target)
     n_critics: int = 10  # yaml num_qs
     critic_hidden: tuple[int, ...] = (512, 512, 512, 512)  # yaml 4 x 512
     critic_layer_norm: bool = True  # yaml/OGPO_public critic LayerNorm (after each hidden linear, before ReLU)
@@ -100,8 +107,19 @@ class OGPOConfig(PixelEncoderConfig):
     target_agg: str = "mean"  # yaml q_agg: "mean targets outperform pessimism" (site); "min" available
     batch_size: int = 256  # yaml
     utd_critic: int = 1  # yaml utd_q
-    buffer_size: int = 2_000_000  # yaml
-    learning_starts: int = 10_000  # yaml start_training (agent steps, i.e. chunks, here)
+    buffer_size: int = 2_000_000  # yaml (primitive transitions under critic_windows, else chunks)
+    learning_starts: int = 10_000  # yaml start_training: env steps (agent steps, i.e. chunks, if not updates_per_env_step)
+    # code: online_rl_runner.run_online_rl, one batch_update (utd_pi actor then critic steps, utd_q critic steps in
+    # all) after every primitive env step i >= start_training once the replay holds batch_size * utd * H
+    # transitions. False: one update round per executed chunk after learning_starts chunks (steergym before the
+    # field; what checkpoints without it load with)
+    updates_per_env_step: bool = True
+    # code: datasets.ReplayBuffer.sample_sequence + q_helper.compute_td_target: the critics learn on windows of
+    # H primitive steps starting at every step (reward sum_j gamma^j r_j, bootstrap gamma^H, windows in which the
+    # episode ends before the last step masked out of the TD loss by `valid`); episodes enter the replay when
+    # they end (run_online_rl's trajectory_buffer). False: one replay row per executed chunk, its undiscounted
+    # reward sum, gamma^k (steergym before the field; what checkpoints without it load with)
+    critic_windows: bool = True
     # --- actor (PPO in the denoising MDP)
     utd_actor: int = 1  # yaml utd_pi
     group_size: int = 32  # yaml group_num_samples G: chains per state
@@ -320,7 +338,11 @@ class OGPO(ChunkTrainer):
                                                   weight_decay=config.critic_weight_decay)
         self.actor_optimizer = torch.optim.Adam(self.policy.parameters(), lr=config.actor_lr)
         self.success = ObsActionRing(config.buffer_size, self._obs_spec, self.chunk_dim)
-        self._episode_slots: list[int] = []
+        if config.critic_windows:  # primitive transitions; critics read H-step windows
+            self.replay = StepReplay(config.buffer_size, self._obs_spec, self.action_dim)
+        self._episode_chunks: list[tuple[Any, np.ndarray]] = []  # (obs row, chunk) of the episode so far
+        self._pending: list[dict[str, Any]] = []  # the episode's primitive transitions (critic_windows)
+        self._replay_size_before_flush = 0
 
     # ----------------------------------------------------------------------------- sampling
     def _cond(self, policy, obs: Obs, repeat: int = 1) -> torch.Tensor:
@@ -373,19 +395,50 @@ class OGPO(ChunkTrainer):
             return chain_action(self.policy, x, self._low, self._high)
 
     # ------------------------------------------------------------------------ the updates
+    def sample_batch(self) -> dict[str, Any]:
+        """A replay batch of `batch_size`: H-step windows (`critic_windows`) or chunk rows."""
+        cfg = self.config
+        if cfg.critic_windows:
+            return self.replay.sample_windows(self.rng, cfg.batch_size, self.horizon, cfg.gamma)
+        return self.replay.sample(self.rng, cfg.batch_size)
+
     def _update(self) -> dict[str, float]:
+        """One update round, as OGPO's batch_update (a scan over the UTD axis): max(utd_critic, utd_actor)
+        steps, each on a fresh batch, the actor step first and then the critic step on the same batch; the
+        actor skips the steps past utd_actor when utd_actor < utd_critic (batch_critic_only_update)."""
         cfg = self.config
         metrics: dict[str, float] = {}
-        for _ in range(cfg.utd_critic):
-            batch = self.replay.sample(self.rng, cfg.batch_size)
+        rounds = max(cfg.utd_critic, cfg.utd_actor)
+        actor_steps = cfg.utd_actor if cfg.utd_actor < cfg.utd_critic else rounds
+        for j in range(rounds):
+            batch = self.sample_batch()
+            if j < actor_steps:
+                lr = cfg.actor_lr_at(self.updates * actor_steps + j)  # a function of the counters: resumes exactly
+                for group in self.actor_optimizer.param_groups:
+                    group["lr"] = lr
+                metrics.update(self.actor_update(batch), actor_lr=lr)
             metrics.update(self.critic_update(batch))
-        for j in range(cfg.utd_actor):
-            batch = self.replay.sample(self.rng, cfg.batch_size)
-            lr = cfg.actor_lr_at(self.updates * cfg.utd_actor + j)  # a function of the counters: resumes exactly
-            for group in self.actor_optimizer.param_groups:
-                group["lr"] = lr
-            metrics.update(self.actor_update(batch), actor_lr=lr)
         return metrics
+
+    def update_gate(self) -> int:
+        """Replay rows needed before updates run: batch_size * max(utd) * H primitive transitions under
+        `critic_windows` (run_online_rl), else 1."""
+        cfg = self.config
+        return cfg.batch_size * max(cfg.utd_critic, cfg.utd_actor) * self.horizon if cfg.critic_windows else 1
+
+    def _update_rounds(self, env_steps_before: int, steps: int) -> int:
+        """One round per primitive env step i (1-based) >= learning_starts while the replay holds
+        `update_gate()` rows (run_online_rl; the chunk's last step sees the episode flushed into the
+        replay when it ended there), or the per-chunk default without `updates_per_env_step`."""
+        cfg = self.config
+        if not cfg.updates_per_env_step:
+            return super()._update_rounds(env_steps_before, steps)
+        gate, last = self.update_gate(), env_steps_before + steps
+        rounds = 0
+        for i in range(env_steps_before + 1, last + 1):
+            size = self.replay.size if i == last else self._replay_size_before_flush
+            rounds += int(i >= cfg.learning_starts and size >= gate)
+        return rounds
 
     def td_target(self, batch: dict[str, Any], next_obs_t: Any = None) -> torch.Tensor:
         """y (B,) = r + gamma^k (1 - terminal) agg_m Qbar_m(s', a') with a' from the target actor's chain
@@ -414,7 +467,10 @@ class OGPO(ChunkTrainer):
         obs_t, next_obs_t = self.critic_input(batch["obs"]), self.critic_input(batch["next_obs"])
         y = self.td_target(batch, next_obs_t)
         q = self.critic(obs_t, torch.as_tensor(batch["actions"], device=self.device))
-        td = (q - y).pow(2).mean(1)
+        sq = (q - y).pow(2)
+        if "valid" in batch:  # windows in which the episode ended early: no loss (q_helper.compute_td_loss)
+            sq = sq * torch.as_tensor(batch["valid"], device=self.device)
+        td = sq.mean(1)
         loss = td.sum()
         self.critic_optimizer.zero_grad(set_to_none=True)
         loss.backward()
@@ -516,18 +572,41 @@ class OGPO(ChunkTrainer):
         index = self.rng.integers(0, size, self.config.success_batch_size)
         return take_rows(self.success.data["obs"], index), self.success.data["actions"][index]
 
-    # ---------------------------------------------------------------------- success buffer
-    def _episode_start(self) -> None:
-        self._episode_slots = []
+    # ------------------------------------------------------------------ replay and success buffer
+    def _store_chunk(self, obs: Any, action: np.ndarray, reward: float, next_obs: Any, terminated: bool,
+                     done: bool, steps: int, info: dict[str, Any]) -> int | None:
+        """Remember the chunk for the success buffer; store it as one chunk row, or (`critic_windows`)
+        its `steps` primitive transitions, held until the episode ends and then written in order."""
+        self._episode_chunks.append((_copy_obs(self.obs_row(obs)), np.array(action, np.float32)))
+        if not self.config.critic_windows:
+            return super()._store_chunk(obs, action, reward, next_obs, terminated, done, steps, info)
+        observations = info.get("chunk_observations")
+        if observations is None or len(observations) != steps:
+            raise ValueError("OGPO (critic_windows=True): the env's info has no `chunk_observations` of the chunk's "
+                             "primitive steps (steergym's ActionChunkWrapper gives them)")
+        rewards, rows = info["chunk_rewards"], action.reshape(self.horizon, self.action_dim)
+        before = obs
+        for j in range(steps):
+            last = j == steps - 1
+            self._pending.append({"obs": _copy_obs(self.obs_row(before)), "actions": rows[j].copy(),
+                                  "rewards": float(rewards[j]), "next_obs": _copy_obs(self.obs_row(observations[j])),
+                                  "terminals": float(terminated and last), "dones": float(done and last)})
+            before = observations[j]
+        self._replay_size_before_flush = self.replay.size
+        if done:
+            for row in self._pending:
+                self.replay.add(**row)
+            self._pending = []
+        return None
 
-    def _on_transition(self, slot: int) -> None:
-        self._episode_slots.append(slot)
+    def _episode_start(self) -> None:
+        self._episode_chunks, self._pending = [], []
 
     def _episode_end(self, success: bool) -> None:
         if success:
-            for slot in self._episode_slots:
-                self.success.add(obs=take_rows(self.replay.data["obs"], slot), actions=self.replay.data["actions"][slot])
-        self._episode_slots = []
+            for obs, chunk in self._episode_chunks:
+                self.success.add(obs=obs, actions=chunk)
+        self._episode_chunks = []
 
     # ------------------------------------------------------------------------- persistence
     def _modules(self) -> dict[str, nn.Module]:
@@ -562,6 +641,11 @@ class OGPO(ChunkTrainer):
         agent = cls(env, policy, config, seed=int(meta["seed"]), device=device)
         agent._restore(path, meta, tensors, arrays)
         return agent
+
+
+def _copy_obs(obs: Any) -> Any:
+    """A copy of one observation row (an array, or a dict of arrays)."""
+    return {k: np.array(v) for k, v in obs.items()} if isinstance(obs, dict) else np.array(obs)
 
 
 def _clone(policy, device: torch.device):
