@@ -73,7 +73,8 @@ def ogpo_config(**overrides) -> OGPOConfig:
 
 
 def dsrl_config(**overrides) -> DSRLNAConfig:
-    base = dict(hidden=(16, 16), batch_size=8, utd=2, distill_steps=1, learning_starts=3, log_every=1, **ENCODER)
+    base = dict(hidden=(16, 16), batch_size=8, utd=2, distill_steps=1, learning_starts=3, log_every=1, train_freq=1,
+                **ENCODER)
     return DSRLNAConfig(**{**base, **overrides})
 
 
