@@ -228,6 +228,69 @@ def test_chi2_regularisation_lowers_the_advantage_of_chains_that_drift_from_the_
     torch.testing.assert_close(same, group_advantages(flat, False))
 
 
+
+def test_chi2_beta_is_one_scalar_from_the_mean_ensemble_std():
+    # pg_helper.compute_chi_po_beta: beta = beta_base * mean over chains and states of std over the ensemble
+    q = torch.tensor([[[1.0, 3.0]], [[3.0, 3.0]]])  # (M=2, B=1, G=2): population stds 1 and 0, mean 0.5
+    adv, upper = chi2_advantages(q, torch.zeros(1, 2), 0.01, alpha=5.0, beta_base=0.4, q_std_target=2.0, r_max=0.001)
+    beta = 0.4 * 0.5 / 2.0
+    w = torch.sigmoid(torch.tensor(0.0))  # rho = 1
+    values = (1 - w) * torch.tensor([2.0, 3.0]) + w * torch.tensor([1.0, 3.0]) - beta
+    torch.testing.assert_close(adv[0], values - values.mean())
+    assert upper.shape == () and float(upper) == pytest.approx(1.0 + 0.001 / beta)  # below 1 + eps
+
+
+def _td_by_hand(agent, batch, reduce_heads):
+    """(sampled next values (M, B, n) -> the TD target) with the agent's generator replayed."""
+    cfg = agent.config
+    n = cfg.q_vr_samples if cfg.q_variance_reduction else 1
+    with torch.no_grad():
+        _, _, chunk = agent.sample_chains(agent.actor_target, batch["next_obs"], repeat=n)
+        q = agent.critic_values(agent.critic_target, agent.obs_tensor(batch["next_obs"]), agent.critic_action(chunk), n)
+        q_next = reduce_heads(q.reshape(q.shape[0], -1, n))
+    discount = cfg.gamma ** torch.as_tensor(batch["steps"], dtype=torch.float32)
+    return torch.as_tensor(batch["rewards"]) + discount * (1 - torch.as_tensor(batch["terminals"])) * q_next
+
+
+def test_q_variance_reduction_takes_each_heads_median_then_the_mean_over_heads(bc_flow):
+    agent = _filled_agent(bc_flow, steps=40, q_variance_reduction=True, q_vr_reduce="median", flow_sigma=0.6,
+                          n_critics=3, critic_layer_norm=False)
+    with torch.no_grad():  # heads that rank the next actions differently: the order of the reductions matters
+        for head, scale in enumerate((300.0, -300.0, 100.0)):
+            agent.critic_target.weights[-1][head].mul_(scale)
+    batch = agent.sample_batch()
+    batch["terminals"][:] = 0.0  # bandit episodes end at once: bootstrap anyway
+    state = agent.generator.get_state()
+    y = agent.td_target(batch)
+    agent.generator.set_state(state)
+    expected = _td_by_hand(agent, batch, lambda q: q.median(-1).values.mean(0))
+    torch.testing.assert_close(y, expected)
+    agent.generator.set_state(state)
+    other_order = _td_by_hand(agent, batch, lambda q: q.mean(0).median(-1).values)
+    assert not torch.allclose(y, other_order)
+
+
+def test_chi2_td_target_blends_mean_and_min_by_the_actors_drift(bc_flow):
+    agent = _filled_agent(bc_flow, steps=40, chi2=True, conservative_advantages=False, n_critics=3)
+    batch = agent.sample_batch()
+    batch["terminals"][:] = 0.0  # bandit episodes end at once: bootstrap anyway
+    state = agent.generator.get_state()
+    plain = agent.td_target(batch)
+    agent.generator.set_state(state)
+    torch.testing.assert_close(plain, _td_by_hand(agent, batch, lambda q: q[..., 0].mean(0)))  # before any actor step
+    agent.chi2_drift = 1.2
+    w = float(torch.sigmoid(torch.tensor(5.0 * 0.2)))
+    agent.generator.set_state(state)
+    y = agent.td_target(batch)
+    agent.generator.set_state(state)
+    expected = _td_by_hand(agent, batch, lambda q: (1 - w) * q[..., 0].mean(0) + w * q[..., 0].min(0).values)
+    torch.testing.assert_close(y, expected)
+    assert not torch.allclose(y, plain)
+    # the actor step sets the drift (mean chain ratio to the slow policy), and a checkpoint keeps it
+    agent.actor_update(batch)
+    assert agent.chi2_drift is not None and agent.chi2_drift > 0
+
+
 def _filled_agent(policy, steps=40, **overrides):
     agent = OGPO(Bandit(), policy, small_config(learning_starts=10_000, **overrides), seed=0)
     agent.learn(steps, progress=False)  # collection only (learning_starts not reached)
@@ -519,6 +582,7 @@ def test_chi2_run_keeps_a_slow_policy_and_round_trips(bc_flow, tmp_path):
     assert np.isfinite(agent.metrics["actor_loss"])
     agent.save(tmp_path / "c")
     resumed = OGPO.load(tmp_path / "c")
+    assert resumed.chi2_drift == agent.chi2_drift is not None
     for a, b in zip(agent.actor_slow.parameters(), resumed.actor_slow.parameters()):
         assert torch.equal(a, b)
     action, _ = resumed.predict(np.zeros(1, np.float32))

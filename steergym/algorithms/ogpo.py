@@ -19,7 +19,9 @@ actor step (2.) and then the critic step (1.) on that batch (`updates_per_env_st
        y = R + gamma^H (1 - terminal) agg_m Qbar_m(s', a'),   a' ~ target actor's stochastic chain
        (R = sum_j gamma^j r_j over the window, s' after its last step, terminal if any step terminated;
        agg = mean over the ensemble; windows in which the episode ends before the last step get no loss)
-       Q-variance reduction (flag): n = 8 next actions, Qbar reduced over them by median/mean/trimmed mean
+       Q-variance reduction (flag): n = 8 next actions, each Qbar_m reduced over them (median/mean/trimmed
+         mean), then agg over the heads; under chi^2 agg = (1 - w) mean_m + w min_m, w = sigmoid(alpha
+         (drift - 1)), drift the mean chain ratio rho of the last actor step
        L_Q = sum_m mean_B valid (Q_m(s, a) - y)^2;  Polyak targets with tau_critic
        (without critic_windows: one row per executed chunk, R its undiscounted sum, gamma^k, k its steps)
   2. actor (PPO inside the denoising MDP, from replay states, the EMA "target" actor as pi_old):
@@ -27,8 +29,8 @@ actor step (2.) and then the critic step (1.) on that batch (`updates_per_env_st
        advantages  A_i = Qbar(s, a_0^i) - mean_j Qbar(s, a_0^j)   (group mean baseline, no value net)
          conservative advantages (flag): per critic A_im; min_m if all > 0, max_m if all < 0, else 0
          chi^2 regularisation (flag): values (1 - w) mean_m Q + w min_m Q - beta * rho, rho the chain
-           ratio to a slow EMA policy, w = sigmoid(alpha (rho - 1)), beta = beta0 std_m Q / q_std_target;
-           the PPO upper clip becomes min(1 + eps, 1 + R_max / beta)
+           ratio to a slow EMA policy, w = sigmoid(alpha (rho - 1)), one beta = beta0 mean_{s,i} std_m Q /
+           q_std_target per batch; the PPO upper clip becomes min(1 + eps, 1 + R_max / beta)
        log omega = (log pi_theta(chain) - log pi_old(chain)) / ((K + 1) * H * d)   (x_0 counts as a step)
        L_PPO = -mean min(omega A, clip(omega, 1 - eps, 1 + eps) A)
        success-buffer regularisation (flag, "OGPO+"): + lambda_BC * the policy's own BC loss
@@ -268,24 +270,27 @@ def group_advantages(q: torch.Tensor, conservative: bool) -> torch.Tensor:
 
 def chi2_advantages(q: torch.Tensor, log_ratio_slow: torch.Tensor, epsilon: float, alpha: float, beta_base: float,
                     q_std_target: float, r_max: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """chi^2-regularised advantages (B, G) and the PPO upper clip (B, G) (OGPO's chi_po).
+    """chi^2-regularised advantages (B, G) and the PPO upper clip (a scalar) (OGPO's chi_po).
 
     q (M, B, G) ensemble values; log_ratio_slow (B, G) log rho, rho the (normalised) chain ratio of
     the current policy to the slow reference. Values (1 - w) mean_m Q + w min_m Q - beta rho with
-    w = sigmoid(alpha (rho - 1)), beta = beta_base std_m Q / q_std_target; advantages are centred on
-    the group mean; upper = min(1 + eps, 1 + r_max / beta).
+    w = sigmoid(alpha (rho - 1)) and one beta for the batch, beta = beta_base * mean over states and
+    chains of the ensemble's std (population std) / q_std_target (pg_helper.compute_chi_po_beta);
+    advantages are centred on the group mean; upper = min(1 + eps, 1 + r_max / beta)
+    (compute_chi_po_ppo_loss).
     """
     rho = log_ratio_slow.exp()
     w = torch.sigmoid(alpha * (rho - 1.0))
     blended = (1.0 - w) * q.mean(0) + w * q.min(0).values
-    beta = beta_base * q.std(0, unbiased=q.shape[0] > 1) / q_std_target
+    beta = beta_base * q.std(0, unbiased=False).mean() / q_std_target
     values = blended - beta * rho
-    upper = torch.minimum(torch.full_like(beta, 1.0 + epsilon), 1.0 + r_max / beta.clamp_min(1e-12))
+    upper = torch.clamp(1.0 + r_max / beta.clamp_min(1e-12), max=1.0 + epsilon)
     return values - values.mean(-1, keepdim=True), upper
 
 
 def reduce_samples(q: torch.Tensor, how: str) -> torch.Tensor:
-    """Reduce (B, n) next-action values over the n samples: median, mean or trimmed mean (the middle half)."""
+    """Reduce (..., n) next-action values over the last axis, the n samples: median, mean or trimmed
+    mean (the middle half)."""
     if how == "mean":
         return q.mean(-1)
     if how == "median":
@@ -343,6 +348,7 @@ class OGPO(ChunkTrainer):
         self._episode_chunks: list[tuple[Any, np.ndarray]] = []  # (obs row, chunk) of the episode so far
         self._pending: list[dict[str, Any]] = []  # the episode's primitive transitions (critic_windows)
         self._replay_size_before_flush = 0
+        self.chi2_drift: float | None = None  # mean chain ratio to the slow policy at the last actor step (chi2)
 
     # ----------------------------------------------------------------------------- sampling
     def _cond(self, policy, obs: Obs, repeat: int = 1) -> torch.Tensor:
@@ -453,9 +459,17 @@ class OGPO(ChunkTrainer):
             _, _, chunk = self.sample_chains(self.actor_target, next_obs, repeat=n)
             next_obs_t = self.obs_tensor(next_obs) if next_obs_t is None else next_obs_t
             q = self.critic_values(self.critic_target, next_obs_t, self.critic_action(chunk), n)  # (M, B*n)
-            q = q.mean(0) if cfg.target_agg == "mean" else q.min(0).values
-            q = q.reshape(size, n)
-            q_next = reduce_samples(q, cfg.q_vr_reduce) if n > 1 else q[:, 0]
+            q = q.reshape(q.shape[0], size, n)
+            # each head reduced over its n next actions, then the heads aggregated (OGPO critic_loss:
+            # reduce_q_over_samples, then aggregate_q_values)
+            q = reduce_samples(q, cfg.q_vr_reduce) if n > 1 else q[..., 0]  # (M, B)
+            if cfg.chi2 and n == 1 and self.chi2_drift is not None:
+                # pessimistic blend driven by the actor's latest mean chain ratio to the slow policy
+                # (critic_loss with chi_po_drift): (1 - w) mean_m + w min_m, w = sigmoid(alpha (drift - 1))
+                w = torch.sigmoid(torch.as_tensor(cfg.chi2_alpha * (self.chi2_drift - 1.0)))
+                q_next = (1.0 - w) * q.mean(0) + w * q.min(0).values
+            else:
+                q_next = q.mean(0) if cfg.target_agg == "mean" else q.min(0).values
             reward = torch.as_tensor(batch["rewards"], device=self.device)
             discount = cfg.gamma ** torch.as_tensor(batch["steps"], dtype=torch.float32, device=self.device)
             mask = 1.0 - torch.as_tensor(batch["terminals"], device=self.device)
@@ -518,6 +532,7 @@ class OGPO(ChunkTrainer):
                 log_rho = ((logp_new.detach() - logp_slow) / scale).reshape(P, G)
                 advantages, upper = chi2_advantages(q, log_rho, cfg.clip_epsilon, cfg.chi2_alpha, cfg.chi2_beta,
                                                     cfg.chi2_q_std_target, cfg.chi2_r_max)
+                drift = float(log_rho.exp().mean())
         else:
             advantages = group_advantages(q, cfg.conservative_advantages)
         ppo = clipped_objective(log_ratio, advantages.detach(), cfg.clip_epsilon, upper)
@@ -526,8 +541,11 @@ class OGPO(ChunkTrainer):
             s_obs, s_act = success
             chunks = self.env_chunk(torch.as_tensor(s_act, device=self.device))
             bc = self.policy.loss(self.policy_obs(s_obs), chunks, generator=self.generator)
-        return {"loss": ppo + cfg.bc_coef * bc, "ppo": ppo, "bc": bc, "advantages": advantages,
-                "log_ratio": log_ratio}
+        terms = {"loss": ppo + cfg.bc_coef * bc, "ppo": ppo, "bc": bc, "advantages": advantages,
+                 "log_ratio": log_ratio}
+        if cfg.chi2:
+            terms["chi2_drift"] = drift
+        return terms
 
     def actor_update(self, batch: dict[str, Any]) -> dict[str, float]:
         """One PPO step of the whole generative chain on states of `batch`, then the EMA updates."""
@@ -535,6 +553,8 @@ class OGPO(ChunkTrainer):
         obs = take_rows(batch["obs"], slice(0, cfg.ppo_batch_size))
         success = self._success_batch(batch) if cfg.success_buffer_bc else None
         terms = self.actor_losses(obs, success)
+        if "chi2_drift" in terms:  # the critic's pessimism driver (OGPO _update: chi_po_drift)
+            self.chi2_drift = terms["chi2_drift"]
         self.actor_optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
@@ -620,6 +640,12 @@ class OGPO(ChunkTrainer):
 
     def _extra_arrays(self) -> dict[str, np.ndarray]:
         return self.success.arrays("success")
+
+    def _extra_tensors(self) -> dict[str, torch.Tensor]:
+        return {} if self.chi2_drift is None else {"chi2_drift": torch.tensor(self.chi2_drift, dtype=torch.float64)}
+
+    def _restore_extra_tensors(self, tensors: dict[str, torch.Tensor]) -> None:
+        self.chi2_drift = float(tensors["chi2_drift"]) if "chi2_drift" in tensors else None
 
     def _restore_extra_arrays(self, arrays: dict[str, np.ndarray], where: str) -> None:
         if "success/meta" not in arrays:  # checkpoints before the ring: rows oldest first, none overwritten
