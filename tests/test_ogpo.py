@@ -502,12 +502,54 @@ def test_updates_run_per_primitive_env_step_after_learning_starts_env_steps():
     assert agent.updates == 1 and agent.replay.size == 6
 
 
+
+class SuccessCounter(Counter):
+    """Counter whose episodes succeed at their last step."""
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = super().step(action)
+        return obs, reward, terminated, truncated, {"is_success": terminated}
+
+
+def test_success_windows_feed_the_critic_a_second_step_once_enough_successes_are_stored():
+    # ogpo.py critic_update_sb after each critic step, once successful episodes hold success_batch * utd + H rows
+    cfg = dict(n_critics=2, critic_hidden=(16,), batch_size=2, group_size=2, ppo_batch_size=2, learning_starts=5,
+               success_buffer_bc=False, conservative_advantages=False, success_batch_size=2)
+    counts = {}
+    for env, sb_q in ((SuccessCounter(), True), (SuccessCounter(), False), (Counter(), True)):
+        agent = OGPO(env, chunk_policy(), OGPOConfig(**cfg, use_success_buffer_q=sb_q), seed=0)
+        calls = _count_calls(agent, "critic_update")
+        agent.learn(20, progress=False)
+        counts[type(env).__name__, sb_q] = (agent.updates, len(calls))
+    # 11 rounds (env steps 10..20); with successes (10 rows >= 2 * 1 + 4 from step 10) each adds a step
+    assert counts == {("SuccessCounter", True): (11, 22), ("SuccessCounter", False): (11, 11),
+                      ("Counter", True): (11, 11)}
+    assert OGPOConfig().use_success_buffer_q  # square.sh
+
+
+def test_success_only_windows_start_in_successful_episodes():
+    replay = StepReplay(8, 1, 1)
+    for t in range(6):  # episode of rows 0..2 failed, rows 3..5 succeeded; a full ring afterwards
+        replay.add(obs=np.full(1, t, np.float32), actions=np.zeros(1, np.float32), rewards=0.0,
+                   next_obs=np.full(1, t + 1, np.float32), terminals=0.0, dones=float(t in (2, 5)), success=float(t >= 3))
+    starts = replay.sample_windows(np.random.default_rng(0), 100, 2, 0.9, success_only=True)["obs"][:, 0]
+    assert set(starts.astype(int)) == {3, 4}  # 5 starts no window that fits
+    assert replay.success_rows() == 3
+    for t in range(6, 10):  # a failed episode wraps the ring: rows 0, 1 (t = 0, 1) overwritten, t = 2 the oldest
+        replay.add(obs=np.full(1, t, np.float32), actions=np.zeros(1, np.float32), rewards=0.0,
+                   next_obs=np.full(1, t + 1, np.float32), terminals=0.0, dones=float(t == 9), success=0.0)
+    batch = replay.sample_windows(np.random.default_rng(1), 100, 2, 0.9, success_only=True)
+    assert set(batch["obs"][:, 0].astype(int)) == {3, 4, 5}  # 5 now starts the window (5, 6)
+    everything = replay.sample_windows(np.random.default_rng(2), 400, 2, 0.9)["obs"][:, 0].astype(int)
+    assert set(everything) == set(range(2, 9))  # never the window (9, 2) across the write position
+
+
 def test_critic_windows_hold_the_discounted_in_window_reward_and_mask_early_episode_ends():
     # a hand-made 3-step episode (rewards 1, 2, 4; terminated at its last step), then one step of the next
     replay = StepReplay(16, 1, 1)
     for t, r in enumerate([1.0, 2.0, 4.0, 8.0]):
         replay.add(obs=np.full(1, t, np.float32), actions=np.full(1, t / 10, np.float32), rewards=r,
-                   next_obs=np.full(1, t + 1, np.float32), terminals=float(t == 2), dones=float(t == 2))
+                   next_obs=np.full(1, t + 1, np.float32), terminals=float(t == 2), dones=float(t == 2), success=0.0)
     batch = replay.sample_windows(np.random.default_rng(0), 200, horizon=2, gamma=0.5)
     starts = batch["obs"][:, 0].astype(int)
     assert set(starts) == {0, 1, 2}  # every primitive step starts a window that fits

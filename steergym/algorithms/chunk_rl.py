@@ -197,27 +197,45 @@ class StepReplay(ChunkReplay):
     `ReplayBuffer.sample_sequence`, ogpo/utils/datasets.py). Fields: obs, next_obs raw (as
     `ChunkReplay`); actions (N, d) the executed primitive action in [-1, 1] units; rewards (N,);
     terminals (N,) 1 where the env terminated; dones (N,) 1 where the episode ended (terminated or
-    truncated). `sample_windows` gives windows of H consecutive rows starting at any row.
+    truncated); success (N,) 1 on the rows of successful episodes. `sample_windows` gives windows of H
+    consecutive rows starting at any row (or, `success_only`, at rows of successful episodes).
     """
 
-    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "dones")
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "dones", "success")
 
     def _empty(self, rows: int) -> dict[str, Any]:
         return {"obs": empty_obs(self.obs_spec, rows), "actions": np.zeros((rows, self.action_dim), np.float32),
                 "rewards": np.zeros(rows, np.float32), "next_obs": empty_obs(self.obs_spec, rows),
-                "terminals": np.zeros(rows, np.float32), "dones": np.zeros(rows, np.float32)}
+                "terminals": np.zeros(rows, np.float32), "dones": np.zeros(rows, np.float32),
+                "success": np.zeros(rows, np.float32)}
 
-    def sample_windows(self, rng: np.random.Generator, n: int, horizon: int, gamma: float) -> dict[str, Any]:
+    def _oldest(self) -> int:
+        return self.pos if self.size == self.capacity else 0
+
+    def success_rows(self) -> int:
+        """Rows that belong to successful episodes."""
+        return int(np.count_nonzero(self.data["success"][:self.size]))
+
+    def sample_windows(self, rng: np.random.Generator, n: int, horizon: int, gamma: float,
+                       success_only: bool = False) -> dict[str, Any]:
         """n windows of `horizon` consecutive rows, their starts uniform over the rows whose window
         fits in the buffer (oldest row first; a window never crosses the ring's write position), as
         OGPO's sample_sequence: obs of the first row, actions (n, horizon * d) the rows' actions,
         rewards sum_j gamma^j r_j over the whole window, next_obs of the last row, terminals 1 where
         any row terminated (the bootstrap mask), steps = horizon (the bootstrap is gamma^horizon),
-        valid 0 where an episode ended before the last row (the TD loss ignores such windows)."""
+        valid 0 where an episode ended before the last row (the TD loss ignores such windows).
+        `success_only`: starts uniform over the rows of successful episodes among those (OGPO's
+        create_success_buffer_batch: sample_sequence(success_only=True))."""
         if self.size < horizon:
             raise ValueError(f"StepReplay: {self.size} rows, a window needs {horizon}")
-        oldest = self.pos if self.size == self.capacity else 0
-        starts = (oldest + rng.integers(0, self.size - horizon + 1, int(n))) % self.capacity
+        oldest = self._oldest()
+        if success_only:
+            logical = np.flatnonzero(np.roll(self.data["success"][:self.size], -oldest)[:self.size - horizon + 1])
+            if len(logical) == 0:
+                raise ValueError("StepReplay: no window starts in a successful episode")
+            starts = (oldest + logical[rng.integers(0, len(logical), int(n))]) % self.capacity
+        else:
+            starts = (oldest + rng.integers(0, self.size - horizon + 1, int(n))) % self.capacity
         rows = (starts[:, None] + np.arange(horizon)[None, :]) % self.capacity  # (n, H)
         powers = gamma ** np.arange(horizon, dtype=np.float64)
         rewards = (self.data["rewards"][rows].astype(np.float64) * powers).sum(1)

@@ -85,7 +85,8 @@ from steergym.policies.generative import GenerativePolicy
 FORMAT = "steergym.ogpo-v1"
 # fields a checkpoint written before they existed loads with (the behaviour it was trained under)
 OLD_CHECKPOINT_DEFAULTS: dict[str, Any] = {"critic_layer_norm": False, "flow_correction_dt": False,
-                                           "updates_per_env_step": False, "critic_windows": False}
+                                           "updates_per_env_step": False, "critic_windows": False,
+                                           "use_success_buffer_q": False}
 Q_REDUCTIONS = ("median", "mean", "trimmed_mean")
 LR_SCHEDULES = ("constant", "cosine")
 TARGET_AGGS = ("mean", "min")
@@ -152,6 +153,11 @@ class OGPOConfig(PixelEncoderConfig):
     success_buffer_bc: bool = True  # "OGPO+": use_bc_regularization + use_success_buffer (square.sh)
     bc_coef: float = 1.0  # square.sh bc_coeff (yaml default 0.1)
     success_batch_size: int = 256  # yaml
+    # square.sh use_success_buffer_q (yaml false): after each critic step a second one (with its target update) on
+    # success_batch_size windows starting in successful episodes, once those hold success_batch_size * utd + H
+    # transitions (code: ogpo.py _update -> critic_update_sb, online_rl_runner._sample_success_batch). Needs
+    # critic_windows; False for checkpoints without the field (what they ran)
+    use_success_buffer_q: bool = True
     conservative_advantages: bool = True  # square.sh adv_strategy: conservative ("OGPO-CA")
     chi2: bool = False  # yaml chi_po (off by default)
     chi2_tau_slow: float = 5e-4  # yaml tau_slow
@@ -416,6 +422,9 @@ class OGPO(ChunkTrainer):
         metrics: dict[str, float] = {}
         rounds = max(cfg.utd_critic, cfg.utd_actor)
         actor_steps = cfg.utd_actor if cfg.utd_actor < cfg.utd_critic else rounds
+        # the success windows feed the critic once successful episodes hold success_batch_size * utd + H rows
+        success_q = (cfg.use_success_buffer_q and cfg.critic_windows
+                     and self.replay.success_rows() >= cfg.success_batch_size * rounds + self.horizon)
         for j in range(rounds):
             batch = self.sample_batch()
             if j < actor_steps:
@@ -424,6 +433,10 @@ class OGPO(ChunkTrainer):
                     group["lr"] = lr
                 metrics.update(self.actor_update(batch), actor_lr=lr)
             metrics.update(self.critic_update(batch))
+            if success_q:  # critic_update_sb: a second TD step on windows from successful episodes
+                success = self.replay.sample_windows(self.rng, cfg.success_batch_size, self.horizon, cfg.gamma,
+                                                     success_only=True)
+                metrics["td_loss_success"] = self.critic_update(success)["td_loss"]
         return metrics
 
     def update_gate(self) -> int:
@@ -613,9 +626,10 @@ class OGPO(ChunkTrainer):
                                   "terminals": float(terminated and last), "dones": float(done and last)})
             before = observations[j]
         self._replay_size_before_flush = self.replay.size
-        if done:
+        if done:  # the episode enters the replay, its rows marked successful or not
+            success = float(self._episode_success or bool(info.get("is_success", False)))
             for row in self._pending:
-                self.replay.add(**row)
+                self.replay.add(**row, success=success)
             self._pending = []
         return None
 
