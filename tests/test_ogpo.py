@@ -495,6 +495,10 @@ def test_updates_run_per_primitive_env_step_after_learning_starts_env_steps():
     critic_calls, actor_calls = _count_calls(agent, "critic_update"), _count_calls(agent, "actor_update")
     agent.learn(20, progress=False)
     assert agent.updates == 1 and len(critic_calls) == 2 and len(actor_calls) == 1
+    # per env step on chunk rows (no windows, no replay-size gate): rounds at env steps 5..20
+    agent = OGPO(Counter(), chunk_policy(), OGPOConfig(**cfg, critic_windows=False), seed=0)
+    agent.learn(20, progress=False)
+    assert agent.updates == 16 and agent.replay.size == 6
     # the earlier behaviour (what checkpoints without the fields load with): a round per chunk after 5 chunks
     agent = OGPO(Counter(), chunk_policy(), OGPOConfig(**cfg, updates_per_env_step=False, critic_windows=False),
                  seed=0)

@@ -455,13 +455,15 @@ class OGPO(ChunkTrainer):
         gate, last = self.update_gate(), env_steps_before + steps
         rounds = 0
         for i in range(env_steps_before + 1, last + 1):
-            size = self.replay.size if i == last else self._replay_size_before_flush
+            size = self.replay.size if i == last or not cfg.critic_windows else self._replay_size_before_flush
             rounds += int(i >= cfg.learning_starts and size >= gate)
         return rounds
 
     def td_target(self, batch: dict[str, Any], next_obs_t: Any = None) -> torch.Tensor:
-        """y (B,) = r + gamma^k (1 - terminal) agg_m Qbar_m(s', a') with a' from the target actor's chain
-        (n = q_vr_samples of them reduced by q_vr_reduce under Q-variance reduction). `next_obs_t`:
+        """y (B,) = r + gamma^k (1 - terminal) agg_m Qbar_m(s', a') with a' from the target actor's chain,
+        k = batch["steps"] (H for windows; r their discounted sum) (n = q_vr_samples of them, each head
+        reduced over them by q_vr_reduce, under Q-variance reduction; agg blended by the drift under
+        chi2). `next_obs_t`:
         the target critics' input for s' (default `obs_tensor(batch["next_obs"])`); the chain sees
         the raw s'."""
         cfg = self.config
