@@ -10,14 +10,14 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from test_ogpo import Bandit, small_config, tiny_policy
 
-from steergym.algorithms.networks import FusedCritics
 from steergym.algorithms.chunk_rl import ChunkReplay
 from steergym.algorithms.dsrl_na import DSRLNA, DSRLNAConfig
+from steergym.algorithms.networks import FusedCritics
 from steergym.algorithms.ogpo import OGPO, OGPOConfig
 from steergym.policies.config import PolicyConfig
 from steergym.policies.flow import FlowPolicy
-from test_ogpo import Bandit, small_config, tiny_policy
 
 IMAGE = gym.spaces.Box(0, 255, (32, 32, 3), np.uint8)
 STATE = gym.spaces.Box(-1.0, 1.0, (2,), np.float32)
@@ -73,7 +73,8 @@ def ogpo_config(**overrides) -> OGPOConfig:
 
 
 def dsrl_config(**overrides) -> DSRLNAConfig:
-    base = dict(hidden=(16, 16), batch_size=8, utd=2, distill_steps=1, learning_starts=3, log_every=1, **ENCODER)
+    base = dict(hidden=(16, 16), batch_size=8, utd=2, distill_steps=1, learning_starts=3, log_every=1, train_freq=1,
+                **ENCODER)
     return DSRLNAConfig(**{**base, **overrides})
 
 
@@ -99,8 +100,10 @@ def test_ogpo_trains_on_pixels_state_observations():
     agent = OGPO(PixelReach(), policy, ogpo_config(), seed=0)
     encoder, target_encoder = params(agent.critic.encoder), params(agent.critic_target.encoder)
     conv = agent.policy.encoder.encoders["image_pixels"].convs[0].weight.detach().clone()
-    agent.learn(24, progress=False)  # 12 chunks, 9 updates
-    assert agent.updates == 9 and np.isfinite(agent.metrics["td_loss"]) and np.isfinite(agent.metrics["actor_loss"])
+    # 12 chunks, 4 episodes of 6 steps: the replay holds whole episodes (6, 12, 18 rows), a round per env
+    # step once it holds batch_size * utd * H = 16: env steps 18..24, 7 rounds
+    agent.learn(24, progress=False)
+    assert agent.updates == 7 and np.isfinite(agent.metrics["td_loss"]) and np.isfinite(agent.metrics["actor_loss"])
     assert changed(encoder, agent.critic.encoder)  # the TD loss trains the critic encoder
     assert changed(target_encoder, agent.critic_target.encoder)  # its own copy follows by Polyak averaging
     assert agent.critic_target.encoder is not agent.critic.encoder
@@ -163,14 +166,14 @@ def test_actor_loss_reaches_only_the_actors_encoder():
 
 # ------------------------------------------------------------------------------------ resume
 def test_ogpo_pixel_resume_makes_identical_next_updates(tmp_path):
-    agent = OGPO(PixelReach(), pixel_policy(), ogpo_config(), seed=2)
+    agent = OGPO(PixelReach(), pixel_policy(), ogpo_config(batch_size=4), seed=2)  # rounds from env step 12
     agent.learn(12, progress=False)  # two whole 6-step episodes: a checkpoint between episodes resumes exactly
     agent.save(tmp_path / "ckpt")
-    saved = load_file(tmp_path / "ckpt" / "replay.safetensors")
-    assert saved["replay/obs/pixels"].dtype == np.uint8 and saved["replay/obs/pixels"].shape == (6, 32, 32, 3)
+    saved = load_file(tmp_path / "ckpt" / "replay.safetensors")  # 12 primitive transitions
+    assert saved["replay/obs/pixels"].dtype == np.uint8 and saved["replay/obs/pixels"].shape == (12, 32, 32, 3)
     assert saved["success/obs/pixels"].shape == (3, 32, 32, 3)
     resumed = OGPO.load(tmp_path / "ckpt", env=PixelReach())
-    assert resumed.config.critic_layer_norm and resumed.replay.size == 6
+    assert resumed.config.critic_layer_norm and resumed.replay.size == 12 and resumed.updates == agent.updates == 1
     np.testing.assert_array_equal(resumed.success_obs["pixels"], agent.success_obs["pixels"])
     agent.learn(6, progress=False, reset_num_timesteps=False)
     resumed.learn(6, progress=False, reset_num_timesteps=False)
@@ -289,8 +292,8 @@ def test_fused_critics_without_layer_norm_keep_their_parameters():
 
 def test_ogpo_layer_norm_flag_builds_and_restores_its_critics(tmp_path):
     policy = tiny_policy(FlowPolicy)
-    normed = OGPO(Bandit(), policy, small_config(learning_starts=3), seed=0)
-    plain = OGPO(Bandit(), policy, small_config(learning_starts=3, critic_layer_norm=False), seed=0)
+    normed = OGPO(Bandit(), policy, small_config(learning_starts=3, batch_size=4), seed=0)
+    plain = OGPO(Bandit(), policy, small_config(learning_starts=3, batch_size=4, critic_layer_norm=False), seed=0)
     assert OGPOConfig().critic_layer_norm and not DSRLNAConfig().critic_layer_norm
     norm_keys = {k for k in normed.critic.state_dict() if k.startswith("norm_")}
     assert norm_keys == {"norm_weights.0", "norm_weights.1", "norm_biases.0", "norm_biases.1"}
@@ -375,7 +378,9 @@ def test_cli_trains_ogpo_on_a_pixels_state_widowx_task_and_the_policy_evaluates(
     env.close()
     policy.save(tmp_path / "pixel-policy", {"env_id": lift})
     out = tmp_path / "run"
-    config = json.dumps({"ppo_batch_size": 4, "success_batch_size": 4, "n_critics": 2, "group_size": 2, **ENCODER})
+    # critic_windows off: 24 env steps end no WidowX episode, and windows only enter the replay with whole episodes
+    config = json.dumps({"ppo_batch_size": 4, "success_batch_size": 4, "n_critics": 2, "group_size": 2,
+                         "critic_windows": False, **ENCODER})
     argv = ["train", "ogpo", "--policy", str(tmp_path / "pixel-policy"), "--out", str(out), "--obs-mode",
             "pixels_state", "--env-steps", "24", "--eval-every", "24", "--eval-episodes", "1", "--learning-starts",
             "3", "--batch-size", "4", "--hidden", "16", "--config", config, "--quiet", "--threads", "1"]

@@ -54,7 +54,7 @@ def base():
 
 def small_config(**overrides) -> DSRLNAConfig:
     base = dict(hidden=(64, 64), batch_size=32, utd=4, distill_steps=2, learning_starts=30, log_every=20,
-                alpha_init=0.1, learning_rate=3e-3)
+                alpha_init=0.1, learning_rate=3e-3, train_freq=1)
     base.update(overrides)
     return DSRLNAConfig(**base)
 
@@ -126,3 +126,27 @@ def test_bad_inputs_raise_clear_errors(base):
     pendulum.close()
     with pytest.raises(ValueError, match="backup_combine"):
         DSRLNAConfig(backup_combine="max")
+
+
+def test_update_rounds_follow_every_train_freq_th_transition_after_learning_starts(base):
+    # SB3 learn: train(utd) then noise_critic_grad_steps distillation steps after each vec-env step of n_envs
+    # transitions once num_timesteps > learning_starts; DSRL: n_envs = 4
+    assert DSRLNAConfig().train_freq == 4
+    agent = DSRLNA(Bandit(), base, small_config(train_freq=4, learning_starts=10, utd=3, distill_steps=2), seed=0)
+    sac, distill = [], []
+    sac_update, distill_update = agent.sac_update, agent.distill_update
+    agent.sac_update = lambda batch: sac.append(1) or sac_update(batch)
+    agent.distill_update = lambda obs: distill.append(1) or distill_update(obs)
+    agent.learn(30, progress=False)  # rounds after transitions 12, 16, 20, 24, 28
+    assert agent.updates == 5 and len(sac) == 15 and len(distill) == 10
+
+
+def test_the_noise_actor_starts_with_a_std_near_one(base):
+    # the reference's actors: log_std from a linear head that starts near 0 (SB3 SAC; OGPO_public Actor)
+    agent = DSRLNA(Bandit(), base, small_config(hidden=(16, 16)), seed=0)
+    with torch.no_grad():
+        _, log_std = agent.actor(agent.obs_tensor(np.random.default_rng(0).uniform(-1, 1, (64, 1)).astype(np.float32)))
+    assert abs(float(log_std.exp().mean()) - 1.0) < 0.05
+    old = DSRLNA(Bandit(), base, small_config(hidden=(16, 16), actor_log_std_init=-1.0), seed=0)
+    with torch.no_grad():
+        assert abs(float(old.actor(agent.obs_tensor(np.zeros((4, 1), np.float32)))[1].exp().mean()) - np.exp(-1)) < 0.05

@@ -192,6 +192,63 @@ class ChunkReplay:
         self.size, self.pos = size, pos
 
 
+class StepReplay(ChunkReplay):
+    """A ring of *primitive* transitions from which critics read action-chunk windows (OGPO's
+    `ReplayBuffer.sample_sequence`, ogpo/utils/datasets.py). Fields: obs, next_obs raw (as
+    `ChunkReplay`); actions (N, d) the executed primitive action in [-1, 1] units; rewards (N,);
+    terminals (N,) 1 where the env terminated; dones (N,) 1 where the episode ended (terminated or
+    truncated); success (N,) 1 on the rows of successful episodes. `sample_windows` gives windows of H
+    consecutive rows starting at any row (or, `success_only`, at rows of successful episodes).
+    """
+
+    FIELDS = ("obs", "actions", "rewards", "next_obs", "terminals", "dones", "success")
+
+    def _empty(self, rows: int) -> dict[str, Any]:
+        return {"obs": empty_obs(self.obs_spec, rows), "actions": np.zeros((rows, self.action_dim), np.float32),
+                "rewards": np.zeros(rows, np.float32), "next_obs": empty_obs(self.obs_spec, rows),
+                "terminals": np.zeros(rows, np.float32), "dones": np.zeros(rows, np.float32),
+                "success": np.zeros(rows, np.float32)}
+
+    def _oldest(self) -> int:
+        return self.pos if self.size == self.capacity else 0
+
+    def success_rows(self) -> int:
+        """Rows that belong to successful episodes."""
+        return int(np.count_nonzero(self.data["success"][:self.size]))
+
+    def sample_windows(self, rng: np.random.Generator, n: int, horizon: int, gamma: float,
+                       success_only: bool = False) -> dict[str, Any]:
+        """n windows of `horizon` consecutive rows, their starts uniform over the rows whose window
+        fits in the buffer (oldest row first; a window never crosses the ring's write position), as
+        OGPO's sample_sequence: obs of the first row, actions (n, horizon * d) the rows' actions,
+        rewards sum_j gamma^j r_j over the whole window, next_obs of the last row, terminals 1 where
+        any row terminated (the bootstrap mask), steps = horizon (the bootstrap is gamma^horizon),
+        valid 0 where an episode ended before the last row (the TD loss ignores such windows).
+        `success_only`: starts uniform over the rows of successful episodes among those (OGPO's
+        create_success_buffer_batch: sample_sequence(success_only=True))."""
+        if self.size < horizon:
+            raise ValueError(f"StepReplay: {self.size} rows, a window needs {horizon}")
+        oldest = self._oldest()
+        if success_only:
+            logical = np.flatnonzero(np.roll(self.data["success"][:self.size], -oldest)[:self.size - horizon + 1])
+            if len(logical) == 0:
+                raise ValueError("StepReplay: no window starts in a successful episode")
+            starts = (oldest + logical[rng.integers(0, len(logical), int(n))]) % self.capacity
+        else:
+            starts = (oldest + rng.integers(0, self.size - horizon + 1, int(n))) % self.capacity
+        rows = (starts[:, None] + np.arange(horizon)[None, :]) % self.capacity  # (n, H)
+        powers = gamma ** np.arange(horizon, dtype=np.float64)
+        rewards = (self.data["rewards"][rows].astype(np.float64) * powers).sum(1)
+        ended_early = self.data["dones"][rows[:, :-1]].max(1) if horizon > 1 else np.zeros(len(starts))
+        return {"obs": take_rows(self.data["obs"], starts),
+                "actions": self.data["actions"][rows].reshape(len(starts), -1),
+                "rewards": rewards.astype(np.float32),
+                "next_obs": take_rows(self.data["next_obs"], rows[:, -1]),
+                "terminals": self.data["terminals"][rows].max(1),
+                "steps": np.full(len(starts), horizon, np.int64),
+                "valid": (1.0 - ended_early).astype(np.float32)}
+
+
 class ObsActionRing(ChunkReplay):
     """A `ChunkReplay` of (obs, actions) rows only, e.g. OGPO's buffer of chunks from successful
     episodes: written one row at a time into the same growing ring, never rebuilt by concatenation
@@ -435,8 +492,8 @@ class ChunkTrainer(OffPolicyTrainer):
         False continues them, as a resumed run does (`learn(total - agent.num_timesteps,
         reset_num_timesteps=False)`). Training episodes keep counting, so their reset seeds never repeat.
 
-        Each agent step: act (a chunk), store the transition, then (after `config.learning_starts`
-        agent steps) the algorithm's updates. With `eval_env`, evaluates every `eval_every` env steps
+        Each agent step: act (a chunk), store the transition, then the algorithm's updates (how many:
+        `_update_rounds`; by default one after `config.learning_starts` agent steps). With `eval_env`, evaluates every `eval_every` env steps
         and at the end (deterministic, seeds eval_seed + i); with `out`, writes the run folder and a
         checkpoint every `checkpoint_every` env steps (default eval_every) at the next episode end.
         The loop itself is `OffPolicyTrainer._run_loop`.
@@ -464,7 +521,7 @@ class ChunkTrainer(OffPolicyTrainer):
 
     # ------------------------------------------------------------ the hooks of OffPolicyTrainer
     def _collect(self, log) -> int:
-        """One agent step: act (a chunk), store the transition, update (after learning_starts)."""
+        """One agent step: act (a chunk), store the transition, run the `_update_rounds` owed."""
         cfg = self.config
         if self._obs is None:  # a new training episode
             self._obs, _ = self.env.reset(seed=TRAIN_SEED_OFFSET + self.seed + self.episodes)
@@ -476,13 +533,14 @@ class ChunkTrainer(OffPolicyTrainer):
         planned = self._executed_chunk(env_action, info)  # (H, d), env units, clipped
         steps = int(info.get("steps", self.horizon))
         action = self.critic_action(torch.as_tensor(planned[None], dtype=torch.float32, device=self.device))
-        slot = self.replay.add(obs=self.obs_row(obs), actions=action[0].cpu().numpy(), rewards=float(reward),
-                               next_obs=self.obs_row(next_obs), terminals=float(terminated), steps=steps)
+        slot = self._store_chunk(obs, action[0].cpu().numpy(), float(reward), next_obs, bool(terminated),
+                                 bool(terminated or truncated), steps, info)
         self._on_transition(slot)
         self._episode_success = self._episode_success or bool(info.get("is_success", False))
+        before = self.num_timesteps
         self.num_timesteps += steps
         self.agent_steps += 1
-        if self.agent_steps > cfg.learning_starts:
+        for _ in range(self._update_rounds(before, steps)):
             self.metrics = self._update()
             self.updates += 1
             if self.updates % cfg.log_every == 0:
@@ -529,6 +587,18 @@ class ChunkTrainer(OffPolicyTrainer):
             log.write("progress", row, self.num_timesteps, scalars=self.metrics, prefix="train")
 
     # hooks for subclasses
+    def _store_chunk(self, obs: Any, action: np.ndarray, reward: float, next_obs: Any, terminated: bool,
+                     done: bool, steps: int, info: dict[str, Any]) -> int | None:
+        """Store an executed chunk (action: flat (H*d,) in [-1, 1] units, reward the sum of its
+        `steps` rewards); returns its replay slot. Default: one `ChunkReplay` row per chunk."""
+        return self.replay.add(obs=self.obs_row(obs), actions=action, rewards=reward, next_obs=self.obs_row(next_obs),
+                               terminals=float(terminated), steps=steps)
+
+    def _update_rounds(self, env_steps_before: int, steps: int) -> int:
+        """How many `_update` rounds follow the chunk just executed (`steps` primitive steps after
+        `env_steps_before`). Default: one per agent step once `agent_steps > config.learning_starts`."""
+        return 1 if self.agent_steps > self.config.learning_starts else 0
+
     def _episode_start(self) -> None:
         pass
 

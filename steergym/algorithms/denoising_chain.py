@@ -16,10 +16,12 @@ only on their means.
 Flow policies ("SDE-fied flow", OGPO pg_helper.sample_flow_actions_sde; reference/algorithms.md 5.3):
 t_k = k / K, dt = 1 / K, v = v_theta(x_k, t_k, s);
     std_k = sigma * sqrt(1 - t_k)  (tapered; `taper=False`: std_k = sigma)
-    mu    = clip(x_k + v dt + (std_k^2 / 2) * score, +-clip),  score = (t_k v - x_k) / (1 - t_k)
-The score of the CondOT path makes the noisy chain keep the ODE's marginals; we scale the correction
-by the per-step variance std_k^2 (Euler-Maruyama of dx = (v + g^2/2 score) dt + g dW with
-g^2 dt = std_k^2), so it stays right whatever K is. Intermediate means are clipped as OGPO does.
+    mu    = clip(x_k + dt * (v + (std_k^2 / 2) * score), +-clip),  score = (t_k v - x_k) / (1 - t_k)
+as OGPO's pg_helper.sample_flow_actions_sde (drift = v + sde_drift_correction, mean = x + drift * dt:
+the correction is scaled by dt as well; with tapered noise it is dt (sigma^2 / 2)(t_k v - x_k)).
+`ChainNoise.correction_dt=False` keeps steergym's earlier scaling by the per-step variance alone,
+x_k + v dt + (std_k^2 / 2) score (checkpoints from before the field). Intermediate means are
+clipped as OGPO does.
 
 Diffusion policies (DDIM with eta > 0, as DPPO fine-tunes DDIM policies; reference 5.7): at the
 policy's DDIM timesteps t -> t' (the last step goes to abar' = 1), with x0_hat clipped and epsilon
@@ -53,6 +55,9 @@ class ChainNoise:
     diffusion_min_std: float = 0.1  # DPPO min_sampling_denoising_std
     noise_clip: float = 3.0  # OGPO randn_clip_value: z clipped to +-3
     clip_intermediate: bool = True  # OGPO clip_intermediate_actions (flow means clipped to +-denoised_clip)
+    # code: pg_helper.sample_flow_actions_sde, mean = x + (v + (std^2 / 2) score) * dt; False: the score term
+    # not multiplied by dt (steergym before this field)
+    correction_dt: bool = True
 
     def __post_init__(self) -> None:
         for name in ("flow_sigma", "diffusion_min_std", "noise_clip"):
@@ -98,7 +103,8 @@ def _step_mean_std(policy, k: int, x: torch.Tensor, context_k: torch.Tensor,
         t, dt = k / steps, 1.0 / steps
         std = noise.flow_sigma * (math.sqrt(1.0 - t) if noise.flow_taper else 1.0)
         v = policy.denoiser.step(x, context_k)
-        mean = x + dt * v + 0.5 * std * std * (t * v - x) / (1.0 - t)
+        correction = 0.5 * std * std * (t * v - x) / (1.0 - t)
+        mean = x + dt * (v + correction) if noise.correction_dt else x + dt * v + correction
         if noise.clip_intermediate:
             mean = mean.clamp(-clip, clip)
         return mean, std

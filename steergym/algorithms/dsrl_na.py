@@ -8,8 +8,8 @@
 Wagenmaker, Nakamoto et al. 2025 (DSRL), the `DSRL` class of the authors' SB3 fork
 (reference/algorithms.md section 4.4). The base policy pi_dp(s, w) is a black box, only called
 through `sample(obs, noise)`; the agent acts through a `NoiseActionWrapper` and learns from the
-*executed action chunks* in its `info`. Per agent step (after `learning_starts` warm-up chunks with
-w ~ N(0, I)):
+*executed action chunks* in its `info`. After `learning_starts` warm-up chunks with w ~ N(0, I),
+one update round per `train_freq` agent steps (SB3's train_freq = 1 vec-env step of DSRL's 4 envs):
 
   utd times:
     Q^A (twin, on flat action chunks in [-1, 1]):
@@ -67,8 +67,16 @@ class DSRLNAConfig(PixelEncoderConfig):
     learning_rate: float = 3e-4  # configs: actor, both critic families and alpha share it
     batch_size: int = 256  # configs
     tau: float = 0.005  # configs / SB3
-    utd: int = 20  # configs utd (can/square; lift 30): Q^A + actor steps per agent step
-    distill_steps: int = 10  # noise_critic_grad_steps
+    utd: int = 20  # configs utd (can/square; lift 30): Q^A + actor steps per update round
+    distill_steps: int = 10  # noise_critic_grad_steps: Q^W steps per update round
+    # transitions (chunks) between update rounds: DSRL steps n_envs = 4 envs and SB3's train_freq = 1 vec-env
+    # step calls train(utd) once per 4 transitions (OffPolicyAlgorithm.learn; reference/algorithms.md 4.2-4.4);
+    # 1 = a round after every transition (steergym before the field; what checkpoints without it load with)
+    train_freq: int = 4
+    # initial log-std of the noise actor: 0 (std ~ 1) as the reference's actors (SB3 SAC's log_std Linear head;
+    # OGPO_public networks/actors.Actor, log_std Dense with init scale 1e-2); -1 (std ~ 0.37) is JaxCQL's, which
+    # steergym used before the field (a loaded checkpoint restores its learned offset either way)
+    actor_log_std_init: float = 0.0
     hidden: tuple[int, ...] = (2048, 2048, 2048)  # configs layer_size 2048 x num_layers 3 (robomimic)
     n_critics: int = 2  # configs
     critic_layer_norm: bool = False  # ours: off (ReLU MLPs as before); DSRL's own networks use LayerNorm
@@ -85,7 +93,7 @@ class DSRLNAConfig(PixelEncoderConfig):
     def __post_init__(self) -> None:
         self.hidden = tuple(int(h) for h in self.hidden)
         self.check_encoder("DSRLNAConfig")
-        for name in ("batch_size", "utd", "distill_steps", "n_critics", "buffer_size", "log_every"):
+        for name in ("batch_size", "utd", "distill_steps", "n_critics", "buffer_size", "log_every", "train_freq"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
                 raise ValueError(f"DSRLNAConfig.{name} must be an integer >= 1, got {value!r}")
@@ -151,10 +159,12 @@ class DSRLNA(ChunkTrainer):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(self.seed)
             if self._layout is None:
-                self.actor = TanhGaussianActor(self.obs_dim, d, config.hidden).to(self.device)
+                self.actor = TanhGaussianActor(self.obs_dim, d, config.hidden,
+                                               log_std_init=config.actor_log_std_init).to(self.device)
             else:  # its own encoder (PTR's encodersep), as Cal-QL's pixel actor
                 encoder = self.config.make_encoder(self._layout)
-                self.actor = PixelActor(encoder, TanhGaussianActor(encoder.out_dim, d, config.hidden)).to(self.device)
+                head = TanhGaussianActor(encoder.out_dim, d, config.hidden, log_std_init=config.actor_log_std_init)
+                self.actor = PixelActor(encoder, head).to(self.device)
             self.critic_a = self.make_critics(*critic_shape)
             self.critic_w = self.make_critics(*critic_shape)
         self.critic_a_target = self.target_critics(self.critic_a, *critic_shape)
@@ -213,6 +223,13 @@ class DSRLNA(ChunkTrainer):
         return self.critic_action(torch.as_tensor(chunk, dtype=torch.float32, device=self.device))
 
     # ------------------------------------------------------------------------ the updates
+    def _update_rounds(self, env_steps_before: int, steps: int) -> int:
+        """One round (utd SAC steps, then distill_steps) after every `train_freq`-th transition once more
+        than `learning_starts` were collected, as SB3's learn: train when num_timesteps > learning_starts,
+        num_timesteps counting the transitions of all n_envs = train_freq envs."""
+        cfg = self.config
+        return int(self.agent_steps > cfg.learning_starts and self.agent_steps % cfg.train_freq == 0)
+
     def _update(self) -> dict[str, float]:
         metrics: dict[str, float] = {}
         for _ in range(self.config.utd):
@@ -295,7 +312,9 @@ class DSRLNA(ChunkTrainer):
         path = Path(path)
         meta, tensors, arrays, saved_policy = cls._read_checkpoint(path)
         policy = policy if policy is not None else saved_policy
-        # (checkpoints from before `critic_layer_norm` existed: the default, False, is what they had)
-        agent = cls(env, policy, DSRLNAConfig.from_dict(meta["config"]), seed=int(meta["seed"]), device=device)
+        # (checkpoints from before `critic_layer_norm` existed: the default, False, is what they had; before
+        # `train_freq`: a round after every transition)
+        config = DSRLNAConfig.from_dict({"train_freq": 1, **meta["config"]})
+        agent = cls(env, policy, config, seed=int(meta["seed"]), device=device)
         agent._restore(path, meta, tensors, arrays)
         return agent

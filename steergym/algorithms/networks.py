@@ -47,16 +47,18 @@ def _orthogonal_(weight: torch.Tensor, gain: float) -> None:
 
 
 class TanhGaussianActor(nn.Module):
-    """MLP -> (mean, log_std); log_std = multiplier * raw + offset (learnable scalars, init 1 and -1,
-    JaxCQL), clipped to [-20, 2]; actions tanh(N(mean, std)) in [-1, 1]^d."""
+    """MLP -> (mean, log_std); log_std = multiplier * raw + offset (learnable scalars, init 1 and
+    `log_std_init`, -1 as JaxCQL), clipped to [-20, 2]; actions tanh(N(mean, std)) in [-1, 1]^d. The
+    output layer starts near 0, so the initial std is about exp(log_std_init)."""
 
-    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], orthogonal: bool = True) -> None:
+    def __init__(self, obs_dim: int, action_dim: int, hidden: tuple[int, ...], orthogonal: bool = True,
+                 log_std_init: float = -1.0) -> None:
         super().__init__()
         sizes = (obs_dim, *hidden)
         self.hidden = nn.ModuleList(nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:]))
         self.out = nn.Linear(sizes[-1], 2 * action_dim)
         self.log_std_multiplier = nn.Parameter(torch.tensor(1.0))
-        self.log_std_offset = nn.Parameter(torch.tensor(-1.0))
+        self.log_std_offset = nn.Parameter(torch.tensor(float(log_std_init)))
         if orthogonal:
             for layer in self.hidden:
                 nn.init.orthogonal_(layer.weight, gain=math.sqrt(2.0))

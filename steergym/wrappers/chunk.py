@@ -30,6 +30,8 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
 
     Info: the last primitive step's info, plus
         chunk_rewards     list of the k rewards, in order
+        chunk_observations  list of the k observations after each primitive step (the last is the
+                          returned one): trainers that learn from primitive steps inside a chunk
         chunk_successes   list of the k per-step `is_success` flags (False where absent)
         is_success        any step of the chunk succeeded
         steps             k, the number of primitive steps executed
@@ -59,16 +61,19 @@ class ActionChunkWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
         executed = np.full(chunk.shape, np.nan, dtype=np.float32)
         rewards: list[float] = []
         successes: list[bool] = []
+        observations: list[Any] = []
         for i, primitive in enumerate(chunk):
             executed[i] = primitive
             obs, reward, terminated, truncated, info = self.env.step(primitive)
             rewards.append(float(reward))
+            observations.append(obs)
             successes.append(bool(info.get("is_success", False)))
             if terminated or truncated:
                 break
         info = dict(info)
         info.update(
             chunk_rewards=rewards,
+            chunk_observations=observations,
             chunk_successes=successes,
             is_success=any(successes),
             steps=len(rewards),
