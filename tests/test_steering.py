@@ -289,3 +289,25 @@ def test_keep_best_returns_the_actor_of_the_best_evaluation(tmp_path, lift_polic
     assert kept.keys() == at_best.keys() and all(torch.equal(kept[k], at_best[k]) for k in kept)
     if best != len(rates) - 1:  # the kept actor is not simply the last one
         assert any(not torch.equal(kept[k], last[k]) for k in kept)
+
+
+def test_dsrl_with_shared_noise_learns_one_noise_row_and_its_policy_round_trips(tmp_path, lift_policy):
+    """`shared_noise`: the learner picks one (D,) noise row, repeated over the chunk (dsrl_pi0's noise
+    space); the saved policy rebuilds that actor and acts as the trained one."""
+    config = SteeringConfig(**TINY, shared_noise=True)
+    env = make_steering_env(LIFT, "dsrl", lift_policy, config)
+    assert env.action_space.shape == (lift_policy.noise_shape[1],)
+    result = train_steering(LIFT, "dsrl", lift_policy, config, env_steps=80, eval_every=40, eval_episodes=2,
+                            seed=0, out=tmp_path / "run", progress=False)
+    loaded = load_steered(tmp_path / "run" / "policy")
+    assert loaded.shared_noise and loaded.sb3_policy.action_space.shape == (lift_policy.noise_shape[1],)
+    obs, _ = make_steering_env(LIFT, "sac").reset(seed=3)
+    for policy in (result.policy, loaded):
+        policy.reset(seed=3)
+    np.testing.assert_array_equal(result.policy.act(obs), loaded.act(obs))
+    # the chunk it executes is the base policy's chunk for the row tiled over H
+    loaded.reset(seed=3)
+    row = loaded.actor_output(obs)
+    loaded.reset(seed=3)
+    expected = lift_policy.sample(obs, np.tile(row, (lift_policy.noise_shape[0], 1)))
+    np.testing.assert_array_equal([loaded.act(obs) for _ in range(lift_policy.noise_shape[0])], expected)

@@ -622,3 +622,37 @@ def test_bad_configurations_raise_clear_errors(make_env):
     with pytest.raises(ValueError, match=r"NoiseActionVectorWrapper: .*ActionChunkWrapper\(env, 4\)"):
         NoiseActionVectorWrapper(raw, policy)
     raw.close()
+
+
+def test_shared_noise_repeats_one_row_over_the_chunk(make_env):
+    """NoiseActionWrapper / its gymnasium and SB3 vector forms with shared_noise: the agent's (D,) row
+    gives exactly the transition of the full wrapper stepped with that row tiled over H."""
+    from stable_baselines3.common.vec_env import DummyVecEnv
+
+    from steergym.wrappers import NoiseActionVecEnvWrapper, NoiseActionVectorWrapper
+
+    policy = small_policy(make_env(LIFT))
+    row = np.linspace(-1.0, 1.0, D).astype(np.float32)
+    shared, full = NoiseActionWrapper(make_env(LIFT), policy, shared_noise=True), NoiseActionWrapper(make_env(LIFT), policy)
+    assert shared.action_space.shape == (D,) and full.action_space.shape == (H * D,)
+    for env in (shared, full):
+        env.reset(seed=0)
+    a, b = shared.step(row), full.step(np.tile(row, H))
+    np.testing.assert_array_equal(a[0], b[0])
+    assert a[1] == b[1] and np.array_equal(a[4]["chunk"], b[4]["chunk"])
+    np.testing.assert_array_equal(a[4]["noise"], np.tile(row, H))
+    with pytest.raises(ValueError, match=r"shape \(7,\)"):
+        shared.step(np.tile(row, H))  # the whole chunk noise is not its action
+    chunked = lambda: ActionChunkWrapper(gym.make(LIFT), H)
+    vec = NoiseActionVectorWrapper(gym.vector.SyncVectorEnv([chunked, chunked]), policy, shared_noise=True)
+    sb3 = NoiseActionVecEnvWrapper(DummyVecEnv([chunked, chunked]), policy, shared_noise=True)
+    assert vec.single_action_space.shape == (D,) and sb3.action_space.shape == (D,)
+    vec.reset(seed=[0, 1])
+    sb3.seed(0)
+    sb3.reset()
+    rows = np.stack([row, -row])
+    _, _, _, _, infos = vec.step(rows)
+    np.testing.assert_array_equal(infos["noise"], np.tile(rows, (1, H)))
+    sb3.step_async(rows)
+    _, _, _, sb3_infos = sb3.step_wait()
+    np.testing.assert_array_equal(sb3_infos[1]["noise"], np.tile(-row, H))

@@ -53,6 +53,8 @@ class SteeringConfig:
     """
 
     noise_bound: float = 1.5  # DSRL b (action_magnitude 1.5 for robomimic lift/can/square)
+    shared_noise: bool = False  # dsrl: one noise row (D,) repeated over the chunk (dsrl_pi0's low-dimensional
+    #   noise space for long chunks, e.g. pi0's 50 x 32); False: the whole (H, D) chunk noise, as DSRL
     residual_scale: float = 0.1  # residual: correction weight in action units (small, ResiP-style; ours)
     learning_rate: float = 3e-4  # DSRL configs (actor, critics and entropy share it)
     batch_size: int = 256  # DSRL configs
@@ -130,7 +132,7 @@ def make_steering_env(env_id: str, method: str, policy: Any = None, config: Stee
     check_method(method, policy)
     env = make_task_env(env_id, config, **env_kwargs)
     if method == "dsrl":
-        return NoiseActionWrapper(env, policy, config.noise_bound)
+        return NoiseActionWrapper(env, policy, config.noise_bound, config.shared_noise)
     if method == "residual":
         return ResidualActionWrapper(env, policy, config.residual_scale)
     return env
@@ -239,7 +241,7 @@ def train_steering(
             return thunk
 
         venv = NoiseActionVecEnvWrapper(DummyVecEnv([make_chunked(i) for i in range(config.num_envs)]), policy,
-                                        config.noise_bound)
+                                        config.noise_bound, config.shared_noise)
     else:
         venv = DummyVecEnv([make_one(i) for i in range(config.num_envs)])
     eval_env = make_steering_env(env_id, method, _fork(policy, seed), config, **env_kwargs)
@@ -292,7 +294,7 @@ def train_steering(
     steered = SteeredPolicy(method, base, model.policy, eval_env.unwrapped.observation_space,
                             eval_env.unwrapped.action_space, config.noise_bound, config.residual_scale,
                             env_id, config.hidden, config.activation, obs_stats=stats,
-                            deterministic=deterministic)
+                            deterministic=deterministic, shared_noise=config.shared_noise)
     callback = _SteeringCallback(model, eval_env, steered, env_steps, time_budget_s, int(eval_every),
                                  int(eval_episodes), int(eval_seed), run_dir, progress, on_eval, keep_best)
     try:

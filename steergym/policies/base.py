@@ -48,6 +48,21 @@ class GenerativePolicyProtocol(Policy, Protocol):
         """n chunks with fresh noise: (n, H, d), or (B, n, H, d) for a batch."""
 
 
+def agent_noise_shape(noise_shape: tuple[int, int], shared: bool) -> tuple[int, int]:
+    """What the agent chooses of a policy's (H, D) noise: all of it, or one row (1, D) when `shared`."""
+    return (1, int(noise_shape[1])) if shared else (int(noise_shape[0]), int(noise_shape[1]))
+
+
+def expand_noise(noise: np.ndarray, noise_shape: tuple[int, int]) -> np.ndarray:
+    """Flat noise (..., H*D) from the agent's (..., H*D) or, shared, (..., D) (the row repeated H times)."""
+    horizon, dim = (int(n) for n in noise_shape)
+    if noise.shape[-1] == horizon * dim:
+        return noise
+    if noise.shape[-1] != dim:
+        raise ValueError(f"noise of width {noise.shape[-1]} is neither the chunk noise ({horizon * dim}) nor one row ({dim})")
+    return np.tile(noise, (1,) * (noise.ndim - 1) + (horizon,))
+
+
 def is_batched(obs: Any, space: gym.Space) -> bool:
     """True when `obs` carries a leading batch axis relative to `space` (Box or Dict of Boxes)."""
     if isinstance(space, gym.spaces.Dict):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from steergym.atomic import atomic_folder
-from steergym.policies.base import check_action, reset_policy
+from steergym.policies.base import agent_noise_shape, check_action, expand_noise, reset_policy
 from steergym.policies.checkpoint import load_policy, save_policy, sha256_file
 from steergym.space_json import space_from_json, space_to_json
 
@@ -50,11 +50,12 @@ def default_deterministic(method: str) -> bool:
 
 
 def actor_action_space(method: str, env_action_space: gym.spaces.Box, base: Any,
-                       noise_bound: float) -> gym.spaces.Box:
-    """The learner's action space for `method` (what the SB3 actor outputs)."""
+                       noise_bound: float, shared_noise: bool = False) -> gym.spaces.Box:
+    """The learner's action space for `method` (what the SB3 actor outputs): dsrl's is the noise,
+    (H*D,), or one row (D,) repeated over the chunk with `shared_noise`."""
     if method == "dsrl":
-        horizon, dim = (int(n) for n in base.noise_shape)
-        return gym.spaces.Box(-noise_bound, noise_bound, (horizon * dim,), np.float32)
+        shape = agent_noise_shape(tuple(int(n) for n in base.noise_shape), shared_noise)
+        return gym.spaces.Box(-noise_bound, noise_bound, (int(np.prod(shape)),), np.float32)
     if method == "residual":
         return gym.spaces.Box(-1.0, 1.0, env_action_space.shape, np.float32)
     if method == "sac":
@@ -90,12 +91,14 @@ class SteeredPolicy:
         hidden, activation: the actor's network shape (saved so `load_steered` can rebuild it).
         obs_stats: (mean, std) the actor's input was normalised with in training, or None.
         deterministic: mean action (True) or a seeded sample (False); None: `default_deterministic`.
+        shared_noise: dsrl: the actor outputs one noise row (D,), repeated over the chunk.
     """
 
     def __init__(self, method: str, base: Any, sb3_policy: Any, observation_space: gym.Space,
                  action_space: gym.spaces.Box, noise_bound: float = 1.5, residual_scale: float = 0.1,
                  env_id: str | None = None, hidden: tuple[int, ...] = (256, 256), activation: str = "tanh",
-                 obs_stats: tuple[np.ndarray, np.ndarray] | None = None, deterministic: bool | None = None) -> None:
+                 obs_stats: tuple[np.ndarray, np.ndarray] | None = None, deterministic: bool | None = None,
+                 shared_noise: bool = False) -> None:
         if method not in METHODS:
             raise ValueError(f"unknown steering method {method!r}; valid methods: {', '.join(METHODS)}")
         if method != "sac" and base is None:
@@ -107,6 +110,7 @@ class SteeredPolicy:
         self.name = f"{method}-steered" + (f" {getattr(base, 'name', '')}".rstrip() if base is not None else "")
         self.obs_stats = None if obs_stats is None else tuple(np.asarray(x, dtype=np.float64) for x in obs_stats)
         self.deterministic = default_deterministic(method) if deterministic is None else bool(deterministic)
+        self.shared_noise = bool(shared_noise)
         self._generator = torch.Generator().manual_seed(0)
         self._queue: list[np.ndarray] = []
 
@@ -135,7 +139,7 @@ class SteeredPolicy:
         who = f"SteeredPolicy({self.method})"
         if self.method == "dsrl":
             if not self._queue:
-                noise = self.actor_output(obs).reshape(self.base.noise_shape)
+                noise = expand_noise(self.actor_output(obs), self.base.noise_shape).reshape(self.base.noise_shape)
                 chunk = np.asarray(self.base.sample(obs, noise), dtype=np.float32)
                 self._queue = list(chunk)
             return check_action(self._queue.pop(0), self.action_space, False, who)
@@ -182,6 +186,7 @@ class SteeredPolicy:
                 "action_space": space_to_json(self.action_space, compact=False),
                 "actor_sha256": sha256_file(staging / ACTOR_FILE),
                 "deterministic": self.deterministic,
+                "shared_noise": self.shared_noise,
             }
             (staging / STEERED_CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
         return path
@@ -222,7 +227,10 @@ def load_steered(path: str | os.PathLike, seed: int = 0, deterministic: bool | N
     base = load_policy(path / BASE_FOLDER, seed=seed) if method != "sac" else None
     if base is not None and getattr(base, "task_ids", ()) and config.get("env_id"):
         base = base.for_task(config["env_id"])
-    space = actor_action_space(method, action_space, base, float(config["noise_bound"]))
+    shared_noise = config.get("shared_noise", False)  # absent in folders saved before the option
+    if not isinstance(shared_noise, bool):
+        raise ValueError(f"{config_file}: shared_noise must be true or false, got {shared_noise!r}")
+    space = actor_action_space(method, action_space, base, float(config["noise_bound"]), shared_noise)
     sb3_policy = build_actor(observation_space, space, tuple(config["hidden"]), config["activation"])
     try:
         tensors = load_file(str(actor_file))
@@ -239,4 +247,5 @@ def load_steered(path: str | os.PathLike, seed: int = 0, deterministic: bool | N
                          noise_bound=config["noise_bound"], residual_scale=config["residual_scale"],
                          env_id=config.get("env_id"), hidden=tuple(config["hidden"]),
                          activation=config["activation"], obs_stats=stats,
-                         deterministic=config.get("deterministic") if deterministic is None else deterministic)
+                         deterministic=config.get("deterministic") if deterministic is None else deterministic,
+                         shared_noise=shared_noise)

@@ -19,6 +19,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv, VectorWrapper
 from gymnasium.vector.utils import batch_space
 
 from steergym.checks import real_array
+from steergym.policies.base import agent_noise_shape, expand_noise
 from steergym.wrappers.chunk import (
     ActionChunkWrapper,
     bind_task,
@@ -37,29 +38,37 @@ class NoiseActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
             to the env's), e.g. `DiffusionPolicy` (DDIM, eta = 0) or `FlowPolicy`; a task-conditioned
             policy is bound to the env's id. It is used read-only: `sample` is a pure function.
         noise_bound: b, the half-width of the noise box (DSRL default 1.5; w = b * tanh(u) for SAC).
+        shared_noise: act with one noise row (D,) repeated over the chunk's H steps instead of the
+            whole (H, D) noise: dsrl_pi0's low-dimensional noise space for long chunks (pi0: a
+            32-D noise for a 50 x 32 chunk noise). Default False (DSRL's full chunk noise).
 
-    Action space: Box(-b, b, (H * d,), float32), the flattened noise. Observation space: the env's.
+    Action space: Box(-b, b, (H * d,), float32), the flattened noise ((D,) with `shared_noise`).
+    Observation space: the env's.
 
     Step: w = clip(action, -b, b) (a wrong shape or NaN/inf raises ValueError); the chunk
     `policy.sample(last_obs, w)` (H, d) is executed by a private `ActionChunkWrapper(env, H)`:
     reward = sum of the k <= H primitive rewards, stops early when the episode ends.
     Info: `ActionChunkWrapper`'s keys (`executed_actions` (H, d), NaN after `steps` = k, the actions
     actually executed; `chunk_rewards`, `chunk_successes`, `is_success`) plus `noise` (H*d,), the
-    clipped w, and `chunk` (H, d), the whole decoded chunk (what DSRL-NA stores as the action).
+    clipped w (repeated over the chunk with `shared_noise`), and `chunk` (H, d), the whole decoded
+    chunk (what DSRL-NA stores as the action).
     """
 
-    def __init__(self, env: gym.Env, policy: Any, noise_bound: float = 1.5) -> None:
+    def __init__(self, env: gym.Env, policy: Any, noise_bound: float = 1.5, shared_noise: bool = False) -> None:
         who = "NoiseActionWrapper"
         self.noise_bound = check_positive(who, "noise_bound", noise_bound)
         horizon, dim = check_generative(who, policy)
         check_policy_spaces(who, policy, env.observation_space, env.action_space)
         gym.utils.RecordConstructorArgs.__init__(self, policy=policy, noise_bound=noise_bound,
-                                                 _disable_deepcopy=True)
+                                                 shared_noise=shared_noise, _disable_deepcopy=True)
         super().__init__(env)
         self.policy = bind_task(who, policy, env)
         self.chunker = ActionChunkWrapper(env, horizon)  # composed, not stacked: env.spec stays remakeable
         self.noise_shape = (horizon, dim)
-        self.action_space = gym.spaces.Box(-self.noise_bound, self.noise_bound, (horizon * dim,), np.float32)
+        self.shared_noise = bool(shared_noise)
+        self.action_noise_shape = agent_noise_shape(self.noise_shape, self.shared_noise)
+        self.action_space = gym.spaces.Box(-self.noise_bound, self.noise_bound,
+                                           (int(np.prod(self.action_noise_shape)),), np.float32)
         self._last_obs: Any = None
 
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
@@ -70,7 +79,8 @@ class NoiseActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
     def step(self, action: Any):
         if self._last_obs is None:
             raise gym.error.ResetNeeded("NoiseActionWrapper: call reset() before step()")
-        noise = clip_noise("NoiseActionWrapper", action, self.noise_shape, self.noise_bound, batch=None)
+        noise = clip_noise("NoiseActionWrapper", action, self.action_noise_shape, self.noise_bound, batch=None)
+        noise = expand_noise(noise, self.noise_shape)
         chunk = np.asarray(self.policy.sample(self._last_obs, noise), dtype=np.float32)
         obs, reward, terminated, truncated, info = self.chunker.step(chunk)
         self._last_obs = obs
@@ -103,10 +113,11 @@ class NoiseActionVectorWrapper(VectorWrapper):
     `NoiseActionWrapper`s would give it (tests/test_wrappers.py checks NEXT_STEP and SAME_STEP).
 
     Infos: the sub-envs' infos (batched by the vector env), plus `noise` (N, H*d) clipped noise and
-    `chunk` (N, H, d) decoded chunks, with masks `_noise` / `_chunk`.
+    `chunk` (N, H, d) decoded chunks, with masks `_noise` / `_chunk`. `shared_noise` as in
+    `NoiseActionWrapper` (single action space (D,)).
     """
 
-    def __init__(self, env: VectorEnv, policy: Any, noise_bound: float = 1.5) -> None:
+    def __init__(self, env: VectorEnv, policy: Any, noise_bound: float = 1.5, shared_noise: bool = False) -> None:
         super().__init__(env)
         who = "NoiseActionVectorWrapper"
         self.noise_bound = check_positive(who, "noise_bound", noise_bound)
@@ -114,8 +125,10 @@ class NoiseActionVectorWrapper(VectorWrapper):
                                               "make_noise_vector_env")
         self.policy = bind_task(who, policy, env)
         self.noise_shape = (horizon, dim)
+        self.shared_noise = bool(shared_noise)
+        self.action_noise_shape = agent_noise_shape(self.noise_shape, self.shared_noise)
         bound = self.noise_bound
-        self.single_action_space = gym.spaces.Box(-bound, bound, (horizon * dim,), np.float32)
+        self.single_action_space = gym.spaces.Box(-bound, bound, (int(np.prod(self.action_noise_shape)),), np.float32)
         self.action_space = batch_space(self.single_action_space, self.num_envs)
         self._last_obs: Any = None
         self._autoreset = np.zeros(self.num_envs, dtype=bool)
@@ -134,7 +147,8 @@ class NoiseActionVectorWrapper(VectorWrapper):
         if self._last_obs is None:
             raise gym.error.ResetNeeded("NoiseActionVectorWrapper: call reset() before step()")
         who = "NoiseActionVectorWrapper"
-        noise = clip_noise(who, actions, self.noise_shape, self.noise_bound, batch=self.num_envs)
+        noise = clip_noise(who, actions, self.action_noise_shape, self.noise_bound, batch=self.num_envs)
+        noise = expand_noise(noise, self.noise_shape)
         chunks = np.asarray(self.policy.sample(self._last_obs, noise), dtype=np.float32)
         obs, rewards, terminations, truncations, infos = self.env.step(chunks.reshape(self.num_envs, -1))
         self._last_obs = obs
@@ -153,6 +167,7 @@ def make_noise_vector_env(
     noise_bound: float = 1.5,
     vectorization_mode: str = "sync",
     vector_kwargs: dict[str, Any] | None = None,
+    shared_noise: bool = False,
     **env_kwargs: Any,
 ) -> NoiseActionVectorWrapper:
     """`num_envs` copies of `env_id` (`gymnasium.make_vec`), each chunked to the policy's horizon,
@@ -162,7 +177,7 @@ def make_noise_vector_env(
         env_id, num_envs=num_envs, vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs,
         wrappers=[functools.partial(ActionChunkWrapper, horizon=horizon)], **env_kwargs,
     )
-    return NoiseActionVectorWrapper(vec, policy, noise_bound)
+    return NoiseActionVectorWrapper(vec, policy, noise_bound, shared_noise)
 
 
 def check_chunked_sub_envs(who: str, policy: Any, observation_space: gym.Space, action_space: gym.Space,

@@ -16,6 +16,7 @@ import numpy as np
 from stable_baselines3.common.env_util import make_vec_env
 from stable_baselines3.common.vec_env import DummyVecEnv, VecEnv, VecEnvWrapper
 
+from steergym.policies.base import agent_noise_shape, expand_noise
 from steergym.wrappers.chunk import (
     ActionChunkWrapper,
     bind_task,
@@ -39,8 +40,9 @@ class NoiseActionVecEnvWrapper(VecEnvWrapper):
             the sub-envs'); a task-conditioned one is bound to the sub-envs' id. Used read-only
             (`sample` is a pure function), so it is never copied to subprocesses.
         noise_bound: b, the half-width of the noise box.
+        shared_noise: one noise row (D,) repeated over the chunk (as `NoiseActionWrapper`).
 
-    Action space: Box(-b, b, (H*d,), float32), per env. Observation space: the venv's.
+    Action space: Box(-b, b, (H*d,), float32) ((D,) with `shared_noise`), per env. Observation space: the venv's.
 
     Step: `step_async(actions)` checks and clips the (N, H*d) noise (wrong shape or NaN/inf:
     ValueError), decodes it against the last observations this wrapper returned, and forwards the
@@ -55,16 +57,19 @@ class NoiseActionVecEnvWrapper(VecEnvWrapper):
     `chunk` (H, d) the decoded chunk, per env.
     """
 
-    def __init__(self, venv: VecEnv, policy: Any, noise_bound: float = 1.5) -> None:
+    def __init__(self, venv: VecEnv, policy: Any, noise_bound: float = 1.5, shared_noise: bool = False) -> None:
         who = "NoiseActionVecEnvWrapper"
         bound = check_positive(who, "noise_bound", noise_bound)
         horizon, dim = check_chunked_sub_envs(who, policy, venv.observation_space, venv.action_space,
                                               "make_noise_vec_env")
         policy = bind_task(who, policy, _env_id(venv) if _needs_task(policy) else "")
-        super().__init__(venv, action_space=gym.spaces.Box(-bound, bound, (horizon * dim,), np.float32))
+        self.action_noise_shape = agent_noise_shape((horizon, dim), shared_noise)
+        super().__init__(venv, action_space=gym.spaces.Box(-bound, bound, (int(np.prod(self.action_noise_shape)),),
+                                                           np.float32))
         self.policy = policy
         self.noise_bound = bound
         self.noise_shape = (horizon, dim)
+        self.shared_noise = bool(shared_noise)
         self._last_obs: Any = None
         self._noise: np.ndarray | None = None
         self._chunks: np.ndarray | None = None
@@ -77,8 +82,9 @@ class NoiseActionVecEnvWrapper(VecEnvWrapper):
     def step_async(self, actions: np.ndarray) -> None:
         if self._last_obs is None:
             raise gym.error.ResetNeeded("NoiseActionVecEnvWrapper: call reset() before step()")
-        noise = clip_noise("NoiseActionVecEnvWrapper", actions, self.noise_shape, self.noise_bound,
+        noise = clip_noise("NoiseActionVecEnvWrapper", actions, self.action_noise_shape, self.noise_bound,
                            batch=self.num_envs)
+        noise = expand_noise(noise, self.noise_shape)
         chunks = np.asarray(self.policy.sample(self._last_obs, noise), dtype=np.float32)
         self._noise, self._chunks = noise, chunks
         self.venv.step_async(chunks.reshape(self.num_envs, -1))
@@ -101,6 +107,7 @@ def make_noise_vec_env(
     seed: int | None = None,
     env_kwargs: dict[str, Any] | None = None,
     vec_env_kwargs: dict[str, Any] | None = None,
+    shared_noise: bool = False,
 ) -> NoiseActionVecEnvWrapper:
     """`n_envs` copies of `env_id` (SB3 `make_vec_env`: Monitor, then `ActionChunkWrapper(env, H)`),
     steered through `NoiseActionVecEnvWrapper`.
@@ -119,7 +126,7 @@ def make_noise_vec_env(
         vec_env_kwargs=vec_env_kwargs, wrapper_class=ActionChunkWrapper, wrapper_kwargs={"horizon": horizon},
     )
     try:
-        return NoiseActionVecEnvWrapper(venv, policy, noise_bound)
+        return NoiseActionVecEnvWrapper(venv, policy, noise_bound, shared_noise)
     except BaseException:
         venv.close()
         raise
