@@ -383,6 +383,25 @@ curve stays within evaluation noise of its start (0.0-0.25 on {g['eval_episodes'
 """
 
 
+def chunk_trainer_speed() -> str:
+    r = load("chunk_trainer_speed.json")
+    t = r["trainers"]
+    load_start = r["load_average"][0][0] if r["load_average"][0] else 0.0
+    rows = [[name, f"{v['ms_per_env_step']:.1f}", f"{v['hours_per_100k_env_steps']:.2f}"] for name, v in t.items()]
+    return f"""\
+Cost of the fine-tuning protocol on a CPU (`{r['command'].strip()}`; `{r['policy']}` on LiftCube at
+`finetune_generative.py --scale cpu` settings, one torch thread, after `learning_starts`; {r['cpu']}, load
+{load_start:.1f} at the start):
+
+{table(["trainer", "ms per env step", "hours per 100k env steps"], rows)}
+
+OGPO updates after every env step (as its reference code does), each round a critic step on 10 critics
+and a PPO step over G chains of K denoising steps per state, so issue 22's protocol (2 tasks x 3 seeds x
+100k env steps) costs about {6 * t['ogpo']['hours_per_100k_env_steps']:.0f} core-hours for OGPO alone: it does not
+fit a CPU session, and runs as a spec on a cluster or a GPU (`benchmarks/finetune_generative.py --address`).
+"""
+
+
 def _cadence(settings: dict) -> str:
     """How often a V-GPS result re-ranked (files from before `rerank_every` re-ranked once per chunk)."""
     every = settings.get("rerank_every")
@@ -620,7 +639,7 @@ described in the guides ([envs](envs.md), [policies](policies.md), [steering](st
 [trainers](trainers.md), [robot](robot.md), [suites](suites.md)).
 """
 
-SECTIONS: list[Callable[[], str]] = [env_speed, adapter_overhead, policy_speed, steering, trainers, vgps_ptr,
+SECTIONS: list[Callable[[], str]] = [env_speed, adapter_overhead, policy_speed, steering, trainers, chunk_trainer_speed, vgps_ptr,
                                      robot_link, remote_policy, runner_overhead, distributed_eval, results_index]
 
 
