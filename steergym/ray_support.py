@@ -26,7 +26,9 @@ def init_ray(address: str | None = None, num_cpus: int | None = None) -> Any:
     the cluster at `address` ("auto" or "HOST:PORT"). Logs go to Ray's own files, not the terminal."""
     ray = require_ray("ray_support.init_ray")
     if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"address": address, "log_to_driver": False, "include_dashboard": False,
+        # without an address: a new local Ray (ray.init(None) would join whatever RAY_ADDRESS names,
+        # which an earlier Ray session in this process may have left set)
+        kwargs: dict[str, Any] = {"address": address or "local", "log_to_driver": False, "include_dashboard": False,
                                   "configure_logging": False}
         if address is None and num_cpus is not None:
             kwargs["num_cpus"] = int(num_cpus)

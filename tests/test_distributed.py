@@ -31,7 +31,8 @@ def ray_session():
     """One local Ray for the module (2 CPUs, what this machine has); shut down after it."""
     was_running = ray.is_initialized()
     if not was_running:
-        ray.init(num_cpus=2, log_to_driver=False, include_dashboard=False, configure_logging=False)
+        # address='local': a new local Ray even when RAY_ADDRESS was left by another module's session
+        ray.init(address="local", num_cpus=2, log_to_driver=False, include_dashboard=False, configure_logging=False)
     yield ray
     if not was_running:
         ray.shutdown()

@@ -94,8 +94,8 @@ class _SteeredSpec:
 class SteeredNoiseActionWrapper(_SteeredSpec, NoiseActionWrapper):
     """A `NoiseActionWrapper` whose `spec` is its steered id's (what `make_dsrl_env` returns)."""
 
-    def __init__(self, env: gym.Env, policy: Any, noise_bound: float = 1.5) -> None:
-        super().__init__(env, policy, noise_bound)
+    def __init__(self, env: gym.Env, policy: Any, noise_bound: float = 1.5, shared_noise: bool = False) -> None:
+        super().__init__(env, policy, noise_bound, shared_noise)
         self._base_id = env.spec.id if env.spec is not None else None
 
 
