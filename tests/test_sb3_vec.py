@@ -171,7 +171,7 @@ def test_a_task_conditioned_policy_is_bound_to_the_sub_envs_task():
 def test_bad_configurations_raise_clear_errors():
     policy = load_shipped("widowx-lift-diffusion")  # horizon 4
     wrong = DummyVecEnv([lambda: ActionChunkWrapper(gym.make(LIFT), 3)])
-    message = r"NoiseActionVecEnvWrapper: .*horizon.*\(28,\).*ActionChunkWrapper\(env, 4\)"
+    message = r"NoiseActionVecEnvWrapper: .*chunk length.*\(28,\).*ActionChunkWrapper\(env, 4\)"
     with pytest.raises(ValueError, match=message):
         NoiseActionVecEnvWrapper(wrong, policy)
     raw = DummyVecEnv([lambda: gym.make(LIFT)])

@@ -209,6 +209,42 @@ def test_noise_wrapper_spaces_and_step_semantics_with_stub(make_env):
     same_step(step, twin.step(expected_chunk))
 
 
+class ShortChunkPolicy(StubPolicy):
+    """Denoises H steps but executes the first `chunk_length` (a LeRobot diffusion policy's
+    n_action_steps < horizon)."""
+
+    chunk_length = 2
+
+    def sample(self, obs, noise):
+        return super().sample(obs, noise)[..., : self.chunk_length, :]
+
+
+def test_wrappers_execute_the_policys_chunk_length_not_its_noise_horizon(make_env):
+    base = make_env(LIFT)
+    policy = ShortChunkPolicy(base.observation_space, base.action_space)
+    env = NoiseActionWrapper(base, policy)
+    assert env.action_space.shape == (H * D,)  # the agent still picks the whole (H, d) noise
+    twin = ActionChunkWrapper(make_env(LIFT), 2)
+    env.reset(seed=1), twin.reset(seed=1)
+    w = np.linspace(-1, 1, H * D).astype(np.float32)
+    step = env.step(w)
+    expected = np.clip(0.5 * w, -1, 1).reshape(H, D)[:2]
+    np.testing.assert_array_equal(step[4]["chunk"], expected)
+    assert step[4]["steps"] == 2
+    same_step(step, twin.step(expected))
+    vec = make_noise_vector_env(LIFT, 2, policy)
+    try:
+        assert vec.env.single_action_space.shape == (2 * D,)  # sub-envs chunk to 2 actions
+        vec.reset(seed=0)
+        _, _, _, _, infos = vec.step(np.zeros((2, H * D), np.float32))
+        assert infos["chunk"].shape == (2, 2, D)
+    finally:
+        vec.close()
+    proposals = ProposalWrapper(make_env(LIFT), policy, num_samples=3)
+    obs, _ = proposals.reset(seed=0)
+    assert obs["proposals"].shape == (3, 2 * D)
+
+
 def test_noise_wrapper_decodes_with_the_policy_and_truncates_chunks(make_env):
     base = make_env(LIFT, max_episode_steps=6)
     policy = small_policy(base)

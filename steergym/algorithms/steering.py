@@ -39,7 +39,7 @@ from steergym.policies.config import config_from_dict
 from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
 from steergym.registry import make_env
 from steergym.rollout import score_episodes
-from steergym.wrappers.chunk import ActionChunkWrapper, bind_task
+from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, chunk_length
 from steergym.wrappers.noise import NoiseActionWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
 from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper
@@ -237,7 +237,7 @@ def train_steering(
     if method == "dsrl" and config.num_envs > 1:
         def make_chunked(index: int):  # sub-envs execute chunks; the wrapper decodes all noise in one call
             def thunk():
-                return ActionChunkWrapper(make_task_env(env_id, config, **env_kwargs), int(policy.noise_shape[0]))
+                return ActionChunkWrapper(make_task_env(env_id, config, **env_kwargs), chunk_length(policy))
             return thunk
 
         venv = NoiseActionVecEnvWrapper(DummyVecEnv([make_chunked(i) for i in range(config.num_envs)]), policy,

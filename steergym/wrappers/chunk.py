@@ -131,6 +131,17 @@ def check_generative(who: str, policy: Any) -> tuple[int, ...]:
     return shape
 
 
+def chunk_length(policy: Any) -> int:
+    """Actions executed per sampled chunk: the policy's `chunk_length` where it has one, else H of its
+    `noise_shape` (H, d). A LeRobot diffusion policy denoises `horizon` steps and executes
+    `n_action_steps` of them, so its noise and executed chunk differ in length."""
+    length = getattr(policy, "chunk_length", None)
+    length = int(policy.noise_shape[0]) if length is None else length
+    if isinstance(length, bool) or not isinstance(length, (int, np.integer)) or length < 1:
+        raise ValueError(f"the policy's chunk_length must be an integer >= 1, got {length!r}")
+    return int(length)
+
+
 def check_policy_spaces(who: str, policy: Any, observation_space: gym.Space, action_space: gym.Space) -> None:
     """ValueError naming both spaces when the policy's spaces do not fit the env's.
 

@@ -26,6 +26,7 @@ from steergym.wrappers.chunk import (
     check_generative,
     check_policy_spaces,
     check_positive,
+    chunk_length,
 )
 
 
@@ -63,7 +64,7 @@ class NoiseActionWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
                                                  shared_noise=shared_noise, _disable_deepcopy=True)
         super().__init__(env)
         self.policy = bind_task(who, policy, env)
-        self.chunker = ActionChunkWrapper(env, horizon)  # composed, not stacked: env.spec stays remakeable
+        self.chunker = ActionChunkWrapper(env, chunk_length(policy))  # composed, not stacked: env.spec stays remakeable
         self.noise_shape = (horizon, dim)
         self.shared_noise = bool(shared_noise)
         self.action_noise_shape = agent_noise_shape(self.noise_shape, self.shared_noise)
@@ -172,23 +173,25 @@ def make_noise_vector_env(
 ) -> NoiseActionVectorWrapper:
     """`num_envs` copies of `env_id` (`gymnasium.make_vec`), each chunked to the policy's horizon,
     steered through `NoiseActionVectorWrapper`; `env_kwargs` go to the env constructor."""
-    horizon, _ = check_generative("make_noise_vector_env", policy)
+    check_generative("make_noise_vector_env", policy)
     vec = gym.make_vec(
         env_id, num_envs=num_envs, vectorization_mode=vectorization_mode, vector_kwargs=vector_kwargs,
-        wrappers=[functools.partial(ActionChunkWrapper, horizon=horizon)], **env_kwargs,
+        wrappers=[functools.partial(ActionChunkWrapper, horizon=chunk_length(policy))], **env_kwargs,
     )
     return NoiseActionVectorWrapper(vec, policy, noise_bound, shared_noise)
 
 
 def check_chunked_sub_envs(who: str, policy: Any, observation_space: gym.Space, action_space: gym.Space,
                            builder: str) -> tuple[int, int]:
-    """The policy's (H, d) after checking that each sub-env executes chunks of H actions (action
-    space (H*d,)) and that the policy's spaces fit the sub-envs'; ValueError naming `who` otherwise."""
+    """The policy's noise shape (H, d) after checking that each sub-env executes chunks of the
+    policy's `chunk_length` L actions (action space (L*d,)) and that the policy's spaces fit the
+    sub-envs'; ValueError naming `who` otherwise."""
     horizon, dim = check_generative(who, policy)
-    if not (isinstance(action_space, gym.spaces.Box) and action_space.shape == (horizon * dim,)):
+    length = chunk_length(policy)
+    if not (isinstance(action_space, gym.spaces.Box) and action_space.shape == (length * dim,)):
         raise ValueError(
-            f"{who}: the sub-envs must execute action chunks of the policy's horizon: expected a "
-            f"sub-env action space of shape ({horizon * dim},) (ActionChunkWrapper(env, {horizon}) "
+            f"{who}: the sub-envs must execute action chunks of the policy's chunk length: expected a "
+            f"sub-env action space of shape ({length * dim},) (ActionChunkWrapper(env, {length}) "
             f"around each sub-env; {builder} builds one), got {action_space}"
         )
     chunk_space = gym.spaces.Box(action_space.low[:dim], action_space.high[:dim], (dim,), action_space.dtype)

@@ -14,6 +14,7 @@ from steergym.wrappers.chunk import (
     check_count,
     check_generative,
     check_policy_spaces,
+    chunk_length,
 )
 
 PROPOSALS_KEY = "proposals"
@@ -52,12 +53,12 @@ class ProposalWrapper(gym.Wrapper, gym.utils.RecordConstructorArgs):
                                                  _disable_deepcopy=True)
         super().__init__(env)
         self.policy = bind_task(who, policy, env)
-        self.chunker = ActionChunkWrapper(env, horizon)  # composed, not stacked: env.spec stays remakeable
+        self.chunker = ActionChunkWrapper(env, chunk_length(policy))  # composed, not stacked: env.spec stays remakeable
         self.noise_shape = (horizon, dim)
         chunk_space = self.chunker.action_space
         proposals = gym.spaces.Box(
             np.tile(chunk_space.low, (self.num_samples, 1)), np.tile(chunk_space.high, (self.num_samples, 1)),
-            (self.num_samples, horizon * dim), np.float32,
+            (self.num_samples, chunk_space.shape[0]), np.float32,
         )
         inner = env.observation_space
         if isinstance(inner, gym.spaces.Dict):

@@ -22,6 +22,7 @@ from steergym.wrappers.chunk import (
     bind_task,
     check_generative,
     check_positive,
+    chunk_length,
 )
 from steergym.wrappers.noise import check_chunked_sub_envs, clip_noise
 
@@ -118,12 +119,12 @@ def make_noise_vec_env(
     returns and lengths are in primitive control steps.
     """
     who = "make_noise_vec_env"
-    horizon, _ = check_generative(who, policy)
+    check_generative(who, policy)
     if isinstance(env_id, str):
         policy = bind_task(who, policy, env_id)
     venv = make_vec_env(
         env_id, n_envs=n_envs, seed=seed, vec_env_cls=vec_env_cls, env_kwargs=env_kwargs,
-        vec_env_kwargs=vec_env_kwargs, wrapper_class=ActionChunkWrapper, wrapper_kwargs={"horizon": horizon},
+        vec_env_kwargs=vec_env_kwargs, wrapper_class=ActionChunkWrapper, wrapper_kwargs={"horizon": chunk_length(policy)},
     )
     try:
         return NoiseActionVecEnvWrapper(venv, policy, noise_bound, shared_noise)
