@@ -543,6 +543,31 @@ real deployment adds the network's round trip and the served model's own latency
 """
 
 
+def lerobot_policy() -> str:
+    r = load("lerobot_policy.json")
+    load_start = r["load_average"][0][0] if r["load_average"][0] else None
+    rows = [[row["policy"], f"{row['parameters'] / 1e6:.1f} M", f"{tuple(row['noise_shape'])}", str(row["denoising_steps"]),
+             f"{row['sample_ms']['median']:.1f} ms", f"{row['sample_ms']['p10']:.1f} / {row['sample_ms']['p90']:.1f} ms",
+             str(row["chunk_length"]), f"{row['overhead_ms_per_action']:.1f} ms"] for row in r["rows"]]
+    return f"""\
+## LeRobot policies (`benchmarks/lerobot_policy.py`)
+
+`{r['command'].strip()}` saves LeRobot's default diffusion architecture with random weights (LeRobot
+{r['lerobot']}, torch {r['torch']}, NumPy {r['numpy']}), loads it through `LeRobotPolicy.load` for
+`{r['env_id']}` and times batch-1 `sample(obs, noise)` and one `NoiseActionWrapper` step (decode plus
+the chunk's env steps) against the env stepping alone, beside the shipped steergym policy; torch on one
+thread, {r['cpu']}, load {load_start:.1f} at the start (shared with another benchmark):
+
+{table(["policy", "parameters", "noise", "denoising steps", "chunk median", "p10 / p90", "actions per chunk",
+        "steering cost per action"], rows)}
+
+The steering cost per action is the chunk's decode spread over the actions it executes: a LeRobot
+default policy on one CPU core is usable for evaluation and for DSRL runs of a few thousand steps, not
+for 100k-step runs (there, serve it on a GPU and steer it through `RemotePolicy`). Records:
+`benchmarks/results/lerobot_policy.json`.
+"""
+
+
 def runner_overhead() -> str:
     r = load("runner_overhead.json")
     o, t, m = r["overhead"], r["trial"], r["meta"]
@@ -651,7 +676,7 @@ described in the guides ([envs](envs.md), [policies](policies.md), [steering](st
 """
 
 SECTIONS: list[Callable[[], str]] = [env_speed, adapter_overhead, policy_speed, steering, trainers, chunk_trainer_speed, vgps_ptr,
-                                     robot_link, remote_policy, runner_overhead, distributed_eval, results_index]
+                                     robot_link, remote_policy, lerobot_policy, runner_overhead, distributed_eval, results_index]
 
 
 def render() -> str:

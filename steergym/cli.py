@@ -13,6 +13,8 @@
     steergym collect --env ID --episodes N --quality expert|noisy|failing|mixed --out NAME
                      [--seed S] [--obs-mode MODE] [--root DIR] [--overwrite]
                      [--workers N [--address auto|HOST:PORT]]
+    steergym export-lerobot DATASET_ID OUT [--repo-id ID] [--root DIR] [--fps N] [--proprio-dim P] [--overwrite]
+    steergym import-lerobot ROOT DATASET_ID [--env ID] [--repo-id ID] [--root DIR] [--overwrite]
     steergym run SPEC --out DIR [--address auto|HOST:PORT] [--max-concurrent N] [--num-cpus N]
     steergym serve [--backend sim|interbotix] [--task ID] [--port P] [--token-file F] ...
     steergym robot status|estop|clear-estop|export ...
@@ -419,6 +421,63 @@ def cmd_collect(args: argparse.Namespace) -> int:
     return 0
 
 
+# ------------------------------------------------------------------------------ LeRobot datasets
+def _add_export_lerobot(sub) -> None:
+    p = sub.add_parser(
+        "export-lerobot",
+        help="write a steergym dataset as a LeRobotDataset (needs the lerobot extra)",
+        description="Write a local steergym dataset as a LeRobotDataset folder that lerobot-train reads "
+        "with --dataset.root=OUT (see steergym.data.lerobot_format).",
+    )
+    p.add_argument("dataset_id", metavar="DATASET_ID", help="steergym dataset id, e.g. steergym/lift/mixed-v0")
+    p.add_argument("out", metavar="OUT", help="the LeRobot dataset folder to write")
+    p.add_argument("--repo-id", default=None, help="LeRobot owner/name label (default from DATASET_ID)")
+    p.add_argument("--root", default=None, help="steergym dataset folder (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--fps", type=cli_args.positive_int, default=None, help="default: the env's control rate")
+    p.add_argument("--proprio-dim", type=cli_args.positive_int, default=None,
+                   help="split the state: observation.state = first P entries, the rest "
+                   "observation.environment_state (7 for WidowX; ACT and Diffusion need it on state tasks)")
+    p.add_argument("--overwrite", action="store_true", help="replace a LeRobot dataset already at OUT")
+
+
+def cmd_export_lerobot(args: argparse.Namespace) -> int:
+    from steergym.data.lerobot_format import export_to_lerobot
+
+    try:
+        out = export_to_lerobot(args.dataset_id, args.out, args.repo_id, datasets_root=args.root,
+                                overwrite=args.overwrite, fps=args.fps, proprio_dim=args.proprio_dim)
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"{args.dataset_id} -> {out}")
+    return 0
+
+
+def _add_import_lerobot(sub) -> None:
+    p = sub.add_parser(
+        "import-lerobot",
+        help="write a LeRobotDataset folder as a steergym dataset (needs the lerobot extra)",
+        description="Write a local LeRobotDataset folder as a steergym dataset for the offline trainers.",
+    )
+    p.add_argument("lerobot_root", metavar="ROOT", help="the LeRobot dataset folder")
+    p.add_argument("dataset_id", metavar="DATASET_ID", help="steergym dataset id to write")
+    p.add_argument("--env", default=None, help="steergym env id (default: the one an export recorded)")
+    p.add_argument("--repo-id", default=None, help="LeRobot owner/name label")
+    p.add_argument("--root", default=None, help="steergym dataset folder (default: $MINARI_DATASETS_PATH)")
+    p.add_argument("--overwrite", action="store_true", help="replace a steergym dataset of that id")
+
+
+def cmd_import_lerobot(args: argparse.Namespace) -> int:
+    from steergym.data.lerobot_format import import_from_lerobot
+
+    try:
+        import_from_lerobot(args.lerobot_root, args.dataset_id, repo_id=args.repo_id, datasets_root=args.root,
+                            env_id=args.env, overwrite=args.overwrite)
+    except ImportError as exc:
+        raise ValueError(str(exc)) from None
+    print(f"{args.lerobot_root} -> {args.dataset_id}")
+    return 0
+
+
 # ------------------------------------------------------------------------------ dispatch
 from steergym import ray_cli
 from steergym.robot import cli as robot_cli
@@ -428,6 +487,8 @@ SUBCOMMANDS: dict[str, tuple[Callable[[Any], None], Callable[[argparse.Namespace
     "eval": (_add_eval, cmd_eval),
     "render-tasks": (_add_render_tasks, cmd_render_tasks),
     "collect": (_add_collect, cmd_collect),
+    "export-lerobot": (_add_export_lerobot, cmd_export_lerobot),
+    "import-lerobot": (_add_import_lerobot, cmd_import_lerobot),
     "train": (_add_train, cmd_train),
     "policies": (_add_policies, cmd_policies),
     "demo": (_add_demo, cmd_demo),

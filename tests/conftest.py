@@ -50,7 +50,7 @@ def pytest_terminal_summary(terminalreporter, config):
         terminalreporter.write_line(f"test order: --randomly-seed={seed} (pytest -p randomly --randomly-seed={seed} repeats it)")
 
 
-# tests/lerobot needs the `lerobot` extra, which cannot share a venv with `suites` (LeRobot 0.4 needs
+# tests/lerobot_extra needs the `lerobot` extra, which cannot share a venv with `suites` (LeRobot 0.4 needs
 # NumPy 2, robosuite 1.5.2 NumPy 1); .ci/run runs that folder in a venv of its own.
 if importlib.util.find_spec("lerobot") is None:
-    collect_ignore = ["lerobot"]
+    collect_ignore = ["lerobot_extra"]
