@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
 import tempfile
 import time
@@ -30,23 +29,13 @@ from pathlib import Path
 
 import numpy as np
 
-from run_context import cpu_name, git_state, load_average, write_results  # benchmarks/ is on sys.path
+from run_context import cpu_name, git_state, load_average, timings_ms, write_results  # benchmarks/ is on sys.path
 
 RESULTS = Path(__file__).parent / "results"
 ENV_ID = "steergym/WidowXLiftCube-v0"
 SHIPPED = "widowx-lift-diffusion"
 
 
-def timings_ms(call, calls: int, warmup: int = 3) -> dict[str, float]:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        samples.append(1000 * (time.perf_counter() - start))
-    deciles = statistics.quantiles(samples, n=10) if calls >= 2 else [samples[0]] * 9
-    return {"median": statistics.median(samples), "p10": deciles[0], "p90": deciles[-1], "calls": calls}
 
 
 def save_default_diffusion(folder: Path, image: bool, inference_steps: int) -> int:
@@ -142,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
                 policy = LeRobotPolicy.load(folder, env)
             obs, _ = policy.wrap_env(env).reset(seed=0)
             noise = np.random.default_rng(0).standard_normal(policy.noise_shape).astype(np.float32)
-            latency = timings_ms(lambda: policy.sample(obs, noise), args.calls)
+            latency = timings_ms(lambda: policy.sample(obs, noise), args.calls, warmup=3)
             rows.append({"policy": name, "parameters": params, "noise_shape": list(policy.noise_shape),
                          "denoising_steps": args.inference_steps, "sample_ms": latency,
                          **steering_overhead(policy, env_kwargs, args.steer_steps)})

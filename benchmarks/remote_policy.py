@@ -17,30 +17,18 @@ from __future__ import annotations
 
 import argparse
 import platform
-import statistics
 import sys
-import time
 from datetime import datetime, timezone
 from pathlib import Path
 
 import numpy as np
 
-from run_context import cpu_name, git_state, load_average, write_results  # benchmarks/ is on sys.path
+from run_context import cpu_name, git_state, load_average, timings_ms, write_results  # benchmarks/ is on sys.path
 
 RESULTS = Path(__file__).parent / "results"
 POLICY = "widowx-lift-diffusion"
 
 
-def timings_ms(call, calls: int, warmup: int = 20) -> dict[str, float]:
-    for _ in range(warmup):
-        call()
-    samples = []
-    for _ in range(calls):
-        start = time.perf_counter()
-        call()
-        samples.append(1000 * (time.perf_counter() - start))
-    deciles = statistics.quantiles(samples, n=10)
-    return {"median": statistics.median(samples), "p10": deciles[0], "p90": deciles[-1], "calls": calls}
 
 
 def main(argv: list[str] | None = None) -> int:

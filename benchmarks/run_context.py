@@ -60,3 +60,19 @@ def save_figure(fig: Any, path: str | os.PathLike, dpi: int = 120) -> Path:
     plt.close(fig)
     os.replace(tmp, path)
     return path
+
+
+def timings_ms(call: Any, calls: int, warmup: int = 20) -> dict[str, float]:
+    """Run `call` `warmup` times, then time `calls` calls: median, p10 and p90 in ms."""
+    import statistics
+    import time
+
+    for _ in range(warmup):
+        call()
+    samples = []
+    for _ in range(calls):
+        start = time.perf_counter()
+        call()
+        samples.append(1000 * (time.perf_counter() - start))
+    deciles = statistics.quantiles(samples, n=10) if calls >= 2 else [samples[0]] * 9
+    return {"median": statistics.median(samples), "p10": deciles[0], "p90": deciles[-1], "calls": calls}
