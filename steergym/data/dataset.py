@@ -94,6 +94,17 @@ def datasets_root(root: str | os.PathLike | None = None) -> Path:
     return Path(os.environ.get("MINARI_DATASETS_PATH", Path.home() / ".minari" / "datasets"))
 
 
+def dataset_exists(dataset_id: str, root: str | os.PathLike | None = None) -> bool:
+    """True when a finished local dataset `dataset_id` is under `root` (its data/metadata.json exists)."""
+    return (datasets_root(root) / dataset_id / "data" / "metadata.json").is_file()
+
+
+def local_dataset_ids(root: str | os.PathLike | None = None) -> list[str]:
+    """The ids of the finished local datasets under `root`, sorted (for error messages)."""
+    base = datasets_root(root)
+    return sorted(str(p.parent.parent.relative_to(base)) for p in base.glob("**/data/metadata.json"))
+
+
 @contextmanager
 def _minari_root(root: Path) -> Iterator[None]:
     old = os.environ.get("MINARI_DATASETS_PATH")
@@ -196,9 +207,8 @@ def load_dataset(dataset_id: str, root: str | os.PathLike | None = None):
     import minari
 
     base = datasets_root(root)
-    if not (base / dataset_id / "data" / "metadata.json").exists():
-        known = sorted(str(p.parent.parent.relative_to(base)) for p in base.glob("**/data/metadata.json"))
-        raise FileNotFoundError(f"no dataset {dataset_id!r} under {base}; local datasets: {known}")
+    if not dataset_exists(dataset_id, base):
+        raise FileNotFoundError(f"no dataset {dataset_id!r} under {base}; local datasets: {local_dataset_ids(base)}")
     try:
         with _minari_root(base):
             return minari.load_dataset(dataset_id, download=False)

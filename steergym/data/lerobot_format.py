@@ -58,7 +58,14 @@ from typing import Any
 import numpy as np
 from gymnasium import spaces
 
-from steergym.data.dataset import Episode, load_dataset, load_episodes, write_dataset
+from steergym.data.dataset import (
+    Episode,
+    dataset_exists,
+    load_dataset,
+    load_episodes,
+    local_dataset_ids,
+    write_dataset,
+)
 from steergym.data.dataset import datasets_root as _datasets_root
 
 INSTALL_HINT = 'pip install -e ".[lerobot]"'
@@ -227,9 +234,9 @@ def export_to_lerobot(
     """
     LeRobotDataset = _lerobot_dataset_class()
     base = _datasets_root(datasets_root)
-    if not (base / dataset_id / "data" / "metadata.json").is_file():
-        known = sorted(str(p.parent.parent.relative_to(base)) for p in base.glob("**/data/metadata.json"))
-        raise ValueError(f"dataset_id {dataset_id!r} does not exist under {base}; local datasets: {known}")
+    if not dataset_exists(dataset_id, base):
+        raise ValueError(f"dataset_id {dataset_id!r} does not exist under {base}; local datasets: "
+                         f"{local_dataset_ids(base)}")
     out = Path(out_root)
     _check_out_root(out, overwrite)
     minari_dataset = load_dataset(dataset_id, base)

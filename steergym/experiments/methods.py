@@ -90,9 +90,9 @@ def check_task(method: Method, task: str) -> None:
         kinds = ("a shipped policy (steergym policies) or an env id (steergym list)"
                  if method.task_kind == "policy-or-env" else "a shipped policy (steergym policies) or a policy folder")
         raise ValueError(f"unknown task {task!r} for method {method.name!r}: expected {kinds}")
-    from steergym.data.dataset import datasets_root, read_metadata
+    from steergym.data.dataset import dataset_exists, datasets_root, read_metadata
 
-    if not (datasets_root() / task / "data").is_dir():
+    if not dataset_exists(task):
         raise ValueError(f"unknown task {task!r} for method {method.name!r}: expected a dataset id (steergym "
                          f"collect ...) under {datasets_root()}, or declare it in the spec's datasets")
     read_metadata(task)  # ValueError for a corrupt steergym.json

@@ -281,10 +281,11 @@ def prepare_datasets(spec: ExperimentSpec, out: Path, stream: Any = None) -> Non
     if not spec.datasets:
         return
     from steergym.data import collect
+    from steergym.data.dataset import dataset_exists
 
     root = out / "datasets"
     for name, recipe in spec.datasets.items():
-        if (root / name / "data").is_dir():  # collect writes into a temporary folder and renames it
+        if dataset_exists(name, root):  # collect writes into a temporary folder and renames it
             continue
         print(f"[steergym run] collecting {name}: {recipe.episodes} {recipe.quality} episodes of {recipe.env} "
               f"(seed {recipe.seed}) -> {root}", file=stream or sys.stdout, flush=True)
