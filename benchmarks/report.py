@@ -184,6 +184,34 @@ Every shipped policy's success over seeds {shipped['seeds'].replace('..', '-')} 
 """
 
 
+def dsrl_support() -> str:
+    """Is DSRL's carrot plateau compute or the base policy's support (benchmarks/dsrl_support.py)."""
+    r = load("dsrl_support.json")
+    ks = list(r["laws"]["gaussian"]["pass_at"])
+    rows = [[law, f2(r["laws"][law]["success_per_try"])] + [f2(r["laws"][law]["pass_at"][k]) for k in ks]
+            for law in ("gaussian", "box")]
+    dsrl = r["dsrl"] or {}
+    if str(r["verdict"]).startswith("compute"):
+        reading = ("Successful noise sequences exist for far more seeds than DSRL solves and random search finds "
+                   "them, so the plateau is the learner's: more updates per step (`benchmarks/specs/dsrl_utd.json`, "
+                   "UTD 4 and 8, hours per trial on a CPU) or a longer run, not a better base policy.")
+    else:
+        reading = ("Random noise reaches about as many seeds as DSRL solves: the seeds it fails on are beyond what "
+                   "this base policy's noise space reaches, so a better base policy, not more updates, would help.")
+    return f"""\
+Is carrot's plateau compute or the base policy's support (issue 22)? `{r['command'].strip()}` rolls the
+frozen `{r['policy']}` out {r['tries']} times on each of DSRL's {r['seeds']} evaluation seeds with random
+noise per chunk, N(0, I) clipped to DSRL's box ("gaussian", the base policy's own law) or uniform in
+the box [-{r['noise_bound']}, {r['noise_bound']}] ("box"), and counts a seed as reachable when any try succeeds
+(pass@K, {r['seconds'] / 60:.0f} min):
+
+{table(["noise", "success per try"] + [f"pass@{k}" for k in ks], rows)}
+
+DSRL ends at {f2(dsrl.get('final_mean', float('nan')))} (best point {f2(dsrl.get('best_mean', float('nan')))}) on \
+these seeds. Verdict: **{r['verdict']}**. {reading} Records: `benchmarks/results/dsrl_support.json`.
+"""
+
+
 def steering() -> str:
     demo = load("demo.json")
     runs = sorted(demo["runs"], key=lambda r: r["seed"])
@@ -283,6 +311,8 @@ SAC from scratch (same input normalisation, same settings) is the noisy one: on 
 off after 70k and reached 0.87 at 100k, while seeds 1 and 2 ended at 0.00 and 0.03. Residual SAC
 with corrections of +-0.1 stays at the base policy's level on both tasks.
 
+{dsrl_support()}
+
 {plots}
 
 robosuite Lift (`benchmarks/results/steering_robosuite_lift.json`, one seed, \
@@ -329,12 +359,22 @@ def trainers() -> str:
     ms = m["summary"]["steergym/WidowXLiftCube-v0"]
     per_seed = "; ".join(f"{r['algorithm']} seed {r['seed']}: {f2(r['offline_success'])} -> dip {f2(r['dip'])} -> "
                          f"{f2(r['final_success'])}" for r in sorted(m["runs"], key=lambda r: (r["algorithm"], r["seed"])))
-    mid_text = (f"To start in the middle (issue 22), LiftCube with {m['settings']['episodes']} mixed episodes "
-                f"(`{m['command'].strip()}`): Cal-QL {f2(ms['calql']['offline_success'])} after pre-training, dip "
-                f"{f2(ms['calql']['dip'])}, final {f2(ms['calql']['final_success'])}; CQL {f2(ms['cql']['offline_success'])}, "
-                f"dip {f2(ms['cql']['dip'])}, final {f2(ms['cql']['final_success'])} (per seed: {per_seed}). Cal-QL dips "
-                f"less on the mean but starts lower, and the seeds' dips span both signs: 3 seeds of 20 episodes do not "
-                f"decide the claim (`benchmarks/results/calql_finetune_mid.json`).")
+    seeds = sorted({r["seed"] for r in m["runs"]})
+    dip_d, final_d = ms.get("dip_cql_minus_calql"), ms.get("final_success_cql_minus_calql")
+
+    def interval(d: dict) -> str:
+        return f"{d['mean']:+.2f}, 95% bootstrap interval [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+    if dip_d and final_d:
+        verdict = (f"CQL's dip minus Cal-QL's: {interval(dip_d)}, "
+                   f"{'decided' if dip_d['decided'] else 'undecided'}; final success CQL minus Cal-QL: "
+                   f"{interval(final_d)}, {'decided' if final_d['decided'] else 'undecided'}")
+    else:
+        verdict = "no interval recorded"
+    mid_text = (f"To start in the middle (issue 22), LiftCube with {m['settings']['episodes']} mixed episodes and "
+                f"{len(seeds)} seeds (`{m['command'].strip()}`): Cal-QL {f2(ms['calql']['offline_success'])} after "
+                f"pre-training, dip {f2(ms['calql']['dip'])}, final {f2(ms['calql']['final_success'])}; CQL "
+                f"{f2(ms['cql']['offline_success'])}, dip {f2(ms['cql']['dip'])}, final {f2(ms['cql']['final_success'])}. "
+                f"{verdict} (per seed: {per_seed}; `benchmarks/results/calql_finetune_mid.json`).")
     g = load("finetune_generative_cpu.json")
     gplots = "\n".join(image(f"OGPO, DSRL-NA, DSRL-SAC and residual SAC from {p}", f"finetune_generative_cpu_{p}.png")
                        for p in sorted({r["policy"].removeprefix("weak:") for r in g["runs"]}))
