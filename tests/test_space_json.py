@@ -15,7 +15,8 @@ SPACES = [
     gym.spaces.Box(-1.0, 1.0, (7,), np.float32),
     gym.spaces.Box(np.array([-np.inf, 0.0]), np.array([np.inf, 2.5]), dtype=np.float64),
     gym.spaces.Box(0, 255, (32, 32, 3), np.uint8),
-    gym.spaces.Box(np.zeros((2, 3)), np.arange(1, 7, dtype=np.float64).reshape(2, 3)),  # unequal bounds: kept
+    gym.spaces.Box(np.zeros((2, 3)), np.arange(1, 7, dtype=np.float64).reshape(2, 3),
+                   dtype=np.float64),  # unequal bounds: kept
     gym.spaces.Dict({"pixels": gym.spaces.Box(0, 255, (8, 8, 3), np.uint8),
                      "state": gym.spaces.Box(-5.0, 5.0, (4,), np.float32)}),
     gym.spaces.Discrete(5, start=1),
