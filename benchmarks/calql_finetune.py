@@ -111,8 +111,22 @@ def summarise(runs: list[dict]) -> dict:
                                   for key in ("offline_success", "dip", "final_success", "mean_success")}
         calql, cql = figures["calql"], figures["cql"]
         figures["claim_holds"] = bool(calql["dip"] < cql["dip"] and calql["final_success"] >= cql["final_success"])
+        for key in ("dip", "final_success"):  # is the seeds' difference decided? CQL minus Cal-QL
+            by = {a: [r[key] for r in runs if r["env"] == env_id and r["algorithm"] == a] for a in ("cql", "calql")}
+            figures[f"{key}_cql_minus_calql"] = difference_interval(by["cql"], by["calql"])
         out[env_id] = figures
     return out
+
+
+def difference_interval(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0) -> dict:
+    """mean(a) - mean(b) with a 95% percentile bootstrap interval (seeds resampled within each group)
+    and `decided`: the interval excludes 0."""
+    a_arr, b_arr = np.asarray(a, float), np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    diffs = (rng.choice(a_arr, (resamples, a_arr.size)).mean(1) - rng.choice(b_arr, (resamples, b_arr.size)).mean(1))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"mean": round(float(a_arr.mean() - b_arr.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
+            "decided": bool(low > 0 or high < 0), "seeds": [int(a_arr.size), int(b_arr.size)]}
 
 
 def plot(runs: list[dict], path: Path, scale: str) -> None:
@@ -139,7 +153,7 @@ def plot(runs: list[dict], path: Path, scale: str) -> None:
         ax.set_ylabel("evaluation success rate")
         ax.set_ylim(-0.02, 1.02)
         ax.legend(fontsize=8)
-    fig.suptitle("\n".join(textwrap.wrap(f"Cal-QL vs CQL, offline -> online ({scale})", 120)), fontsize=8)
+    fig.suptitle("\n".join(textwrap.wrap(f"Cal-QL vs CQL, offline -> online ({scale})", 24 * len(envs) + 40)), fontsize=8)
     fig.tight_layout()
     save_figure(fig, path)
 
