@@ -476,6 +476,7 @@ def vgps_ptr() -> str:
                      f"{f2(guided['ci95'][0])}-{f2(guided['ci95'][1])}"])
     rows.append(["mean", f2(v["summary"]["mean_base"]), f2(v["summary"]["mean_vgps"]), ""])
 
+    d5, d20 = load("ptr_diagnostic.json"), load("ptr_diagnostic_20k.json")
     p = load("ptr.json")
     ps = p["settings"]
     prow = []
@@ -519,12 +520,20 @@ them ({ps['bc_steps']:,} steps); {ps['episodes']} evaluation episodes, seeds {se
 {table(["method", f"success, seed {seed_cols}", "mean"], prow)}
 
 The goal (PTR ahead of both) is {goal}: at this scale offline RL does not learn these
-pick-and-place tasks at all. `benchmarks/ptr_diagnostic.py` shows single-task CQL scoring 0/20 on one
-of PTR's own prior tasks (spoon, 50 mixed episodes, 5k steps), with PTR's settings and with gamma
-0.99 / alpha 5, and PTR's alpha 10 holding Q(s, a_data) near -231, far below the -25 floor of the
-rewards, so the prior-task skills PTR would transfer are never learnt. The paper pre-trains for
-160k+ steps with ResNet-34 encoders on thousands of real trajectories; this is 10k steps with MLPs
-on 200 scripted episodes.
+pick-and-place tasks at all. `benchmarks/ptr_diagnostic.py` trains single-task CQL on one of PTR's own
+prior tasks (spoon, {d5['rows']:,} transitions from 50 mixed episodes), with PTR's settings and with gamma
+0.99 / alpha 5, 20 evaluation episodes:
+
+{table(["steps", "PTR's settings: success", "Q(s, a_data)", "gamma 0.99, alpha 5: success", "Q(s, a_data)"],
+       [[f"{d['steps']:,}", f2(d['ptr_settings']['success']), f"{d['ptr_settings']['q_data']:.0f}",
+         f2(d['gamma99_alpha5_b128']['success']), f"{d['gamma99_alpha5_b128']['q_data']:.0f}"] for d in (d5, d20)])}
+
+At 5k single-task steps (PTR's 10k multi-task steps share four tasks) the prior-task skills PTR
+would transfer are not learnt; at 20k single-task steps they begin to be ({f2(d20['ptr_settings']['success'])} on spoon with PTR's settings), so a deciding PTR run
+needs several times this pre-training budget (issue 22; hours on a CPU, a `steergym run` job for a
+cluster). Q(s, a_data) sinks far below the -25 floor of the rewards as training goes on, most with
+PTR's alpha 10. The paper pre-trains for 160k+ steps with ResNet-34 encoders on thousands of real trajectories;
+this is 10k steps with MLPs on 200 scripted episodes (`ptr_diagnostic.json`, `ptr_diagnostic_20k.json`).
 
 {image("PTR, single-task CQL and BC on carrot from 10 demos", "ptr.png")}
 """
