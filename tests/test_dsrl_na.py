@@ -128,6 +128,15 @@ def test_bad_inputs_raise_clear_errors(base):
         DSRLNAConfig(backup_combine="max")
 
 
+def test_a_policy_that_executes_part_of_its_chunk_is_refused():
+    """DSRL-NA stores whole denoised chunks: a LeRobot-style policy (chunk_length < H) gets a clear error."""
+    policy = FlowPolicy(Bandit.observation_space, Bandit.action_space,
+                        PolicyConfig(kind="flow", horizon=2, hidden_dim=16, time_dim=8, sample_steps=2))
+    policy.chunk_length = 1
+    with pytest.raises(ValueError, match=r"DSRLNA: the policy executes 1 of the 2 actions it denoises"):
+        DSRLNA(Bandit(), policy, small_config())
+
+
 def test_update_rounds_follow_every_train_freq_th_transition_after_learning_starts(base):
     # SB3 learn: train(utd) then noise_critic_grad_steps distillation steps after each vec-env step of n_envs
     # transitions once num_timesteps > learning_starts; DSRL: n_envs = 4

@@ -67,7 +67,7 @@ from steergym.policies.checkpoint import load_policy, save_policy
 from steergym.policies.generative import GenerativePolicy
 from steergym.rollout import score_episodes
 from steergym.space_json import space_to_json
-from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces
+from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, check_policy_spaces, chunk_length
 
 POLICY_DIR = "policy"
 CLIP_OBS = 10.0
@@ -314,7 +314,16 @@ class ChunkTrainer(OffPolicyTrainer):
     # -------------------------------------------------------------------------- set-up
     def _setup_common(self, env: gym.Env | None, policy: Any, config: Any, seed: int,
                       device: str | torch.device, who: str) -> Any:
-        """Common state; returns `policy`, bound to the env's task when it is task-conditioned."""
+        """Common state; returns `policy`, bound to the env's task when it is task-conditioned.
+
+        The chunk trainers learn and store whole denoised chunks (H, d), so a policy that executes
+        fewer actions than it denoises (`chunk_length` below its noise's H, e.g. a LeRobot diffusion
+        policy) is refused; the steering wrappers and SB3 take it."""
+        horizon = int(policy.noise_shape[0])
+        if chunk_length(policy) != horizon:
+            raise ValueError(f"{who}: the policy executes {chunk_length(policy)} of the {horizon} actions it "
+                             f"denoises; {who} learns whole denoised chunks, so it needs chunk_length == "
+                             "noise_shape[0] (steer such a policy with NoiseActionWrapper and SB3 instead)")
         self.config = config
         self.seed = int(seed)
         self.device = torch.device(device)
