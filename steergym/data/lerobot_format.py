@@ -74,6 +74,7 @@ FINAL_OBSERVATIONS = "meta/steergym_final_observations.npz"
 SIDECAR_FORMAT = "steergym-lerobot-v1"
 ACTION, REWARD, DONE, TRUNCATED, SUCCESS = "action", "next.reward", "next.done", "next.truncated", "next.success"
 STATE, ENV_STATE = "observation.state", "observation.environment_state"
+IMAGES_PREFIX = "observation.images."  # + the camera (the Dict key; "pixels" for a bare image)
 SCALARS = {REWARD: "float32", DONE: "bool", TRUNCATED: "bool", SUCCESS: "bool"}
 IMAGE_NAMES = ["height", "width", "channels"]
 # Keys of steergym.json that write_dataset computes itself (from the env and the episodes).
@@ -121,14 +122,14 @@ def _vector_slots(key: str | None, feature: str, dim: int, proprio_dim: int | No
 def _observation_slots(space: spaces.Space, proprio_dim: int | None = None) -> list[_Slot]:
     """The LeRobot features of an observation space (see the module docstring's table)."""
     if _is_image(space):
-        return [_Slot(None, "observation.images.pixels", True)]
+        return [_Slot(None, f"{IMAGES_PREFIX}pixels", True)]
     if isinstance(space, spaces.Box) and len(space.shape) == 1:
         return _vector_slots(None, STATE, space.shape[0], proprio_dim)
     if isinstance(space, spaces.Dict):
         slots: list[_Slot] = []
         for key, sub in space.spaces.items():
             if _is_image(sub):
-                slots.append(_Slot(key, f"observation.images.{key}", True))
+                slots.append(_Slot(key, f"{IMAGES_PREFIX}{key}", True))
             elif isinstance(sub, spaces.Box) and len(sub.shape) == 1:
                 slots += (_vector_slots(key, STATE, sub.shape[0], proprio_dim) if key == "state"
                           else [_Slot(key, f"observation.{key}", False)])

@@ -48,11 +48,10 @@ import gymnasium as gym
 import numpy as np
 import torch
 
+from steergym.data.lerobot_format import ENV_STATE, IMAGES_PREFIX, INSTALL_HINT, STATE
 from steergym.policies.base import is_batched
 
-INSTALL_HINT = 'pip install -e ".[lerobot]"'
 SUPPORTED_TYPES = ("diffusion",)
-STATE_KEY, ENV_STATE_KEY, IMAGES_PREFIX = "observation.state", "observation.environment_state", "observation.images."
 BRIDGE_PROPRIO_DIM = 7  # [x, y, z, roll, pitch, yaw, gripper_open] at the front of a WidowX state vector
 _SOURCE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 
@@ -176,20 +175,20 @@ def default_obs_map(features: Mapping[str, Any], observation_space: gym.Space) -
         if found:
             mapping[key], _ = found, used.add(found)
     vectors = [k for k in features if not k.startswith(IMAGES_PREFIX)]
-    if STATE_KEY in vectors and ENV_STATE_KEY in vectors:  # split one state vector: proprio | the rest
-        state_dim, env_dim = _feature_shape(features[STATE_KEY])[0], _feature_shape(features[ENV_STATE_KEY])[0]
+    if STATE in vectors and ENV_STATE in vectors:  # split one state vector: proprio | the rest
+        state_dim, env_dim = _feature_shape(features[STATE])[0], _feature_shape(features[ENV_STATE])[0]
         for name in [n for n in ("state", "obs") if n in candidates]:
             space = Source(name).space(observation_space)
             if len(space.shape) == 1 and space.shape[0] == state_dim + env_dim:
-                mapping[STATE_KEY] = f"{name}[0:{state_dim}]"
-                mapping[ENV_STATE_KEY] = f"{name}[{state_dim}:]"
+                mapping[STATE] = f"{name}[0:{state_dim}]"
+                mapping[ENV_STATE] = f"{name}[{state_dim}:]"
                 used.add(name)
                 break
     for key in vectors:
         if key in mapping:
             continue
-        found = pick(key, ["state", "obs", "environment_state"] if key == STATE_KEY else ["environment_state"])
-        if found is None and key == STATE_KEY and _feature_shape(features[key]) == (BRIDGE_PROPRIO_DIM,):
+        found = pick(key, ["state", "obs", "environment_state"] if key == STATE else ["environment_state"])
+        if found is None and key == STATE and _feature_shape(features[key]) == (BRIDGE_PROPRIO_DIM,):
             for name in [n for n in ("state", "obs") if n in candidates]:
                 space = Source(name).space(observation_space)
                 if len(space.shape) == 1 and space.shape[0] > BRIDGE_PROPRIO_DIM:
