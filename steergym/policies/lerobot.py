@@ -272,7 +272,6 @@ class LeRobotPolicy:
         self.action_space = action_space
         self.noise_shape = (int(config.horizon), int(action_dim[0]))
         self.chunk_length = int(config.n_action_steps)
-        self._first = self.n_obs_steps - 1  # generate_actions keeps actions [n_obs_steps - 1, + n_action_steps)
         self._low = np.asarray(action_space.low, np.float32)
         self._high = np.asarray(action_space.high, np.float32)
         self._generator = torch.Generator().manual_seed(int(seed))
@@ -345,8 +344,7 @@ class LeRobotPolicy:
 
     def sample(self, obs: Any, noise: Any) -> np.ndarray:
         """The executed chunk for `noise` (horizon, d) or flat: (chunk_length, d); batched: (B, ...)."""
-        batch, batched = self._inputs(obs)
-        size = next(iter(batch.values())).shape[0]
+        batch, batched, size = self._inputs(obs)
         arr = noise.detach().cpu().numpy() if torch.is_tensor(noise) else np.asarray(noise, dtype=np.float32)
         flat = int(np.prod(self.noise_shape))
         per_item = arr.shape[1:] if batched else arr.shape
@@ -365,8 +363,7 @@ class LeRobotPolicy:
         if isinstance(n, bool) or int(n) < 1:
             raise ValueError(f"LeRobotPolicy.sample_n: n must be >= 1, got {n}")
         n = int(n)
-        batch, batched = self._inputs(obs)
-        size = next(iter(batch.values())).shape[0]
+        batch, batched, size = self._inputs(obs)
         repeated = {key: value.repeat_interleave(n, dim=0) for key, value in batch.items()}
         noise = torch.randn((size * n, *self.noise_shape), generator=self._generator)
         chunks = self._generate(repeated, noise).reshape(size, n, self.chunk_length, self.noise_shape[1])
@@ -374,8 +371,7 @@ class LeRobotPolicy:
 
     def act(self, obs: Any) -> np.ndarray:
         """One action (d,) (or (B, d)): a chunk with fresh noise, executed open loop, then replanned."""
-        batch, batched = self._inputs(obs)
-        size = next(iter(batch.values())).shape[0]
+        batch, batched, size = self._inputs(obs)
         if self._queue is None or self._queue.shape[1] == 0 or self._queue.shape[0] != size \
                 or self._queue_batched != batched:
             noise = torch.randn((size, *self.noise_shape), generator=self._generator)
@@ -384,8 +380,9 @@ class LeRobotPolicy:
         return action if batched else action[0]
 
     # ------------------------------------------------------------------------------- internals
-    def _inputs(self, obs: Any) -> tuple[dict[str, torch.Tensor], bool]:
-        """LeRobot inputs (B, n_obs_steps, ...) from a (batch of) stacked steergym observation(s)."""
+    def _inputs(self, obs: Any) -> tuple[dict[str, torch.Tensor], bool, int]:
+        """(LeRobot inputs (B, n_obs_steps, ...), batched, B) from a (batch of) stacked steergym
+        observation(s)."""
         batched = is_batched(obs, self.observation_space)
         if isinstance(obs, Mapping):
             obs = {key: np.asarray(value) for key, value in obs.items()}
@@ -403,7 +400,7 @@ class LeRobotPolicy:
                     raise ValueError(f"LeRobotPolicy: observation source {str(source)!r} contains NaN or inf")
                 tensor = torch.as_tensor(np.asarray(value, dtype=np.float32))
             tensors[key] = tensor
-        return tensors, batched
+        return tensors, batched, int(next(iter(tensors.values())).shape[0])
 
     @torch.no_grad()
     def _generate(self, batch: dict[str, torch.Tensor], noise: torch.Tensor) -> np.ndarray:
