@@ -343,6 +343,33 @@ def test_a_killed_trial_with_checkpoints_resumes_them_bit_exactly(ray_session, t
     assert _weights(trial_folder(tmp_path / "out", trial), "agent") == _weights(tmp_path / "direct", "agent")
 
 
+def test_a_larger_env_steps_budget_grows_finished_trials_from_their_checkpoints(ray_session, tmp_path):
+    """A long protocol in stages: the same folder re-run with more env steps resumes each finished dsrl-na
+    trial from its checkpoint (its first evaluations kept, not re-trained); any other budget change is
+    refused before anything runs."""
+    tiny = {"hidden": [16], "utd": 1, "distill_steps": 1, "learning_starts": 10, "batch_size": 32}
+    stage = lambda steps, every=100: parse_spec(spec_with(  # noqa: E731
+        tasks=["widowx-lift-diffusion"], methods=["dsrl-na"], seeds=[0], config={"dsrl-na": tiny},
+        budget={"env_steps": steps, "eval_every": every, "eval_episodes": 2}))
+    out = tmp_path / "out"
+    (first,) = run_experiment(stage(200), out, stream=io.StringIO())["trials"]
+    assert [r["env_steps"] for r in first["curve"]][-1] == 200
+    log = io.StringIO()
+    results = run_experiment(stage(400), out, stream=log)
+    assert "0 finished already, 1 to run" in log.getvalue() and "1 finished trials grow" in log.getvalue()
+    (grown,) = results["trials"]
+    assert not results["failed"] and grown["resumed"] is True and grown["attempt"] == 2
+    steps = [r["env_steps"] for r in grown["curve"]]
+    assert steps[-1] >= 400 and steps == sorted(set(steps)), steps  # whole chunks: may pass 400 by < H
+    assert _curve(grown["curve"][:len(first["curve"])]) == _curve(first["curve"])  # kept, not re-trained
+    (trial,) = expand(stage(400))
+    assert json.loads((trial_folder(out, trial) / runner.PREVIOUS_RESULT).read_text())["budget"]["env_steps"] == 200
+    for other in (stage(300), stage(800, every=200)):  # fewer steps; another evaluation schedule
+        with pytest.raises(ValueError, match="only budget.env_steps may grow"):
+            run_experiment(other, out, stream=io.StringIO())
+    assert json.loads((trial_folder(out, trial) / RESULT).read_text())["budget"]["env_steps"] == 400
+
+
 def test_a_trial_failing_every_attempt_is_reported_and_the_others_finish(ray_session, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     spec = parse_spec(spec_with(methods=["sac"], seeds=[0], max_failures=1, config={"sac": TINY}))

@@ -15,7 +15,9 @@ Layout of DIR (`out`):
 
 Re-running the same command skips finished trials and restarts the others from their run folders
 (`resume=True` where the trainer has a checkpoint: calql/cql, ogpo, dsrl-na; the SB3 steering trainers
-have none and start again, deterministically, from scratch). A trial that raises, or whose worker
+have none and start again, deterministically, from scratch). A spec whose budget.env_steps has grown
+grows its finished trials the same way (a long protocol in stages: read the curves at 20k, go on to
+100k); any other change to a finished trial's config or budget is refused. A trial that raises, or whose worker
 dies, is retried up to the spec's `max_failures` (Tune's FailureConfig); the others go on.
 """
 
@@ -42,6 +44,7 @@ from steergym.experiments.spec import ExperimentSpec, Trial, expand
 from steergym.machine_info import cpu_name
 
 RESULT = "trial_result.json"
+PREVIOUS_RESULT = "trial_result.previous.json"  # a grown trial's record at its earlier budget
 METRIC = "success_rate"  # reported after every evaluation; ASHA's metric
 TIME_ATTR = "env_steps"
 
@@ -254,14 +257,19 @@ def run_experiment(spec: ExperimentSpec, out: str | os.PathLike, *, address: str
     out = Path(out).resolve()
     trials = expand(spec, out)
     table = {t.id: t for t in trials}
-    _check_same_trials(out, trials)
+    grow = _check_same_trials(out, trials)
     write_json(out / "spec.json", spec.to_dict())
     prepare_datasets(spec, out, stream)
+    for trial in trials:  # no longer finished: kept beside the run folder until the larger budget is done
+        if trial.id in grow:
+            os.replace(trial_folder(out, trial) / RESULT, trial_folder(out, trial) / PREVIOUS_RESULT)
     finished = {t.id for t in trials if (trial_folder(out, t) / RESULT).is_file()}
     pending = [t for t in trials if t.id not in finished]
     context = {"command": command or " ".join(sys.argv), **git_commit()}
     print(f"[steergym run] {spec.name}: {len(trials)} trials, {len(finished)} finished already, "
-          f"{len(pending)} to run -> {out}", file=stream, flush=True)
+          f"{len(pending)} to run -> {out}" + (f" ({len(grow)} finished trials grow to budget.env_steps = "
+          f"{spec.budget.env_steps}: resumed from their checkpoints, the SB3 methods run again)" if grow else ""),
+          file=stream, flush=True)
     errors: dict[str, str] = {}
     started = time.time()
     if pending:
@@ -292,15 +300,32 @@ def prepare_datasets(spec: ExperimentSpec, out: Path, stream: Any = None) -> Non
         collect(recipe.env, recipe.episodes, recipe.quality, name, seed=recipe.seed, root=root, progress=False)
 
 
-def _check_same_trials(out: Path, trials: list[Trial]) -> None:
-    """A finished trial of another config or budget under the same id would be skipped wrongly: refuse."""
+def _check_same_trials(out: Path, trials: list[Trial]) -> set[str]:
+    """The ids of finished trials to grow to a larger budget; a finished trial of another config or
+    budget under the same id would be skipped wrongly: refuse it.
+
+    A finished trial whose spec now asks for more env steps (same config, same evaluation schedule and
+    pretraining) is grown: it resumes from its last checkpoint (calql/cql, ogpo, dsrl-na) or, for the
+    SB3 methods, runs again from the start, seeded as before."""
+    grow = set()
     for trial in trials:
         path = trial_folder(out, trial) / RESULT
-        if path.is_file():
-            old = json.loads(path.read_text())
-            if old.get("overrides") != _jsonable(trial.overrides) or old.get("budget") != dataclasses.asdict(trial.budget):
-                raise ValueError(f"{out} holds trial {trial.id} with another config or budget "
-                                 f"({old.get('overrides')}, {old.get('budget')}): use another --out")
+        if not path.is_file():
+            continue
+        old = json.loads(path.read_text())
+        old_budget, new_budget = old.get("budget") or {}, dataclasses.asdict(trial.budget)
+        same_config = old.get("overrides") == _jsonable(trial.overrides)
+        if same_config and old_budget == new_budget:
+            continue
+        fixed = [k for k in new_budget if k != "env_steps"]
+        if (same_config and all(old_budget.get(k) == new_budget[k] for k in fixed)
+                and int(old_budget.get("env_steps", 0)) < new_budget["env_steps"]):
+            grow.add(trial.id)
+            continue
+        raise ValueError(f"{out} holds trial {trial.id} with another config or budget "
+                         f"({old.get('overrides')}, {old_budget}): use another --out (only budget.env_steps "
+                         f"may grow between runs of one folder)")
+    return grow
 
 
 def _fit(spec: ExperimentSpec, out: Path, pending: list[Trial], total: int, already: int, address: str | None,
