@@ -49,7 +49,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from run_context import cpu_name, git_state, load_average, save_figure, write_results  # benchmarks/ is on sys.path when run as a script
+from run_context import cpu_name, difference_interval, git_state, load_average, save_figure, write_results  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).parent / "results"
 EVAL_SEED = 10_000  # evaluation reset seeds, disjoint from the datasets' collection seeds (1000+)
@@ -116,17 +116,6 @@ def summarise(runs: list[dict]) -> dict:
             figures[f"{key}_cql_minus_calql"] = difference_interval(by["cql"], by["calql"])
         out[env_id] = figures
     return out
-
-
-def difference_interval(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0) -> dict:
-    """mean(a) - mean(b) with a 95% percentile bootstrap interval (seeds resampled within each group)
-    and `decided`: the interval excludes 0."""
-    a_arr, b_arr = np.asarray(a, float), np.asarray(b, float)
-    rng = np.random.default_rng(seed)
-    diffs = (rng.choice(a_arr, (resamples, a_arr.size)).mean(1) - rng.choice(b_arr, (resamples, b_arr.size)).mean(1))
-    low, high = np.percentile(diffs, [2.5, 97.5])
-    return {"mean": round(float(a_arr.mean() - b_arr.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
-            "decided": bool(low > 0 or high < 0), "seeds": [int(a_arr.size), int(b_arr.size)]}
 
 
 def plot(runs: list[dict], path: Path, scale: str) -> None:

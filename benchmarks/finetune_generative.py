@@ -42,7 +42,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from run_context import REPO, cpu_name, git_state, load_average, write_results  # benchmarks/ is on sys.path
+from run_context import REPO, cpu_name, difference_interval, git_state, load_average, write_results  # benchmarks/ is on sys.path
 
 METHODS = ("ogpo", "dsrl-na", "dsrl-sac", "residual")
 RUNNER_METHOD = {"ogpo": "ogpo", "dsrl-na": "dsrl-na", "dsrl-sac": "dsrl", "residual": "residual"}
@@ -96,6 +96,27 @@ def run_row(trial: dict[str, Any], policy_name: str) -> dict[str, Any]:
             "config": trial["config"], "attempt": trial.get("attempt")}
 
 
+def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per policy: each method's mean first, final and best success over seeds (final minus first with a
+    95% bootstrap interval over seeds) and OGPO's final minus each other method's, likewise."""
+    summary = {}
+    for policy in dict.fromkeys(r["policy"] for r in runs):
+        rows = [r for r in runs if r["policy"] == policy]
+        by = {m: [r for r in rows if r["method"] == m] for m in dict.fromkeys(r["method"] for r in rows)}
+        finals = {m: [r["final_success"] for r in group] for m, group in by.items()}
+        methods = {}
+        for m, group in by.items():
+            starts = [r["curve"][0]["success_rate"] for r in group]
+            methods[m] = {"seeds": [r["seed"] for r in group], "final_per_seed": finals[m],
+                          "first": round(float(sum(starts) / len(starts)), 4),
+                          "final": round(float(sum(finals[m]) / len(group)), 4),
+                          "best": round(float(sum(max(p["success_rate"] for p in r["curve"]) for r in group) / len(group)), 4),
+                          "final_minus_first": difference_interval(finals[m], starts)}
+        versus = {m: difference_interval(finals["ogpo"], finals[m]) for m in by if m != "ogpo" and "ogpo" in by}
+        summary[policy] = {"methods": methods, "ogpo_minus": versus}
+    return summary
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--policies", nargs="+", default=list(DEFAULT_POLICIES))
@@ -145,7 +166,8 @@ def main(argv: list[str] | None = None) -> int:
         "note": ("cpu scale: networks, batches and update ratios shrunk to fit a 2-core CPU; not the "
                  "paper's settings" if args.scale == "cpu" else "each trainer's paper defaults"),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "load_average": [load_start, load_average()], "runs": runs, "failed": ran["failed"]})
+        "load_average": [load_start, load_average()], "summary": summarize(runs), "runs": runs,
+        "failed": ran["failed"]})
     from steergym.bench.plots import success_curve_plot
 
     for policy_name in args.policies:

@@ -76,3 +76,16 @@ def timings_ms(call: Any, calls: int, warmup: int = 20) -> dict[str, float]:
         samples.append(1000 * (time.perf_counter() - start))
     deciles = statistics.quantiles(samples, n=10) if calls >= 2 else [samples[0]] * 9
     return {"median": statistics.median(samples), "p10": deciles[0], "p90": deciles[-1], "calls": calls}
+
+
+def difference_interval(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0) -> dict:
+    """mean(a) - mean(b) with a 95% percentile bootstrap interval (seeds resampled within each group)
+    and `decided`: the interval excludes 0."""
+    import numpy as np
+
+    a_arr, b_arr = np.asarray(a, float), np.asarray(b, float)
+    rng = np.random.default_rng(seed)
+    diffs = (rng.choice(a_arr, (resamples, a_arr.size)).mean(1) - rng.choice(b_arr, (resamples, b_arr.size)).mean(1))
+    low, high = np.percentile(diffs, [2.5, 97.5])
+    return {"mean": round(float(a_arr.mean() - b_arr.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
+            "decided": bool(low > 0 or high < 0), "seeds": [int(a_arr.size), int(b_arr.size)]}
