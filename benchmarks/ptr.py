@@ -21,13 +21,25 @@ episodes, seeds 0 and 1. Usage (from the repository root):
 
     MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/ptr.py                 # ~40 min on 2 CPU cores
 
+A long budget spreads over several stops (and processes) with `--work DIR`: each method's result per
+seed is kept in DIR/results/ with the settings it ran under and read back by a re-run with the same
+settings; PTR and single-task CQL checkpoint their offline training every `--save-every` steps and
+resume from there (bit for bit: the checkpoints carry the samplers' states). Two processes can share
+DIR, one seed each (`--seeds 0`, `--seeds 1`), and a last run with all seeds gathers the results:
+
+    python benchmarks/ptr.py --work /work/ptr_work --pretrain-steps 80000 --adapt-steps 20000 --seeds 0
+    python benchmarks/ptr.py --work /work/ptr_work --pretrain-steps 80000 --adapt-steps 20000 --seeds 1
+    python benchmarks/ptr.py --work /work/ptr_work --pretrain-steps 80000 --adapt-steps 20000   # gathers
+
 Writes benchmarks/results/ptr.json and ptr.png (atomically).
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
+import shutil
 import sys
 import tempfile
 import time
@@ -67,22 +79,26 @@ def collect_data(args: argparse.Namespace, root: Path) -> None:
 
 
 def run_ptr_method(args, root: Path, work: Path, seed: int) -> dict:
-    from steergym.algorithms.multitask_runs import run_ptr
+    from steergym.algorithms.multitask_runs import OFFLINE, run_ptr
     from steergym.algorithms.ptr import ptr_calql_config
 
     started = time.perf_counter()
+    folder = work / f"ptr-{seed}"
+    resume = (folder / OFFLINE / "config.json").is_file()
+    if folder.exists() and not resume:  # a run killed before its first checkpoint: start clean
+        shutil.rmtree(folder)
     ptr = run_ptr([dataset_name(t, "mixed") for t in args.prior], dataset_name(args.target, "demos"),
-                  work / f"ptr-{seed}", pretrain_steps=args.pretrain_steps, adapt_steps=args.adapt_steps,
+                  folder, pretrain_steps=args.pretrain_steps, adapt_steps=args.adapt_steps,
                   demos=args.demos, calql=ptr_calql_config(log_every=500), seed=seed,
-                  eval_episodes=args.episodes, save_every=args.pretrain_steps + args.adapt_steps, root=root,
+                  eval_episodes=args.episodes, save_every=args.save_every, root=root, resume=resume,
                   progress=not args.quiet)
-    run = json.loads((work / f"ptr-{seed}" / "run.json").read_text())
+    run = json.loads((folder / "run.json").read_text())
     return {"success_rate": run["offline_eval"]["success_rate"], "ci95": run["offline_eval"]["ci95"],
             "updates": ptr.agent.offline_steps, "seconds": round(time.perf_counter() - started, 1),
-            "td_loss_last": ptr.agent.history[-1]["td_loss"] if ptr.agent.history else None}
+            "resumed": resume, "td_loss_last": ptr.agent.history[-1]["td_loss"] if ptr.agent.history else None}
 
 
-def run_cql_method(args, root: Path, seed: int) -> dict:
+def run_cql_method(args, root: Path, work: Path, seed: int) -> dict:
     import gymnasium as gym
 
     from steergym.algorithms.calql import CalQL
@@ -92,14 +108,22 @@ def run_cql_method(args, root: Path, seed: int) -> dict:
 
     started = time.perf_counter()
     (_, demos), = load_task_datasets([dataset_name(args.target, "demos")], root, max_episodes=args.demos).items()
-    env = gym.make(args.target)
-    agent = CalQL(env, ptr_calql_config(log_every=500), seed=seed)
-    env.close()
-    agent.pretrain(demos, args.pretrain_steps + args.adapt_steps, progress=not args.quiet)
+    latest = work / f"cql-{seed}" / "latest"
+    resume = (latest / "config.json").is_file()
+    if resume:
+        agent = CalQL.load(latest)
+    else:
+        env = gym.make(args.target)
+        agent = CalQL(env, ptr_calql_config(log_every=500), seed=seed)
+        env.close()
+    total = args.pretrain_steps + args.adapt_steps
+    while agent.offline_steps < total:  # in slices, each checkpointed (without a replay: offline only)
+        agent.pretrain(demos, min(args.save_every, total - agent.offline_steps), progress=not args.quiet)
+        agent.save(latest, replay=False)
     result = evaluate(args.target, lambda obs: agent.predict(obs)[0], episodes=args.episodes, seed=0,
                       progress=False)
     return {"success_rate": result.success_rate, "ci95": [result.ci_low, result.ci_high],
-            "updates": agent.offline_steps, "seconds": round(time.perf_counter() - started, 1)}
+            "updates": agent.offline_steps, "seconds": round(time.perf_counter() - started, 1), "resumed": resume}
 
 
 def run_bc_method(args, root: Path, work: Path, seed: int) -> dict:
@@ -107,12 +131,27 @@ def run_bc_method(args, root: Path, work: Path, seed: int) -> dict:
     from steergym.bench.evaluate import evaluate
 
     started = time.perf_counter()
+    shutil.rmtree(work / f"bc-{seed}", ignore_errors=True)  # a few minutes: a killed run starts again
     trainer = train_bc([dataset_name(args.target, "demos")], "diffusion", work / f"bc-{seed}",
                        config=BCConfig(steps=args.bc_steps, seed=seed), max_episodes=args.demos, root=root,
                        progress=not args.quiet)
     result = evaluate(args.target, trainer.ema, episodes=args.episodes, seed=0, progress=False)
     return {"success_rate": result.success_rate, "ci95": [result.ci_low, result.ci_high],
             "updates": args.bc_steps, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def cached(path: Path, settings: dict, compute) -> dict:
+    """`compute()`'s result, kept at `path` with the settings it ran under; a later run with the same
+    settings reads it back instead of computing again (another setting computes and replaces it)."""
+    from steergym.algorithms.run_files import write_json
+
+    if path.is_file():
+        saved = json.loads(path.read_text())
+        if saved.get("settings") == settings:
+            return saved["result"]
+    result = compute()
+    write_json(path, {"settings": settings, "result": result})
+    return result
 
 
 def plot(results: dict, path: Path) -> None:
@@ -148,7 +187,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--episodes", type=int, default=50, help="evaluation episodes")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     parser.add_argument("--methods", nargs="+", default=["ptr", "cql", "bc"], choices=["ptr", "cql", "bc"])
-    parser.add_argument("--work", default=None, metavar="DIR", help="keep datasets and runs here")
+    parser.add_argument("--work", default=None, metavar="DIR",
+                        help="keep datasets, runs and per-seed results here (a re-run resumes; default: a temporary folder)")
+    parser.add_argument("--save-every", type=int, default=5_000, help="offline steps between PTR/CQL checkpoints")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--out", default=str(RESULTS / "ptr.json"))
     parser.add_argument("--quiet", action="store_true")
@@ -156,20 +197,24 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(args.threads)
 
     started, load_start = time.perf_counter(), load_average()
+    settings = {"prior": args.prior, "target": args.target, "prior_episodes": args.prior_episodes,
+                "demos": args.demos, "pretrain_steps": args.pretrain_steps, "adapt_steps": args.adapt_steps,
+                "bc_steps": args.bc_steps, "episodes": args.episodes, "eval_seeds": f"0..{args.episodes - 1}"}
+    tag = hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:10]  # runs of these settings
     runs = []
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         root = work / "datasets"
         collect_data(args, root)
+        runs_dir = work / f"runs-{tag}"
         for seed in args.seeds:
             row = {"seed": seed}
             for method in args.methods:
-                if method == "ptr":
-                    row[method] = run_ptr_method(args, root, work, seed)
-                elif method == "cql":
-                    row[method] = run_cql_method(args, root, seed)
-                else:
-                    row[method] = run_bc_method(args, root, work, seed)
+                compute = {"ptr": lambda: run_ptr_method(args, root, runs_dir, seed),
+                           "cql": lambda: run_cql_method(args, root, runs_dir, seed),
+                           "bc": lambda: run_bc_method(args, root, runs_dir, seed)}[method]
+                row[method] = cached(runs_dir / "results" / f"{method}-seed{seed}.json", {**settings, "seed": seed},
+                                     compute)
                 print(f"seed {seed} {method}: {row[method]['success_rate']:.2f}", file=sys.stderr)
             runs.append(row)
     mean = {m: float(np.mean([r[m]["success_rate"] for r in runs])) for m in args.methods}
@@ -178,9 +223,7 @@ def main(argv: list[str] | None = None) -> int:
                  "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
                  "torch_threads": args.threads, "seconds": round(time.perf_counter() - started, 1),
                  "load_average_start": load_start, "load_average_end": load_average(), **git_state()},
-        "settings": {"prior": args.prior, "target": args.target, "prior_episodes": args.prior_episodes,
-                     "demos": args.demos, "pretrain_steps": args.pretrain_steps, "adapt_steps": args.adapt_steps,
-                     "bc_steps": args.bc_steps, "episodes": args.episodes, "eval_seeds": f"0..{args.episodes - 1}"},
+        "settings": settings,
         "runs": runs,
         "summary": {"mean_success": mean,
                     "goal": "PTR beats BC and single-task CQL on the same 10 demos",
