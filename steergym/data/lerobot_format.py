@@ -48,9 +48,11 @@ from __future__ import annotations
 import itertools
 import json
 import os
+import re
 import shutil
 import uuid
 import warnings
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -77,6 +79,7 @@ STATE, ENV_STATE = "observation.state", "observation.environment_state"
 IMAGES_PREFIX = "observation.images."  # + the camera (the Dict key; "pixels" for a bare image)
 SCALARS = {REWARD: "float32", DONE: "bool", TRUNCATED: "bool", SUCCESS: "bool"}
 IMAGE_NAMES = ["height", "width", "channels"]
+_SOURCE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 # Keys of steergym.json that write_dataset computes itself (from the env and the episodes).
 _COMPUTED_METADATA = ("format", "env_id", "instruction", "state_names", "episode_quality", "episode_seeds")
 
@@ -92,47 +95,95 @@ def _lerobot_dataset_class():
 
 
 @dataclass(frozen=True)
-class _Slot:
-    """Where one LeRobot observation feature lives in a steergym observation."""
+class Source:
+    """Where a feature is read from: `key` ("obs" for a flat observation, else a Dict key) and an
+    optional slice [start:stop] of its last axis. Parsed from an obs_map entry such as "obs[0:7]"."""
 
-    key: str | None  # dict key, None for a bare Box observation
-    feature: str  # LeRobot feature name
-    image: bool
-    start: int = 0  # slice of the vector (a proprio split); image: whole array
+    key: str
+    start: int | None = None
     stop: int | None = None
 
+    @classmethod
+    def parse(cls, text: str) -> "Source":
+        match = _SOURCE.match(str(text).strip())
+        if not match:
+            raise ValueError(f"obs_map: {text!r} is not a source: use 'obs', a Dict key, or either with a slice "
+                             "like 'obs[0:7]'")
+        start, stop = match["start"], match["stop"]
+        return cls(match["key"], int(start) if start else None, int(stop) if stop else None)
+
+    def space(self, observation_space: spaces.Space) -> spaces.Box:
+        """The sub-space this source reads (sliced on the last axis); ValueError if it is not there."""
+        if isinstance(observation_space, spaces.Dict):
+            if self.key not in observation_space.spaces:
+                raise ValueError(f"obs_map: the env's Dict observation has no key {self.key!r} "
+                                 f"(it has {list(observation_space.spaces)})")
+            space = observation_space[self.key]
+        elif self.key != "obs":
+            raise ValueError(f"obs_map: the env's observation is a {type(observation_space).__name__}, not a "
+                             f"Dict; name it 'obs', not {self.key!r}")
+        else:
+            space = observation_space
+        if not isinstance(space, spaces.Box):
+            raise ValueError(f"obs_map: source {self.key!r} is a {type(space).__name__}, not a Box")
+        if self.start is None and self.stop is None:
+            return space
+        if len(space.shape) != 1:
+            raise ValueError(f"obs_map: only vector sources can be sliced; {self.key!r} has shape {space.shape}")
+        index = slice(self.start, self.stop)
+        low, high = space.low[index], space.high[index]
+        if low.size == 0:
+            raise ValueError(f"obs_map: {self} selects nothing of {self.key!r}, shape {space.shape}")
+        return spaces.Box(low, high, low.shape, space.dtype)
+
     def take(self, obs: Any) -> np.ndarray:
-        value = np.asarray(obs if self.key is None else obs[self.key])
-        return value if self.image else value[..., self.start:self.stop]
+        """The source's values from an observation, leading axes kept: (..., D) sliced to (..., stop - start)."""
+        value = np.asarray(obs if self.key == "obs" and not isinstance(obs, Mapping) else obs[self.key])
+        return value if self.start is None and self.stop is None else value[..., self.start:self.stop]
+
+    def __str__(self) -> str:
+        if self.start is None and self.stop is None:
+            return self.key
+        return f"{self.key}[{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}]"
+
+
+@dataclass(frozen=True)
+class _Slot:
+    """One LeRobot observation feature: its name and where it lives in a steergym observation."""
+
+    source: Source
+    feature: str  # LeRobot feature name
+    image: bool  # uint8 (H, W, 3); else a float vector (D,)
 
 
 def _is_image(space: spaces.Space) -> bool:
     return isinstance(space, spaces.Box) and space.dtype == np.uint8 and len(space.shape) == 3 and space.shape[-1] == 3
 
 
-def _vector_slots(key: str | None, feature: str, dim: int, proprio_dim: int | None) -> list[_Slot]:
+def _vector_slots(key: str, feature: str, dim: int, proprio_dim: int | None) -> list[_Slot]:
     if proprio_dim is None:
-        return [_Slot(key, feature, False)]
+        return [_Slot(Source(key), feature, False)]
     if not (isinstance(proprio_dim, (int, np.integer)) and 0 < proprio_dim < dim):
         raise ValueError(f"proprio_dim={proprio_dim!r} must be a whole number in 1..{dim - 1} "
                          f"(the state vector has {dim} entries)")
-    return [_Slot(key, STATE, False, 0, int(proprio_dim)), _Slot(key, ENV_STATE, False, int(proprio_dim), None)]
+    proprio_dim = int(proprio_dim)
+    return [_Slot(Source(key, 0, proprio_dim), STATE, False), _Slot(Source(key, proprio_dim), ENV_STATE, False)]
 
 
 def _observation_slots(space: spaces.Space, proprio_dim: int | None = None) -> list[_Slot]:
     """The LeRobot features of an observation space (see the module docstring's table)."""
     if _is_image(space):
-        return [_Slot(None, f"{IMAGES_PREFIX}pixels", True)]
+        return [_Slot(Source("obs"), f"{IMAGES_PREFIX}pixels", True)]
     if isinstance(space, spaces.Box) and len(space.shape) == 1:
-        return _vector_slots(None, STATE, space.shape[0], proprio_dim)
+        return _vector_slots("obs", STATE, space.shape[0], proprio_dim)
     if isinstance(space, spaces.Dict):
         slots: list[_Slot] = []
         for key, sub in space.spaces.items():
             if _is_image(sub):
-                slots.append(_Slot(key, f"{IMAGES_PREFIX}{key}", True))
+                slots.append(_Slot(Source(key), f"{IMAGES_PREFIX}{key}", True))
             elif isinstance(sub, spaces.Box) and len(sub.shape) == 1:
                 slots += (_vector_slots(key, STATE, sub.shape[0], proprio_dim) if key == "state"
-                          else [_Slot(key, f"observation.{key}", False)])
+                          else [_Slot(Source(key), f"observation.{key}", False)])
             else:
                 raise ValueError(f"observation key {key!r} has space {sub}; only 1-D Box vectors and "
                                  "uint8 (H, W, 3) images map to LeRobot features")
@@ -142,14 +193,14 @@ def _observation_slots(space: spaces.Space, proprio_dim: int | None = None) -> l
 
 
 def _feature_spec(slot: _Slot, space: spaces.Space, state_names: list[str]) -> dict[str, Any]:
-    sub = space if slot.key is None else space[slot.key]
+    source, sub = slot.source, slot.source.space(space)
     if slot.image:
         return {"dtype": "image", "shape": tuple(int(n) for n in sub.shape), "names": IMAGE_NAMES}
-    dim = sub.shape[0]
-    stop = dim if slot.stop is None else slot.stop
-    names = state_names[slot.start:stop] if slot.key in (None, "state") and len(state_names) == dim else None
-    names = names or [f"{slot.feature.split('.')[-1]}_{i}" for i in range(stop - slot.start)]
-    return {"dtype": str(np.dtype(sub.dtype)), "shape": (stop - slot.start,), "names": list(names)}
+    dim, whole = sub.shape[0], Source(source.key).space(space).shape[0]
+    is_state = not isinstance(space, spaces.Dict) or source.key == "state"
+    names = state_names[source.start:source.stop] if is_state and len(state_names) == whole else None
+    names = names or [f"{slot.feature.split('.')[-1]}_{i}" for i in range(dim)]
+    return {"dtype": str(np.dtype(sub.dtype)), "shape": (dim,), "names": list(names)}
 
 
 def _default_repo_id(dataset_id: str) -> str:
@@ -290,7 +341,8 @@ def export_to_lerobot(
             "env_kwargs": metadata.get("env_kwargs", {}),
             "task": task,
             "proprio_dim": proprio_dim,
-            "observation_features": [[s.key, s.feature] for s in slots],
+            "observation_features": [[s.source.key if isinstance(observation_space, spaces.Dict) else None,
+                                      s.feature] for s in slots],
             "episode_lengths": [len(ep) for ep in episodes],
             "source_metadata": metadata,
         }
@@ -307,7 +359,7 @@ def export_to_lerobot(
 def _take_step(observations: Any, t: int, slot: _Slot, spec: dict[str, Any]) -> np.ndarray:
     """Observation `t` of an episode's (T+1, ...) observations as the LeRobot feature of `slot`."""
     step = {k: v[t] for k, v in observations.items()} if isinstance(observations, dict) else observations[t]
-    value = slot.take(step)
+    value = slot.source.take(step)
     return value.astype(np.uint8 if slot.image else np.dtype(spec["dtype"]), copy=False)
 
 
@@ -413,7 +465,7 @@ def _import_slots(space: spaces.Space, features: dict[str, dict], sidecar: dict[
     state_dim = None
     for s in slots:
         if s.feature == STATE:
-            state_dim = (space if s.key is None else space[s.key]).shape[0]
+            state_dim = s.source.space(space).shape[0]
     if (proprio_dim is not None and state_dim is not None and ENV_STATE in features
             and proprio_dim + int(features[ENV_STATE]["shape"][0]) == state_dim):
         slots = _observation_slots(space, proprio_dim)
@@ -421,18 +473,17 @@ def _import_slots(space: spaces.Space, features: dict[str, dict], sidecar: dict[
     resolved = []
     for s in slots:
         feature = s.feature
-        if s.image and s.key is None and feature not in features and len(images) == 1:
+        if s.image and not isinstance(space, spaces.Dict) and feature not in features and len(images) == 1:
             feature = images[0]  # a bare-image env and a dataset with one camera of another name
         if feature not in features:
             raise ValueError(f"{env_id}'s observation needs the LeRobot feature {feature!r}, which the dataset "
                              f"lacks; features: {sorted(features)}")
-        sub = space if s.key is None else space[s.key]
-        expected = tuple(sub.shape) if s.image else ((sub.shape[0] if s.stop is None else s.stop) - s.start,)
+        expected = tuple(s.source.space(space).shape)
         got = tuple(features[feature]["shape"])
         if got != expected and not (s.image and got == (expected[2], expected[0], expected[1])):
             raise ValueError(f"LeRobot feature {feature!r} has shape {got} but {env_id}'s observation needs "
                              f"{expected}")
-        resolved.append(_Slot(s.key, feature, s.image, s.start, s.stop))
+        resolved.append(_Slot(s.source, feature, s.image))
     return resolved
 
 
@@ -455,20 +506,20 @@ def _read_episodes(lerobot, slots: list[_Slot], space: spaces.Space, sidecar: di
         rows = table[start:stop]
         n = stop - start
         decoded = [lerobot[i] for i in range(start, stop)] if any(s.feature in videos for s in slots) else []
-        parts: dict[str | None, list[np.ndarray]] = {}
+        parts: dict[str, list[np.ndarray]] = {}
         for s in slots:
             if s.feature in videos:  # (C, H, W) float in [0, 1] per frame, decoded by LeRobot
                 values = np.stack([_video_frame(item[s.feature]) for item in decoded])
             else:
                 values = np.asarray(rows[s.feature])
-            if s.image and values.shape[1:] != _space_shape(space, s.key):  # channel-first in the dataset
+            if s.image and values.shape[1:] != s.source.space(space).shape:  # channel-first in the dataset
                 values = np.moveaxis(values, 1, -1)
             final = finals[s.feature][k] if from_sidecar else values[-1]
-            parts.setdefault(s.key, []).append(np.concatenate([values, np.asarray(final)[None]]))
+            parts.setdefault(s.source.key, []).append(np.concatenate([values, np.asarray(final)[None]]))
         observations: Any = {key: _as_space_dtype(np.concatenate(p, axis=-1) if len(p) > 1 else p[0], space, key)
                              for key, p in parts.items()}
-        if None in observations:
-            observations = observations[None]
+        if not isinstance(space, spaces.Dict):
+            observations = observations["obs"]
         terminations = _column(rows, columns, DONE, n, bool)
         truncations = _column(rows, columns, TRUNCATED, n, bool)
         if TRUNCATED not in columns and not terminations[-1]:
@@ -491,12 +542,8 @@ def _video_frame(frame) -> np.ndarray:
     return np.clip(np.rint(np.asarray(frame, dtype=np.float32) * 255.0), 0, 255).astype(np.uint8).transpose(1, 2, 0)
 
 
-def _space_shape(space: spaces.Space, key: str | None) -> tuple[int, ...]:
-    return tuple((space if key is None else space[key]).shape)
-
-
-def _as_space_dtype(values: np.ndarray, space: spaces.Space, key: str | None) -> np.ndarray:
-    return values.astype((space if key is None else space[key]).dtype, copy=False)
+def _as_space_dtype(values: np.ndarray, space: spaces.Space, key: str) -> np.ndarray:
+    return values.astype(Source(key).space(space).dtype, copy=False)
 
 
 def _column(rows: dict[str, Any], columns: set[str], name: str, n: int, dtype) -> np.ndarray:

@@ -37,10 +37,8 @@ README for the install line and why it cannot share a venv with the `suites` ext
 from __future__ import annotations
 
 import copy
-import re
 import warnings
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,12 +46,11 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from steergym.data.lerobot_format import ENV_STATE, IMAGES_PREFIX, INSTALL_HINT, STATE
+from steergym.data.lerobot_format import ENV_STATE, IMAGES_PREFIX, INSTALL_HINT, STATE, Source
 from steergym.policies.base import is_batched
 
 SUPPORTED_TYPES = ("diffusion",)
 BRIDGE_PROPRIO_DIM = 7  # [x, y, z, roll, pitch, yaw, gripper_open] at the front of a WidowX state vector
-_SOURCE = re.compile(r"^(?P<key>[A-Za-z_][\w.]*)(\[(?P<start>-?\d*):(?P<stop>-?\d*)\])?$")
 
 
 def import_lerobot() -> Any:
@@ -68,59 +65,6 @@ def import_lerobot() -> Any:
 
 
 # ------------------------------------------------------------------------------ observation map
-@dataclass(frozen=True)
-class Source:
-    """Where one policy input comes from: `key` ("obs" for a flat observation, else a Dict key) and
-    an optional slice [start:stop] of its last axis."""
-
-    key: str
-    start: int | None = None
-    stop: int | None = None
-
-    @classmethod
-    def parse(cls, text: str) -> "Source":
-        match = _SOURCE.match(str(text).strip())
-        if not match:
-            raise ValueError(f"obs_map: {text!r} is not a source: use 'obs', a Dict key, or either with a slice "
-                             "like 'obs[0:7]'")
-        start, stop = match["start"], match["stop"]
-        return cls(match["key"], int(start) if start else None, int(stop) if stop else None)
-
-    def space(self, observation_space: gym.Space) -> gym.spaces.Box:
-        """The sub-space this source reads (sliced on the last axis); ValueError if it is not there."""
-        if isinstance(observation_space, gym.spaces.Dict):
-            if self.key not in observation_space.spaces:
-                raise ValueError(f"obs_map: the env's Dict observation has no key {self.key!r} "
-                                 f"(it has {list(observation_space.spaces)})")
-            space = observation_space[self.key]
-        elif self.key != "obs":
-            raise ValueError(f"obs_map: the env's observation is a {type(observation_space).__name__}, not a "
-                             f"Dict; name it 'obs', not {self.key!r}")
-        else:
-            space = observation_space
-        if not isinstance(space, gym.spaces.Box):
-            raise ValueError(f"obs_map: source {self.key!r} is a {type(space).__name__}, not a Box")
-        if self.start is None and self.stop is None:
-            return space
-        if len(space.shape) != 1:
-            raise ValueError(f"obs_map: only vector sources can be sliced; {self.key!r} has shape {space.shape}")
-        index = slice(self.start, self.stop)
-        low, high = space.low[index], space.high[index]
-        if low.size == 0:
-            raise ValueError(f"obs_map: {self} selects nothing of {self.key!r}, shape {space.shape}")
-        return gym.spaces.Box(low, high, low.shape, space.dtype)
-
-    def take(self, obs: Any) -> np.ndarray:
-        """The source's values from an observation (any leading axes kept)."""
-        value = np.asarray(obs if self.key == "obs" else obs[self.key])
-        return value if self.start is None and self.stop is None else value[..., self.start:self.stop]
-
-    def __str__(self) -> str:
-        if self.start is None and self.stop is None:
-            return self.key
-        return f"{self.key}[{'' if self.start is None else self.start}:{'' if self.stop is None else self.stop}]"
-
-
 def _feature_shape(feature: Any) -> tuple[int, ...]:
     return tuple(int(n) for n in feature.shape)
 
