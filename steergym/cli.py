@@ -93,7 +93,7 @@ def _add_eval(sub) -> None:
                    help="environment id (see `steergym list`); default: the policy's own task")
     p.add_argument("--policy", default="expert", metavar="POLICY",
                    help=f"{', '.join(POLICY_NAMES)}, a shipped policy name (see `steergym policies`) or a "
-                   "checkpoint folder (default: expert)")
+                   "checkpoint folder (a LeRobot policy folder with --env) (default: expert)")
     p.add_argument("--episodes", type=cli_args.positive_int, default=20, metavar="N", help="episodes (default: 20)")
     p.add_argument("--seed", type=int, default=0, metavar="S", help="seed of episode 0 (default: 0)")
     p.add_argument("--video", metavar="PATH", help="write the first episodes to an .mp4 or .gif")

@@ -187,7 +187,11 @@ class EpisodeRunner:
                 self.act, self.policy_name = built.act, str(policy)
                 self.reset_for_episode = lambda episode_seed: reset_policy(built, episode_seed)
             else:
+                built = policy
                 self.act, self.reset_for_episode, self.policy_name = _resolve_policy(policy, self.env, seed)
+            wrap_env = getattr(built, "wrap_env", None)  # a policy reading an observation history (LeRobot's
+            if wrap_env is not None:                     # n_obs_steps > 1) stacks the env's observations
+                self.env = wrap_env(self.env)
         except BaseException:
             self.env.close()
             raise

@@ -51,3 +51,23 @@ def test_lerobot_policy_without_lerobot_names_the_extra(no_lerobot, tmp_path):
     with pytest.raises(ImportError, match=r'pip install -e "\.\[lerobot\]"'):
         LeRobotPolicy.load(tmp_path, env)
     env.close()
+
+
+def test_a_lerobot_folder_on_the_command_line_needs_the_task_and_the_extra(no_lerobot, tmp_path, capsys):
+    """`steergym eval|train --policy DIR` recognises a LeRobot policy folder (its config.json names a policy
+    type): without --env it asks for the task, without the extra it names the install command; a
+    steergym checkpoint is never mistaken for one."""
+    from steergym.cli import main
+    from steergym.policies.zoo import is_lerobot_folder, resolve_policy, shipped_policies
+
+    folder = tmp_path / "pretrained_model"
+    folder.mkdir()
+    (folder / "config.json").write_text('{"type": "diffusion", "horizon": 16}')
+    assert is_lerobot_folder(folder)
+    assert not is_lerobot_folder(shipped_policies()["widowx-lift-flow"].path)
+    with pytest.raises(ValueError, match="does not name its steergym task: give one with --env"):
+        resolve_policy(str(folder))
+    with pytest.raises(ValueError, match=r'is a LeRobot policy: .*pip install -e "\.\[lerobot\]"'):
+        resolve_policy(str(folder), LIFT)
+    assert main(["eval", "--policy", str(folder), "--env", LIFT, "--episodes", "1"]) != 0
+    assert 'pip install -e ".[lerobot]"' in capsys.readouterr().err

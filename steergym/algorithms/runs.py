@@ -96,7 +96,8 @@ def run_steering(method: str, *, out: str | os.PathLike, policy: str | None = "w
         method: "dsrl", "residual" or "sac" (from scratch: no policy).
         out: run folder: run.json, eval.csv, progress.csv, tb/, checkpoints/latest and policy/ (a steered
             policy: steergym eval --policy RUN/policy).
-        policy: base policy: a shipped name (steergym policies) or a checkpoint folder (None for sac).
+        policy: base policy: a shipped name (steergym policies), a checkpoint folder or a LeRobot policy folder
+            (with env) (None for sac).
         config: SAC settings (`SteeringConfig`).
         env: task id (default: the base policy's own task; required for sac).
         normalize_like: sac: normalise observations with this base policy's statistics, as dsrl and residual do

@@ -39,7 +39,7 @@ from steergym.policies.config import config_from_dict
 from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
 from steergym.registry import make_env
 from steergym.rollout import score_episodes
-from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, chunk_length
+from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, chunk_length, with_observation_history
 from steergym.wrappers.noise import NoiseActionWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
 from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper
@@ -131,6 +131,8 @@ def make_steering_env(env_id: str, method: str, policy: Any = None, config: Stee
     config = config or SteeringConfig()
     check_method(method, policy)
     env = make_task_env(env_id, config, **env_kwargs)
+    if policy is not None:
+        env = with_observation_history(policy, env)
     if method == "dsrl":
         return NoiseActionWrapper(env, policy, config.noise_bound, config.shared_noise)
     if method == "residual":
@@ -237,7 +239,8 @@ def train_steering(
     if method == "dsrl" and config.num_envs > 1:
         def make_chunked(index: int):  # sub-envs execute chunks; the wrapper decodes all noise in one call
             def thunk():
-                return ActionChunkWrapper(make_task_env(env_id, config, **env_kwargs), chunk_length(policy))
+                env = with_observation_history(policy, make_task_env(env_id, config, **env_kwargs))
+                return ActionChunkWrapper(env, chunk_length(policy))
             return thunk
 
         venv = NoiseActionVecEnvWrapper(DummyVecEnv([make_chunked(i) for i in range(config.num_envs)]), policy,
@@ -291,7 +294,7 @@ def train_steering(
         })
 
     base = _fork(bind_task("train_steering", policy, env_id), seed) if policy is not None else None
-    steered = SteeredPolicy(method, base, model.policy, eval_env.unwrapped.observation_space,
+    steered = SteeredPolicy(method, base, model.policy, eval_env.observation_space,  # the learner's (stacked) input
                             eval_env.unwrapped.action_space, config.noise_bound, config.residual_scale,
                             env_id, config.hidden, config.activation, obs_stats=stats,
                             deterministic=deterministic, shared_noise=config.shared_noise)

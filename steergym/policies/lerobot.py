@@ -221,6 +221,7 @@ class LeRobotPolicy:
         self._generator = torch.Generator().manual_seed(int(seed))
         self._queue: np.ndarray | None = None
         self._queue_batched = False
+        self.folder: Path | None = None  # the folder `load` read (what `save` copies)
 
     # ------------------------------------------------------------------------------- loading
     @classmethod
@@ -258,7 +259,37 @@ class LeRobotPolicy:
         policy = get_policy_class(config.type).from_pretrained(where, config=config)
         pre, post = make_pre_post_processors(config, pretrained_path=where,
                                              preprocessor_overrides={"device_processor": {"device": device}})
-        return cls(policy, pre, post, observation_space, action_space, obs_map=obs_map, seed=seed)
+        loaded = cls(policy, pre, post, observation_space, action_space, obs_map=obs_map, seed=seed)
+        loaded.folder = Path(where) if Path(where).is_dir() else None  # a hub id: None
+        return loaded
+
+    def save(self, path: str | Path) -> Path:
+        """A copy of the folder this policy was loaded from at `path` (a new folder), with the sampler
+        it runs (DDIM): LeRobot's own files, so `LeRobotPolicy.load(path, env)` gives it back. Files are
+        hard-linked where the file system allows (a large policy costs no space), else copied."""
+        import json
+        import os
+        import shutil
+
+        if self.folder is None:
+            raise ValueError("LeRobotPolicy.save copies the folder the policy was loaded from; this one came "
+                             "from a hub id: download it (huggingface-cli download ID --local-dir DIR) and load DIR")
+
+        def link_or_copy(src: str, dst: str) -> None:
+            try:
+                os.link(src, dst)
+            except OSError:
+                shutil.copy2(src, dst)
+
+        path = Path(path)
+        shutil.copytree(self.folder, path, copy_function=link_or_copy)
+        config_file = path / "config.json"
+        config = json.loads(config_file.read_text())
+        if config.get("noise_scheduler_type", "DDIM") != "DDIM":  # written anew, never through the link
+            config["noise_scheduler_type"] = "DDIM"
+            config_file.unlink()
+            config_file.write_text(json.dumps(config, indent=4) + "\n")
+        return path
 
     def wrap_env(self, env: gym.Env) -> gym.Env:
         """`env` with the observation history the policy reads (FrameStackObservation when n_obs_steps > 1,

@@ -149,6 +149,11 @@ class SteeredPolicy:
             return np.clip(action, self.action_space.low, self.action_space.high).astype(self.action_space.dtype)
         return check_action(self.actor_output(obs), self.action_space, False, who)
 
+    def wrap_env(self, env: gym.Env) -> gym.Env:
+        """`env` with the observation history the base policy reads (see `LeRobotPolicy.wrap_env`)."""
+        wrap = getattr(self.base, "wrap_env", None)
+        return env if wrap is None else wrap(env)
+
     def reset(self, seed: int | None = None) -> None:
         """Start an episode: empty the chunk queue, reseed the actor's sampling and the base policy."""
         self._queue = []
@@ -171,7 +176,10 @@ class SteeredPolicy:
                 actor[STATS_PREFIX + "mean"] = torch.as_tensor(self.obs_stats[0])
                 actor[STATS_PREFIX + "std"] = torch.as_tensor(self.obs_stats[1])
             save_file(actor, str(staging / ACTOR_FILE), metadata={"format": STEERED_FORMAT})
-            if self.base is not None:
+            lerobot_base = getattr(self.base, "kind", None) == "lerobot"
+            if lerobot_base:  # LeRobot's own files, and what loading them needs from the env
+                self.base.save(staging / BASE_FOLDER)
+            elif self.base is not None:
                 save_policy(self.base, staging / BASE_FOLDER, metadata={"role": "frozen base policy"})
             config = {
                 "format": STEERED_FORMAT,
@@ -188,6 +196,10 @@ class SteeredPolicy:
                 "deterministic": self.deterministic,
                 "shared_noise": self.shared_noise,
             }
+            if lerobot_base:
+                config["base_kind"] = "lerobot"
+                config["base_obs_map"] = dict(self.base.obs_map)
+                config["base_observation_space"] = space_to_json(self.base.env_observation_space, compact=False)
             (staging / STEERED_CONFIG).write_text(json.dumps(config, indent=1, sort_keys=True) + "\n")
         return path
 
@@ -224,7 +236,13 @@ def load_steered(path: str | os.PathLike, seed: int = 0, deterministic: bool | N
         raise ValueError(f"{actor_file}: SHA-256 does not match {STEERED_CONFIG} (corrupt or modified)")
     observation_space = space_from_json(config["observation_space"])
     action_space = space_from_json(config["action_space"])
-    base = load_policy(path / BASE_FOLDER, seed=seed) if method != "sac" else None
+    if config.get("base_kind") == "lerobot":
+        from steergym.policies.lerobot import LeRobotPolicy
+
+        base = LeRobotPolicy.load(path / BASE_FOLDER, observation_space=space_from_json(config["base_observation_space"]),
+                                  action_space=action_space, obs_map=config["base_obs_map"], seed=seed)
+    else:
+        base = load_policy(path / BASE_FOLDER, seed=seed) if method != "sac" else None
     if base is not None and getattr(base, "task_ids", ()) and config.get("env_id"):
         base = base.for_task(config["env_id"])
     shared_noise = config.get("shared_noise", False)  # absent in folders saved before the option

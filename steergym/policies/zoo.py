@@ -112,9 +112,43 @@ def load_shipped(name: str, env=None, seed: int = 0):
     return load_policy(table[name].path, env, seed=seed)
 
 
+def is_lerobot_folder(path: str | os.PathLike) -> bool:
+    """Whether `path` is a LeRobot policy folder (save_pretrained's config.json names a policy `type`;
+    a steergym checkpoint's names its `format`)."""
+    config = Path(path) / "config.json"
+    if not config.is_file():
+        return False
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and "type" in data and "format" not in data
+
+
+def load_lerobot_for(path: str | os.PathLike, env_id: str | None, seed: int = 0) -> Any:
+    """A LeRobot policy folder loaded for the task `env_id` (its spaces and default observation map);
+    the folder does not name a steergym task, so `env_id` is required."""
+    from steergym.policies.lerobot import LeRobotPolicy, import_lerobot
+    from steergym.registry import make_env
+
+    if env_id is None:
+        raise ValueError(f"{path} is a LeRobot policy, which does not name its steergym task: give one with --env")
+    try:
+        import_lerobot()
+    except ImportError as err:  # a user error here (a LeRobot folder without the extra), not a bug
+        raise ValueError(f"{path} is a LeRobot policy: {err}") from None
+    env = make_env(env_id)
+    try:
+        return LeRobotPolicy.load(path, observation_space=env.observation_space, action_space=env.action_space,
+                                  seed=seed)
+    finally:
+        env.close()
+
+
 def resolve_policy(name_or_path: str, env_id: str | None = None, seed: int = 0) -> tuple[Any, str]:
-    """(policy ready for `env_id`, env_id) from a shipped name, a checkpoint folder, or a steered-policy
-    folder (`steergym train dsrl|residual|sac` writes RUN/policy).
+    """(policy ready for `env_id`, env_id) from a shipped name, a checkpoint folder, a steered-policy
+    folder (`steergym train dsrl|residual|sac` writes RUN/policy) or a LeRobot policy folder (diffusion;
+    needs `env_id` and the `lerobot` extra).
 
     Without `env_id`, a single-task policy's own task is used; a generalist needs one. A
     task-conditioned policy is bound to `env_id` with `for_task`.
@@ -128,6 +162,8 @@ def resolve_policy(name_or_path: str, env_id: str | None = None, seed: int = 0) 
         if env_id is not None and policy.env_id and env_id != policy.env_id:
             raise ValueError(f"steered policy {name_or_path!r} was trained on {policy.env_id}, not {env_id}")
         return policy, env_id or policy.env_id
+    elif is_lerobot_folder(name_or_path):
+        return load_lerobot_for(name_or_path, env_id, seed), env_id
     elif Path(name_or_path).is_dir():
         policy = load_policy(name_or_path, seed=seed)
         trained_on = list(policy.task_ids) or [e for e in [policy.metadata.get("env_id")] if e]

@@ -237,3 +237,35 @@ def test_source_parsing_and_default_map_by_name():
     mapping = default_obs_map(features, space)
     assert mapping["observation.images.wrist"] == "wrist_pixels" and mapping["observation.state"] == "state"
     assert mapping["observation.images.top"] == "pixels"
+
+
+def test_the_command_line_steers_a_lerobot_folder_and_evaluates_what_it_saved(state_folder, tmp_path):
+    """`steergym train dsrl --policy <LeRobot folder> --env ID` stacks the policy's two observations, saves a
+    steered policy whose base/ is LeRobot's own files (switched to DDIM), and `steergym eval --policy
+    RUN/policy` reloads it: same episodes on every load."""
+    import json
+
+    from steergym.bench.evaluate import evaluate
+    from steergym.cli import main
+    from steergym.policies.steered import load_steered
+
+    out = tmp_path / "run"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the DDPM -> DDIM note when the folder is read
+        code = main(["train", "dsrl", "--policy", str(state_folder), "--env", LIFT, "--out", str(out),
+                     "--env-steps", "48", "--eval-every", "48", "--eval-episodes", "1", "--learning-starts", "4",
+                     "--batch-size", "8", "--hidden", "16", "--quiet"])
+    assert code == 0
+    base = out / "policy" / "base"
+    assert (base / "model.safetensors").stat().st_size == (state_folder / "model.safetensors").stat().st_size
+    assert json.loads((base / "config.json").read_text())["noise_scheduler_type"] == "DDIM"
+    assert json.loads((state_folder / "config.json").read_text())["noise_scheduler_type"] == "DDPM"  # untouched
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the saved copy already samples with DDIM: no note
+        steered = load_steered(out / "policy")
+    assert steered.base.obs_map == {"observation.state": "obs[0:7]", "observation.environment_state": "obs[7:]"}
+    assert steered.observation_space.shape == (2, 17)  # what the SB3 actor read: two stacked observations
+    assert main(["eval", "--policy", str(out / "policy"), "--episodes", "1"]) == 0
+    returns = [evaluate(LIFT, policy=load_steered(out / "policy"), episodes=2, progress=False).returns
+               for _ in range(2)]
+    assert returns[0] == returns[1]
