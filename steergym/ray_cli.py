@@ -50,6 +50,9 @@ def add_run(sub) -> None:
                    help="trials at once (default: as many as the resources allow)")
     p.add_argument("--num-cpus", type=cli_args.positive_int, default=None, metavar="N",
                    help="local Ray: CPUs to use (default: all of this machine's)")
+    p.add_argument("--status", action="store_true",
+                   help="print where each trial stands in DIR (finished, started, not started; env steps and "
+                   "success of its last evaluation) and exit, running nothing (no Ray needed)")
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -57,6 +60,11 @@ def cmd_run(args: argparse.Namespace) -> int:
     from steergym.experiments.spec import load_spec
 
     spec = load_spec(args.spec)  # validated before Ray starts
+    if args.status:
+        from steergym.experiments.runner import print_status, trial_status
+
+        print_status(trial_status(spec, args.out))
+        return 0
     command = f"steergym run {args.spec} --out {args.out}" + "".join(
         f" --{flag} {value}" for flag, value in (("address", args.address), ("max-concurrent", args.max_concurrent),
                                                  ("num-cpus", args.num_cpus)) if value is not None)

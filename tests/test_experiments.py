@@ -398,6 +398,32 @@ def test_a_larger_env_steps_budget_grows_finished_trials_from_their_checkpoints(
     assert json.loads((trial_folder(out, trial) / RESULT).read_text())["budget"]["env_steps"] == 400
 
 
+def test_status_says_where_each_trial_stands_without_running_anything(tiny_run, tmp_path, capsys):
+    """`steergym run SPEC --out DIR --status`: finished trials with their last evaluation, a started
+    (interrupted) one with the env steps its eval.csv reached, the rest not started; no trial runs."""
+    from steergym.cli import main
+
+    spec, out, results = tiny_run
+    rows = runner.trial_status(spec, out)
+    assert [r["state"] for r in rows] == ["finished"] * len(results["trials"])
+    finals = {r["id"]: r["final_success"] for r in results["trials"]}
+    assert all(r["env_steps"] >= r["budget"] and r["success_rate"] == finals[r["id"]] for r in rows)
+    fresh = tmp_path / "fresh"
+    first, second, *_ = expand(spec, fresh)
+    trial_folder(fresh, first).mkdir(parents=True)
+    (trial_folder(fresh, first) / "eval.csv").write_text("env_steps,success_rate\n0,0.1\n100,0.25\n")
+    rows = {r["id"]: r for r in runner.trial_status(spec, fresh)}
+    assert rows[first.id]["state"] == "started" and rows[first.id]["env_steps"] == 100
+    assert rows[first.id]["success_rate"] == 0.25 and rows[second.id]["state"] == "not started"
+    path = tmp_path / "spec.json"
+    path.write_text(json.dumps(SPEC))
+    assert main(["run", str(path), "--out", str(fresh), "--status"]) == 0
+    printed = capsys.readouterr().out
+    (line,) = [x for x in printed.splitlines() if x.startswith(first.id)]
+    assert line.split()[1:] == ["started", "100/200", "0.25", "0"]
+    assert "0/8 trials finished" in printed and not (fresh / "results.json").exists()
+
+
 def test_a_trial_failing_every_attempt_is_reported_and_the_others_finish(ray_session, tmp_path):
     ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
     spec = parse_spec(spec_with(methods=["sac"], seeds=[0], max_failures=1, config={"sac": TINY}))

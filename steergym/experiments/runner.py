@@ -450,6 +450,35 @@ def best_configs(results: dict[str, Any]) -> dict[str, Any]:
     return best
 
 
+def trial_status(spec: ExperimentSpec, out: str | os.PathLike) -> list[dict[str, Any]]:
+    """Where each trial of `spec` stands in `out`, without running anything (no Ray): state
+    ("finished", "started": an unfinished run folder, interrupted or still running, "not started"),
+    env steps and success of its last evaluation, and attempts. For long protocols spread over stops."""
+    out = Path(out).resolve()
+    rows = []
+    for trial in expand(spec, out):
+        folder = trial_folder(out, trial)
+        finished = (folder / RESULT).is_file()
+        evals = [r for r in _eval_rows(folder) if r.get("success_rate") not in (None, "")]
+        last = evals[-1] if evals else {}
+        rows.append({"id": trial.id, "state": "finished" if finished else "started" if folder.exists() else "not started",
+                     "env_steps": _number(last.get("env_steps")), "budget": trial.budget.env_steps,
+                     "success_rate": _number(last.get("success_rate")), "attempts": attempts(out, trial)})
+    return rows
+
+
+def print_status(rows: list[dict[str, Any]], stream: Any = None) -> None:
+    stream = stream or sys.stdout
+    header = ["trial", "state", "env steps", "last success", "attempts"]
+    table = [[r["id"], r["state"], f"{r['env_steps'] or 0:,}/{r['budget']:,}",
+              "-" if r["success_rate"] is None else f"{r['success_rate']:.2f}", str(r["attempts"])] for r in rows]
+    widths = [max(len(x[i]) for x in [header, *table]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *table]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=stream)
+    done = sum(r["state"] == "finished" for r in rows)
+    print(f"{done}/{len(rows)} trials finished", file=stream, flush=True)
+
+
 def print_summary(results: dict[str, Any], stream: Any = None) -> None:
     stream = stream or sys.stdout
     header = ["task", "method", "seeds", "final success", "(min-max)", "best", "wall s"]
