@@ -450,6 +450,13 @@ def best_configs(results: dict[str, Any]) -> dict[str, Any]:
     return best
 
 
+def _print_table(header: list[str], rows: list[list[str]], stream: Any) -> None:
+    """Left-aligned columns under a header and a dashed rule."""
+    widths = [max(len(x[i]) for x in [header, *rows]) for i in range(len(header))]
+    for row in [header, ["-" * w for w in widths], *rows]:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=stream)
+
+
 def trial_status(spec: ExperimentSpec, out: str | os.PathLike) -> list[dict[str, Any]]:
     """Where each trial of `spec` stands in `out`, without running anything (no Ray): state
     ("finished", "started": an unfinished run folder, interrupted or still running, "not started"),
@@ -472,9 +479,7 @@ def print_status(rows: list[dict[str, Any]], stream: Any = None) -> None:
     header = ["trial", "state", "env steps", "last success", "attempts"]
     table = [[r["id"], r["state"], f"{r['env_steps'] or 0:,}/{r['budget']:,}",
               "-" if r["success_rate"] is None else f"{r['success_rate']:.2f}", str(r["attempts"])] for r in rows]
-    widths = [max(len(x[i]) for x in [header, *table]) for i in range(len(header))]
-    for row in [header, ["-" * w for w in widths], *table]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=stream)
+    _print_table(header, table, stream)
     done = sum(r["state"] == "finished" for r in rows)
     print(f"{done}/{len(rows)} trials finished", file=stream, flush=True)
 
@@ -488,9 +493,7 @@ def print_summary(results: dict[str, Any], stream: Any = None) -> None:
         rows.append([r["task"], name, str(len(r["seeds"])), f"{r['final_mean']:.2f}" if r["final_mean"] is not None else "-",
                      f"({r['final_min']:.2f}-{r['final_max']:.2f})" if r["final_mean"] is not None else "",
                      f"{r['best_mean']:.2f}", f"{r['wall_s_mean']:.0f}"])
-    widths = [max(len(x[i]) for x in [header, *rows]) for i in range(len(header))]
-    for row in [header, ["-" * w for w in widths], *rows]:
-        print("  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip(), file=stream)
+    _print_table(header, rows, stream)
     for f in results["failed"]:
         print(f"FAILED {f['id']} after {f['attempts']} attempt(s): {f['error']}", file=stream)
     print(f"{len(results['trials'])}/{results['meta']['trials_total']} trials finished, {len(results['failed'])} failed",
