@@ -96,24 +96,31 @@ def run_row(trial: dict[str, Any], policy_name: str) -> dict[str, Any]:
             "config": trial["config"], "attempt": trial.get("attempt")}
 
 
-def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
-    """Per policy: each method's mean first, final and best success over seeds (final minus first with a
-    95% bootstrap interval over seeds) and OGPO's final minus each other method's, likewise."""
+def summarize(runs: list[dict[str, Any]], initial: dict[str, dict[str, float]], eval_episodes: int,
+              base_episodes: int = 100) -> dict[str, Any]:
+    """Per policy: each method's mean first, final and best success over seeds, its final minus the base
+    policy's success (`initial`, measured on `base_episodes` seeds by the recipe), and OGPO's final minus
+    each other method's; intervals are 95% bootstraps over seeds with each rate redrawn from its
+    binomial (evaluation noise on `eval_episodes` episodes), so they decide only beyond both noises."""
     summary = {}
     for policy in dict.fromkeys(r["policy"] for r in runs):
         rows = [r for r in runs if r["policy"] == policy]
         by = {m: [r for r in rows if r["method"] == m] for m in dict.fromkeys(r["method"] for r in rows)}
         finals = {m: [r["final_success"] for r in group] for m, group in by.items()}
+        base = initial.get(policy)
+        base = next(iter(base.values())) if isinstance(base, dict) else base
         methods = {}
         for m, group in by.items():
             starts = [r["curve"][0]["success_rate"] for r in group]
             methods[m] = {"seeds": [r["seed"] for r in group], "final_per_seed": finals[m],
                           "first": round(float(sum(starts) / len(starts)), 4),
                           "final": round(float(sum(finals[m]) / len(group)), 4),
-                          "best": round(float(sum(max(p["success_rate"] for p in r["curve"]) for r in group) / len(group)), 4),
-                          "final_minus_first": difference_interval(finals[m], starts)}
-        versus = {m: difference_interval(finals["ogpo"], finals[m]) for m in by if m != "ogpo" and "ogpo" in by}
-        summary[policy] = {"methods": methods, "ogpo_minus": versus}
+                          "best": round(float(sum(max(p["success_rate"] for p in r["curve"]) for r in group) / len(group)), 4)}
+            if base is not None:
+                methods[m]["final_minus_base"] = difference_interval(finals[m], [base], episodes=(eval_episodes, base_episodes))
+        versus = {m: difference_interval(finals["ogpo"], finals[m], episodes=(eval_episodes, eval_episodes))
+                  for m in by if m != "ogpo" and "ogpo" in by}
+        summary[policy] = {"base_success": base, "methods": methods, "ogpo_minus": versus}
     return summary
 
 
@@ -166,7 +173,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": ("cpu scale: networks, batches and update ratios shrunk to fit a 2-core CPU; not the "
                  "paper's settings" if args.scale == "cpu" else "each trainer's paper defaults"),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "load_average": [load_start, load_average()], "summary": summarize(runs), "runs": runs,
+        "load_average": [load_start, load_average()], "summary": summarize(runs, initial, args.eval_episodes), "runs": runs,
         "failed": ran["failed"]})
     from steergym.bench.plots import success_curve_plot
 

@@ -78,14 +78,23 @@ def timings_ms(call: Any, calls: int, warmup: int = 20) -> dict[str, float]:
     return {"median": statistics.median(samples), "p10": deciles[0], "p90": deciles[-1], "calls": calls}
 
 
-def difference_interval(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0) -> dict:
+def difference_interval(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0,
+                        episodes: tuple[int, int] | None = None) -> dict:
     """mean(a) - mean(b) with a 95% percentile bootstrap interval (seeds resampled within each group)
-    and `decided`: the interval excludes 0."""
+    and `decided`: the interval excludes 0. With `episodes` (n_a, n_b), each value is a success rate
+    over that many evaluation episodes and every resampled rate is also redrawn from its binomial, so
+    the interval holds the evaluation noise too (a 1-in-20 difference is not a finding)."""
     import numpy as np
 
     a_arr, b_arr = np.asarray(a, float), np.asarray(b, float)
     rng = np.random.default_rng(seed)
-    diffs = (rng.choice(a_arr, (resamples, a_arr.size)).mean(1) - rng.choice(b_arr, (resamples, b_arr.size)).mean(1))
-    low, high = np.percentile(diffs, [2.5, 97.5])
+    draws = []
+    for values, n in zip((a_arr, b_arr), episodes or (None, None)):
+        rates = rng.choice(values, (resamples, values.size))
+        if n is not None:
+            rates = rng.binomial(int(n), rates) / int(n)
+        draws.append(rates.mean(1))
+    low, high = np.percentile(draws[0] - draws[1], [2.5, 97.5])
     return {"mean": round(float(a_arr.mean() - b_arr.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
-            "decided": bool(low > 0 or high < 0), "seeds": [int(a_arr.size), int(b_arr.size)]}
+            "decided": bool(low > 0 or high < 0), "seeds": [int(a_arr.size), int(b_arr.size)],
+            **({"episodes": list(episodes)} if episodes else {})}
