@@ -189,9 +189,7 @@ class EpisodeRunner:
             else:
                 built = policy
                 self.act, self.reset_for_episode, self.policy_name = _resolve_policy(policy, self.env, seed)
-            wrap_env = getattr(built, "wrap_env", None)  # a policy reading an observation history (LeRobot's
-            if wrap_env is not None:                     # n_obs_steps > 1) stacks the env's observations
-                self.env = wrap_env(self.env)
+            self.env = with_observation_history(built, self.env)
         except BaseException:
             self.env.close()
             raise
@@ -267,6 +265,13 @@ def run_episode(env, act, reset_for_episode, seed: int, recorder: _VideoRecorder
     if recorder is not None:
         recorder.end_episode(success)
     return ret, length, success
+
+
+def with_observation_history(policy: Any, env: gym.Env) -> gym.Env:
+    """`env` as `policy` reads it: `policy.wrap_env(env)` where the policy has one (a LeRobot policy with
+    n_obs_steps > 1 stacks that many observations), else `env` itself."""
+    wrap_env = getattr(policy, "wrap_env", None)
+    return env if wrap_env is None else wrap_env(env)
 
 
 def reset_policy(policy: Any, seed: int | None) -> None:

@@ -319,9 +319,9 @@ class ChunkTrainer(OffPolicyTrainer):
         The chunk trainers learn and store whole denoised chunks (H, d), so a policy that executes
         fewer actions than it denoises (`chunk_length` below its noise's H, e.g. a LeRobot diffusion
         policy) is refused; the steering wrappers and SB3 take it."""
-        horizon = int(policy.noise_shape[0])
-        if chunk_length(policy) != horizon:
-            raise ValueError(f"{who}: the policy executes {chunk_length(policy)} of the {horizon} actions it "
+        horizon, executed = int(policy.noise_shape[0]), chunk_length(policy)
+        if executed != horizon:
+            raise ValueError(f"{who}: the policy executes {executed} of the {horizon} actions it "
                              f"denoises; {who} learns whole denoised chunks, so it needs chunk_length == "
                              "noise_shape[0] (steer such a policy with NoiseActionWrapper and SB3 instead)")
         self.config = config

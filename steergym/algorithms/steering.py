@@ -38,8 +38,8 @@ from steergym.algorithms.run_files import append_csv, write_json
 from steergym.policies.config import config_from_dict
 from steergym.policies.steered import ACTIVATIONS, CLIP_OBS, METHODS, NORM_EPS, SteeredPolicy
 from steergym.registry import make_env
-from steergym.rollout import score_episodes
-from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, chunk_length, with_observation_history
+from steergym.rollout import score_episodes, with_observation_history
+from steergym.wrappers.chunk import ActionChunkWrapper, bind_task, chunk_length
 from steergym.wrappers.noise import NoiseActionWrapper
 from steergym.wrappers.residual import ResidualActionWrapper
 from steergym.wrappers.sb3 import NoiseActionVecEnvWrapper
@@ -130,9 +130,7 @@ def make_steering_env(env_id: str, method: str, policy: Any = None, config: Stee
     """The env a learner sees for `method`: noise (dsrl), residual correction, or the bare task (sac)."""
     config = config or SteeringConfig()
     check_method(method, policy)
-    env = make_task_env(env_id, config, **env_kwargs)
-    if policy is not None:
-        env = with_observation_history(policy, env)
+    env = with_observation_history(policy, make_task_env(env_id, config, **env_kwargs))
     if method == "dsrl":
         return NoiseActionWrapper(env, policy, config.noise_bound, config.shared_noise)
     if method == "residual":

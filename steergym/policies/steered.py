@@ -30,6 +30,7 @@ import torch
 from steergym.atomic import atomic_folder
 from steergym.policies.base import agent_noise_shape, check_action, expand_noise, reset_policy
 from steergym.policies.checkpoint import load_policy, save_policy, sha256_file
+from steergym.rollout import with_observation_history
 from steergym.space_json import space_from_json, space_to_json
 
 STEERED_FORMAT = "steergym.steered-policy"
@@ -151,8 +152,7 @@ class SteeredPolicy:
 
     def wrap_env(self, env: gym.Env) -> gym.Env:
         """`env` with the observation history the base policy reads (see `LeRobotPolicy.wrap_env`)."""
-        wrap = getattr(self.base, "wrap_env", None)
-        return env if wrap is None else wrap(env)
+        return with_observation_history(self.base, env)
 
     def reset(self, seed: int | None = None) -> None:
         """Start an episode: empty the chunk queue, reseed the actor's sampling and the base policy."""

@@ -142,13 +142,6 @@ def chunk_length(policy: Any) -> int:
     return int(length)
 
 
-def with_observation_history(policy: Any, env: gym.Env) -> gym.Env:
-    """`env` as `policy` reads it: `policy.wrap_env(env)` where the policy has one (a LeRobot policy with
-    n_obs_steps > 1 stacks that many observations), else `env` itself."""
-    wrap_env = getattr(policy, "wrap_env", None)
-    return env if wrap_env is None else wrap_env(env)
-
-
 def check_policy_spaces(who: str, policy: Any, observation_space: gym.Space, action_space: gym.Space) -> None:
     """ValueError naming both spaces when the policy's spaces do not fit the env's.
 
