@@ -96,19 +96,19 @@ def run_row(trial: dict[str, Any], policy_name: str) -> dict[str, Any]:
             "config": trial["config"], "attempt": trial.get("attempt")}
 
 
-def summarize(runs: list[dict[str, Any]], initial: dict[str, dict[str, float]], eval_episodes: int,
-              base_episodes: int = 100) -> dict[str, Any]:
+def summarize(runs: list[dict[str, Any]], initial: dict[str, dict[str, float]], initial_episodes: dict[str, int],
+              eval_episodes: int) -> dict[str, Any]:
     """Per policy: each method's mean first, final and best success over seeds, its final minus the base
-    policy's success (`initial`, measured on `base_episodes` seeds by the recipe), and OGPO's final minus
-    each other method's; intervals are 95% bootstraps over seeds with each rate redrawn from its
-    binomial (evaluation noise on `eval_episodes` episodes), so they decide only beyond both noises."""
+    policy's success (`initial[policy]`: {env id: rate} over `initial_episodes[policy]` seeds, as the
+    recipe measured it), and OGPO's final minus each other method's; intervals are 95% bootstraps over
+    seeds with each rate redrawn from its binomial (evaluation noise on `eval_episodes` episodes), so
+    they decide only beyond both noises. A shipped policy (no recipe figure) gets no base comparison."""
     summary = {}
     for policy in dict.fromkeys(r["policy"] for r in runs):
         rows = [r for r in runs if r["policy"] == policy]
         by = {m: [r for r in rows if r["method"] == m] for m in dict.fromkeys(r["method"] for r in rows)}
         finals = {m: [r["final_success"] for r in group] for m, group in by.items()}
-        base = initial.get(policy)
-        base = next(iter(base.values())) if isinstance(base, dict) else base
+        base = next(iter(initial[policy].values())) if policy in initial else None
         methods = {}
         for m, group in by.items():
             starts = [r["curve"][0]["success_rate"] for r in group]
@@ -117,10 +117,12 @@ def summarize(runs: list[dict[str, Any]], initial: dict[str, dict[str, float]], 
                           "final": round(float(sum(finals[m]) / len(group)), 4),
                           "best": round(float(sum(max(p["success_rate"] for p in r["curve"]) for r in group) / len(group)), 4)}
             if base is not None:
-                methods[m]["final_minus_base"] = difference_interval(finals[m], [base], episodes=(eval_episodes, base_episodes))
+                methods[m]["final_minus_base"] = difference_interval(
+                    finals[m], [base], episodes=(eval_episodes, initial_episodes[policy]))
         versus = {m: difference_interval(finals["ogpo"], finals[m], episodes=(eval_episodes, eval_episodes))
                   for m in by if m != "ogpo" and "ogpo" in by}
-        summary[policy] = {"base_success": base, "methods": methods, "ogpo_minus": versus}
+        summary[policy] = {"base_success": base, "base_episodes": initial_episodes.get(policy), "methods": methods,
+                           "ogpo_minus": versus}
     return summary
 
 
@@ -142,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="where weak:NAME policies and their demos are made (reused when present)")
     args = parser.parse_args(argv)
     os.environ.setdefault("MUJOCO_GL", "egl")
-    initial, tasks, names = {}, [], {}
+    initial, initial_episodes, tasks, names = {}, {}, [], {}
     for policy_name in args.policies:  # made up front, so every trial starts from the same checkpoint
         if policy_name.startswith(WEAK):
             folder, entry = weak_policy(policy_name, args.work)
-            initial[policy_name] = entry["success_rate"]
+            initial[policy_name], initial_episodes[policy_name] = entry["success_rate"], entry["episodes"]
             print(f"{policy_name}: {folder} (success {entry['success_rate']} over {entry['episodes']} seeds)")
             task = str(Path(folder).resolve())
         else:
@@ -173,7 +175,7 @@ def main(argv: list[str] | None = None) -> int:
         "note": ("cpu scale: networks, batches and update ratios shrunk to fit a 2-core CPU; not the "
                  "paper's settings" if args.scale == "cpu" else "each trainer's paper defaults"),
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "load_average": [load_start, load_average()], "summary": summarize(runs, initial, args.eval_episodes), "runs": runs,
+        "load_average": [load_start, load_average()], "summary": summarize(runs, initial, initial_episodes, args.eval_episodes), "runs": runs,
         "failed": ran["failed"]})
     from steergym.bench.plots import success_curve_plot
 

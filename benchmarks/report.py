@@ -449,13 +449,13 @@ def fine_tuning() -> str:
         goal = ("" if ogpo is None or "lift" not in name else
                 f" The issue's goal, OGPO >= 0.6 on lift, is {'met' if ogpo['final'] >= 0.6 else '**not met**'} at "
                 f"{steps // 1000}k env steps (mean final {f2(ogpo['final'])}).")
-        parts.append(f"""From `{name}` ({f2(start)} over 100 seeds), {steps:,} env steps, seeds \
+        parts.append(f"""From `{name}` ({f2(start)} over {summary['base_episodes']} seeds), {steps:,} env steps, seeds \
 {', '.join(str(x) for x in seeds)}, {g['eval_episodes']} evaluation episodes every {g['eval_every']:,} env steps:
 
 {table(["method", "first evaluation", "final (per seed)", "best", "final minus base [95% CI]"], rows)}
 
 OGPO's final success minus each other method's: {versus}. Intervals: 95% bootstraps over seeds with
-each success rate redrawn from its binomial ({g['eval_episodes']} evaluation episodes; the base's 100), so
+each success rate redrawn from its binomial ({g['eval_episodes']} evaluation episodes; the base's {summary['base_episodes']}), so
 they hold the evaluation noise as well as the seeds'.{goal}
 
 {image(f"OGPO, DSRL-NA, DSRL-SAC and residual SAC from {name}", f"{Path(FINE_TUNING).stem}_{name}.png")}""")

@@ -150,7 +150,7 @@ def test_the_fine_tuning_summary_decides_only_beyond_seed_and_evaluation_noise(m
     runs = [run("ogpo", 0, 0.8), run("ogpo", 1, 0.7), run("ogpo", 2, 0.9, peak=1.0),
             run("dsrl-na", 0, 0.15), run("dsrl-na", 1, 0.15), run("dsrl-na", 2, 0.15),
             run("residual", 0, 0.9), run("residual", 1, 0.1), run("residual", 2, 0.5)]
-    summary = script.summarize(runs, {"weak:p": {"env": 0.1}}, eval_episodes=20)["weak:p"]
+    summary = script.summarize(runs, {"weak:p": {"env": 0.1}}, {"weak:p": 100}, eval_episodes=20)["weak:p"]
     ogpo, na = summary["methods"]["ogpo"], summary["methods"]["dsrl-na"]
     assert ogpo["final"] == pytest.approx(0.8) and ogpo["first"] == pytest.approx(0.1)
     assert ogpo["best"] == pytest.approx((0.8 + 0.7 + 1.0) / 3, abs=1e-4) and ogpo["final_per_seed"] == [0.8, 0.7, 0.9]
