@@ -81,12 +81,17 @@ def spec_of(args: argparse.Namespace):
         "resources": {"cpus": args.threads, "gpus": 0}, "max_failures": 2})
 
 
+def early_rates(curve: list[dict], env_steps: int) -> list[float]:
+    """The success rates the dip is measured over: the online evaluations in the first quarter of
+    the online budget (the offline rate itself when there are none)."""
+    return [p["success_rate"] for p in curve[1:] if p["env_steps"] <= env_steps // 4] or [curve[0]["success_rate"]]
+
+
 def run_row(trial: dict[str, Any], env_steps: int, folder: Path) -> dict[str, Any]:
     """A runner trial record as one of this benchmark's runs, with the dip (the paper's measure)."""
     curve = [{k: row.get(k) for k in ("env_steps", "success_rate", "mean_return", "train_success")}
              for row in trial["curve"]]
-    offline = curve[0]["success_rate"]
-    early = [row["success_rate"] for row in curve[1:] if row["env_steps"] <= env_steps // 4] or [offline]
+    offline, early = curve[0]["success_rate"], early_rates(curve, env_steps)
     online = [row["success_rate"] for row in curve[1:]]
     q_data = None
     if (folder / "offline.csv").is_file():
@@ -99,9 +104,21 @@ def run_row(trial: dict[str, Any], env_steps: int, folder: Path) -> dict[str, An
             "offline_q_data": q_data, "wall_s": round(trial["wall_s"], 1), "attempt": trial.get("attempt")}
 
 
-def summarise(runs: list[dict]) -> dict:
+def redrawn_dips(runs: list[dict], env_steps: int, episodes: int, resamples: int, rng: np.random.Generator) -> np.ndarray:
+    """(resamples, runs): each run's dip recomputed with every success rate it is built from (the
+    offline one and the early online ones) redrawn from its binomial over `episodes` episodes."""
+    columns = []
+    for run in runs:
+        curve, early = run["curve"], early_rates(run["curve"], env_steps)
+        draws = rng.binomial(episodes, np.array([curve[0]["success_rate"], *early]), (resamples, 1 + len(early))) / episodes
+        columns.append(draws[:, 0] - draws[:, 1:].min(1))
+    return np.stack(columns, 1)
+
+
+def summarise(runs: list[dict], env_steps: int, eval_episodes: int, resamples: int = 10_000) -> dict:
     """Per task and algorithm: the seeds' mean of each figure, and whether the paper's claim holds on
-    that task (Cal-QL dips less than CQL and ends at least as high)."""
+    that task (Cal-QL dips less than CQL and ends at least as high). The CQL-minus-Cal-QL intervals
+    hold the evaluation noise (success rates over `eval_episodes` episodes) as well as the seeds'."""
     out = {}
     for env_id in dict.fromkeys(r["env"] for r in runs):
         figures = {}
@@ -111,9 +128,14 @@ def summarise(runs: list[dict]) -> dict:
                                   for key in ("offline_success", "dip", "final_success", "mean_success")}
         calql, cql = figures["calql"], figures["cql"]
         figures["claim_holds"] = bool(calql["dip"] < cql["dip"] and calql["final_success"] >= cql["final_success"])
-        for key in ("dip", "final_success"):  # is the seeds' difference decided? CQL minus Cal-QL
-            by = {a: [r[key] for r in runs if r["env"] == env_id and r["algorithm"] == a] for a in ("cql", "calql")}
-            figures[f"{key}_cql_minus_calql"] = difference_interval(by["cql"], by["calql"])
+        groups = {a: [r for r in runs if r["env"] == env_id and r["algorithm"] == a] for a in ("cql", "calql")}
+        episodes = (eval_episodes, eval_episodes)
+        rng = np.random.default_rng(1)
+        figures["dip_cql_minus_calql"] = difference_interval(
+            *([r["dip"] for r in groups[a]] for a in ("cql", "calql")), resamples=resamples, episodes=episodes,
+            redrawn=tuple(redrawn_dips(groups[a], env_steps, eval_episodes, resamples, rng) for a in ("cql", "calql")))
+        figures["final_success_cql_minus_calql"] = difference_interval(
+            *([r["final_success"] for r in groups[a]] for a in ("cql", "calql")), resamples=resamples, episodes=episodes)
         out[env_id] = figures
     return out
 
@@ -192,7 +214,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_transitions(dataset_name(env_id), root=Path(args.trials) / "datasets")
         datasets[env_id] = {"transitions": len(data), "episode_success": float(np.mean(
             [data.successes[data.episode_index == k].any() for k in np.unique(data.episode_index)]))}
-    summary = summarise(runs) if runs and not ran["failed"] else {}
+    summary = summarise(runs, args.env_steps, args.eval_episodes) if runs and not ran["failed"] else {}
     for env_id, figures in summary.items():
         for algorithm in ("calql", "cql"):
             print(f"{env_id.split('/')[-1]} {algorithm:5s} mean: "

@@ -364,13 +364,14 @@ def trainers() -> str:
     dip_d, final_d = ms.get("dip_cql_minus_calql"), ms.get("final_success_cql_minus_calql")
 
     def interval(d: dict) -> str:
-        return f"{d['mean']:+.2f}, 95% bootstrap interval [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
+        noise = f" over seeds and {d['episodes'][0]}-episode evaluations" if d.get("episodes") else " over seeds"
+        return f"{d['mean']:+.2f}, 95% bootstrap interval{noise} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]"
     if dip_d and final_d:
         verdict = (f"CQL's dip minus Cal-QL's: {interval(dip_d)}, "
                    f"{'decided' if dip_d['decided'] else 'undecided'}; final success CQL minus Cal-QL: "
                    f"{interval(final_d)}, {'decided' if final_d['decided'] else 'undecided'}")
         if final_d["decided"] and final_d["mean"] > 0:
-            verdict += (". CQL ends higher by more than seed noise and Cal-QL's smaller mean dip is within it: the "
+            verdict += (". CQL ends higher by more than seed and evaluation noise, and Cal-QL's smaller mean dip is within it: the "
                         "paper's claim is not shown at this scale (here Cal-QL's pre-training also leaves the weaker "
                         "offline policy)")
     else:

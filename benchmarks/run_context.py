@@ -79,20 +79,31 @@ def timings_ms(call: Any, calls: int, warmup: int = 20) -> dict[str, float]:
 
 
 def difference_interval(a: list[float], b: list[float], resamples: int = 10_000, seed: int = 0,
-                        episodes: tuple[int, int] | None = None) -> dict:
+                        episodes: tuple[int, int] | None = None, redrawn: tuple | None = None) -> dict:
     """mean(a) - mean(b) with a 95% percentile bootstrap interval (seeds resampled within each group)
     and `decided`: the interval excludes 0. With `episodes` (n_a, n_b), each value is a success rate
     over that many evaluation episodes and every resampled rate is also redrawn from its binomial, so
-    the interval holds the evaluation noise too (a 1-in-20 difference is not a finding)."""
+    the interval holds the evaluation noise too (a 1-in-20 difference is not a finding). For a figure
+    built from several rates (a dip: one rate minus the least of others), pass `redrawn` (R_a, R_b)
+    instead: arrays (resamples, seeds) of the figure recomputed from redrawn rates, one column per
+    seed; each bootstrap draw then takes its resampled seeds' redrawn figures (`episodes` is then only
+    recorded)."""
     import numpy as np
 
     a_arr, b_arr = np.asarray(a, float), np.asarray(b, float)
     rng = np.random.default_rng(seed)
     draws = []
-    for values, n in zip((a_arr, b_arr), episodes or (None, None)):
-        rates = rng.choice(values, (resamples, values.size))
-        if n is not None:
-            rates = rng.binomial(int(n), rates) / int(n)
+    for k, (values, n) in enumerate(zip((a_arr, b_arr), episodes or (None, None))):
+        if redrawn is not None:
+            figures = np.asarray(redrawn[k], float)
+            if figures.shape != (resamples, values.size):
+                raise ValueError(f"redrawn[{k}] has shape {figures.shape}; expected (resamples, seeds) = "
+                                 f"({resamples}, {values.size})")
+            rates = np.take_along_axis(figures, rng.integers(0, values.size, (resamples, values.size)), 1)
+        else:
+            rates = rng.choice(values, (resamples, values.size))
+            if n is not None:
+                rates = rng.binomial(int(n), rates) / int(n)
         draws.append(rates.mean(1))
     low, high = np.percentile(draws[0] - draws[1], [2.5, 97.5])
     return {"mean": round(float(a_arr.mean() - b_arr.mean()), 4), "ci95": [round(float(low), 4), round(float(high), 4)],
