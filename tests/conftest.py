@@ -24,6 +24,14 @@ import steergym  # noqa: E402,F401  (registers the ids)
 torch.set_num_threads(1)
 
 
+@pytest.fixture(autouse=True)
+def _torch_seeded_per_test() -> None:
+    """Every test starts from torch's global generator at seed 0, whatever ran before it on its xdist
+    worker: untrained weights drawn from it are then the same in every test order. (One order once
+    built a policy whose actions all clipped to the bounds, which hid the noise a test compared.)"""
+    torch.manual_seed(0)
+
+
 @pytest.fixture
 def make_env() -> Iterator[Callable[..., gym.Env]]:
     """Factory `make_env(env_id, **kwargs)` around `gymnasium.make` that closes every env it made.

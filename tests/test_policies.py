@@ -118,10 +118,7 @@ def test_same_torch_seed_and_data_give_the_same_policy(kind):
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_reset_with_seed_repeats_act_sequences(kind):
-    # The untrained weights come from torch's global generator, which earlier tests on the worker move;
-    # fixed here, since weights whose actions all clip to the bounds would hide the noise being compared.
-    torch.manual_seed(0)
-    policy = make_policy(kind, action_steps=2)
+    policy = make_policy(kind, action_steps=2)  # untrained weights from the per-test torch seed (conftest)
     obs = obs_batch(1)[0]
 
     def episode(seed: int) -> np.ndarray:
