@@ -49,7 +49,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from run_context import cpu_name, git_state, load_average, save_figure, write_results  # benchmarks/ is on sys.path when run as a script
+from run_context import cpu_name, difference_interval, git_state, load_average, save_figure, write_results  # benchmarks/ is on sys.path when run as a script
 
 RESULTS = Path(__file__).parent / "results"
 PRIOR = (
@@ -218,6 +218,10 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"seed {seed} {method}: {row[method]['success_rate']:.2f}", file=sys.stderr)
             runs.append(row)
     mean = {m: float(np.mean([r[m]["success_rate"] for r in runs])) for m in args.methods}
+    # PTR minus each other method, over seeds and each rate's binomial over the evaluation episodes
+    ptr_minus = {m: difference_interval([r["ptr"]["success_rate"] for r in runs], [r[m]["success_rate"] for r in runs],
+                                        episodes=(args.episodes, args.episodes))
+                 for m in args.methods if "ptr" in args.methods and m != "ptr"}
     results = {
         "meta": {"command": "python benchmarks/ptr.py " + " ".join(argv if argv is not None else sys.argv[1:]),
                  "date_utc": datetime.now(timezone.utc).isoformat(timespec="seconds"), "cpu": cpu_name(),
@@ -227,7 +231,9 @@ def main(argv: list[str] | None = None) -> int:
         "runs": runs,
         "summary": {"mean_success": mean,
                     "goal": "PTR beats BC and single-task CQL on the same 10 demos",
-                    "goal_met": "ptr" in mean and all(mean["ptr"] > v for m, v in mean.items() if m != "ptr")},
+                    "goal_met": "ptr" in mean and all(mean["ptr"] > v for m, v in mean.items() if m != "ptr"),
+                    "ptr_minus": ptr_minus,
+                    "goal_decided": bool(ptr_minus) and all(d["decided"] and d["mean"] > 0 for d in ptr_minus.values())},
     }
     out = write_results(args.out, results)
     plot(results, out.with_suffix(".png"))
