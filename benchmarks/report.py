@@ -520,14 +520,26 @@ def vgps_ptr() -> str:
 
     d5, d20 = load("ptr_diagnostic.json"), load("ptr_diagnostic_20k.json")
     p = load("ptr.json")
-    ps = p["settings"]
+    ps, summary = p["settings"], p["summary"]
+    order = sorted(p["runs"], key=lambda r: r["seed"])
+    minus = summary.get("ptr_minus", {})
     prow = []
     for method, label in (("ptr", "PTR"), ("cql", "single-task CQL"), ("bc", "BC (diffusion)")):
-        per = " / ".join(f2(r[method]["success_rate"]) for r in sorted(p["runs"], key=lambda r: r["seed"]))
-        prow.append([label, per, f2(p["summary"]["mean_success"][method])])
-    seeds = " and ".join(str(r["seed"]) for r in sorted(p["runs"], key=lambda r: r["seed"]))
-    seed_cols = " / ".join(str(r["seed"]) for r in sorted(p["runs"], key=lambda r: r["seed"]))
-    goal = "met" if p["summary"]["goal_met"] else "**not met**"
+        d = minus.get(method)
+        versus = (f"{d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]{' decided' if d['decided'] else ''}"
+                  if d else "")
+        prow.append([label, " / ".join(f2(r[method]["success_rate"]) for r in order),
+                     f2(summary["mean_success"][method]), versus])
+    seeds = ", ".join(str(r["seed"]) for r in order)
+    seed_cols = " / ".join(str(r["seed"]) for r in order)
+    if summary.get("goal_decided"):
+        goal = "**met**, by more than seed and evaluation noise against both"
+    elif summary["goal_met"]:
+        goal = "met on the means but **not decided**: an interval holds 0"
+    else:
+        goal = "**not met**"
+    ptr_runs = [r["ptr"] for r in order]
+    resume_note = ", resumed from its checkpoints across stops" if any(r.get("resumed") for r in ptr_runs) else ""
     return f"""\
 ## V-GPS and PTR (`benchmarks/vgps.py`, `benchmarks/ptr.py`)
 
@@ -549,33 +561,37 @@ function, one seed, CPU scale.
 
 {image("V-GPS on the shipped generalist", "vgps.png")}
 
-PTR, a new task from {ps['demos']} demos (`MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/ptr.py`, \
-{p['meta']['seconds'] / 60:.0f} min
-on one core; `benchmarks/results/ptr.json`, `ptr.png`): carrot on plate from {ps['demos']} expert demos; PTR
+PTR, a new task from {ps['demos']} demos (`MUJOCO_GL=egl OMP_NUM_THREADS=1 python benchmarks/ptr.py \
+--work DIR --pretrain-steps {ps['pretrain_steps']} --adapt-steps {ps['adapt_steps']}`{resume_note}, one core
+per seed; `benchmarks/results/ptr.json`, `ptr.png`): carrot on plate from {ps['demos']} \
+expert demos; PTR
 pre-trained {ps['pretrain_steps']:,} steps on four prior tasks (spoon, stack, eggplant, push; \
 {ps['prior_episodes']} mixed-quality
 episodes each) then adapted {ps['adapt_steps']:,} steps with the demos in 10% of every batch, against single-task
 CQL on the demos alone ({ps['pretrain_steps'] + ps['adapt_steps']:,} steps, PTR's settings) and a diffusion \
 policy behaviour-cloned on
-them ({ps['bc_steps']:,} steps); {ps['episodes']} evaluation episodes, seeds {seeds}:
+them ({ps['bc_steps']:,} steps); {ps['episodes']} evaluation episodes, seeds {seeds}; "PTR minus" is the \
+difference of means
+with a 95% bootstrap interval over seeds and each rate's binomial over the {ps['episodes']} episodes:
 
-{table(["method", f"success, seed {seed_cols}", "mean"], prow)}
+{table(["method", f"success, seed {seed_cols}", "mean", "PTR minus [95% interval]"], prow)}
 
-The goal (PTR ahead of both) is {goal}: at this scale offline RL does not learn these
-pick-and-place tasks at all. `benchmarks/ptr_diagnostic.py` trains single-task CQL on one of PTR's own
-prior tasks (spoon, {d5['rows']:,} transitions from 50 mixed episodes), with PTR's settings and with gamma
-0.99 / alpha 5, 20 evaluation episodes:
+The goal (PTR ahead of both) is {goal}. Why this budget: `benchmarks/ptr_diagnostic.py` trains
+single-task CQL on one of PTR's own prior tasks (spoon, {d5['rows']:,} transitions from 50 mixed episodes),
+with PTR's settings and with gamma 0.99 / alpha 5, 20 evaluation episodes:
 
 {table(["steps", "PTR's settings: success", "Q(s, a_data)", "gamma 0.99, alpha 5: success", "Q(s, a_data)"],
        [[f"{d['steps']:,}", f2(d['ptr_settings']['success']), f"{d['ptr_settings']['q_data']:.0f}",
          f2(d['gamma99_alpha5_b128']['success']), f"{d['gamma99_alpha5_b128']['q_data']:.0f}"] for d in (d5, d20)])}
 
-At 5k single-task steps (PTR's 10k multi-task steps share four tasks) the prior-task skills PTR
-would transfer are not learnt; at 20k single-task steps they begin to be ({f2(d20['ptr_settings']['success'])} on spoon with PTR's settings), so a deciding PTR run
-needs several times this pre-training budget (issue 22; hours on a CPU, a `steergym run` job for a
-cluster). Q(s, a_data) sinks far below the -25 floor of the rewards as training goes on, most with
-PTR's alpha 10. The paper pre-trains for 160k+ steps with ResNet-34 encoders on thousands of real trajectories;
-this is 10k steps with MLPs on 200 scripted episodes (`ptr_diagnostic.json`, `ptr_diagnostic_20k.json`).
+At 5k single-task steps the prior-task skills PTR would transfer are not learnt; at 20k they begin to be
+({f2(d20['ptr_settings']['success'])} on spoon with PTR's settings), so PTR pre-trains \
+{ps['pretrain_steps']:,} multi-task steps here
+({ps['pretrain_steps'] // len(ps['prior']):,} per prior task). Q(s, a_data) sinks far below the -25 floor of \
+the rewards as training goes on, most
+with PTR's alpha 10 (uncalibrated CQL, as PTR uses it). The paper pre-trains for 160k+ steps with ResNet-34
+encoders on thousands of real trajectories; this is MLPs on 200 scripted episodes (`ptr_diagnostic.json`,
+`ptr_diagnostic_20k.json`).
 
 {image("PTR, single-task CQL and BC on carrot from 10 demos", "ptr.png")}
 """
