@@ -121,14 +121,12 @@ def summarise(runs: list[dict], env_steps: int, eval_episodes: int, resamples: i
     hold the evaluation noise (success rates over `eval_episodes` episodes) as well as the seeds'."""
     out = {}
     for env_id in dict.fromkeys(r["env"] for r in runs):
-        figures = {}
-        for algorithm in ("calql", "cql"):
-            rows = [r for r in runs if r["env"] == env_id and r["algorithm"] == algorithm]
-            figures[algorithm] = {key: round(float(np.mean([r[key] for r in rows])), 4)
-                                  for key in ("offline_success", "dip", "final_success", "mean_success")}
+        groups = {a: [r for r in runs if r["env"] == env_id and r["algorithm"] == a] for a in ("calql", "cql")}
+        figures = {a: {key: round(float(np.mean([r[key] for r in rows])), 4)
+                       for key in ("offline_success", "dip", "final_success", "mean_success")}
+                   for a, rows in groups.items()}
         calql, cql = figures["calql"], figures["cql"]
         figures["claim_holds"] = bool(calql["dip"] < cql["dip"] and calql["final_success"] >= cql["final_success"])
-        groups = {a: [r for r in runs if r["env"] == env_id and r["algorithm"] == a] for a in ("cql", "calql")}
         episodes = (eval_episodes, eval_episodes)
         rng = np.random.default_rng(1)
         figures["dip_cql_minus_calql"] = difference_interval(

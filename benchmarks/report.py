@@ -525,11 +525,8 @@ def vgps_ptr() -> str:
     minus = summary.get("ptr_minus", {})
     prow = []
     for method, label in (("ptr", "PTR"), ("cql", "single-task CQL"), ("bc", "BC (diffusion)")):
-        d = minus.get(method)
-        versus = (f"{d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]{' decided' if d['decided'] else ''}"
-                  if d else "")
         prow.append([label, " / ".join(f2(r[method]["success_rate"]) for r in order),
-                     f2(summary["mean_success"][method]), versus])
+                     f2(summary["mean_success"][method]), _ci(minus[method]) if method in minus else ""])
     seeds = ", ".join(str(r["seed"]) for r in order)
     seed_cols = " / ".join(str(r["seed"]) for r in order)
     if summary.get("goal_decided"):
@@ -538,8 +535,8 @@ def vgps_ptr() -> str:
         goal = "met on the means but **not decided**: an interval holds 0"
     else:
         goal = "**not met**"
-    ptr_runs = [r["ptr"] for r in order]
-    resume_note = ", resumed from its checkpoints across stops" if any(r.get("resumed") for r in ptr_runs) else ""
+    resumed = any(r["ptr"].get("resumed") for r in order)
+    resume_note = ", resumed from its checkpoints across stops" if resumed else ""
     return f"""\
 ## V-GPS and PTR (`benchmarks/vgps.py`, `benchmarks/ptr.py`)
 
