@@ -480,21 +480,28 @@ later stops (same command, `--env-steps 100000`, same `--trials`), or at once on
 
 
 def chunk_trainer_speed() -> str:
-    r = load("chunk_trainer_speed.json")
-    t = r["trainers"]
+    r, paper = load("chunk_trainer_speed.json"), load("chunk_trainer_speed_paper.json")
+    t, tp = r["trainers"], paper["trainers"]
     load_start = r["load_average"][0][0] if r["load_average"][0] else 0.0
-    rows = [[name, f"{v['ms_per_env_step']:.1f}", f"{v['hours_per_100k_env_steps']:.2f}"] for name, v in t.items()]
+    rows = [[name, scale, f"{v['ms_per_env_step']:.1f}", f"{v['hours_per_100k_env_steps']:.2f}"]
+            for scale, trainers in (("cpu", t), ("paper", tp)) for name, v in trainers.items()]
+    ogpo_paper_days = 6 * tp["ogpo"]["hours_per_100k_env_steps"] / 24
+    na_paper_days = 6 * tp["dsrl-na"]["hours_per_100k_env_steps"] / 24
     return f"""\
-Cost of the fine-tuning protocol on a CPU (`{r['command'].strip()}`; `{r['policy']}` on LiftCube at
-`finetune_generative.py --scale cpu` settings, one torch thread, after `learning_starts`; {r['cpu']}, load
-{load_start:.1f} at the start):
+Cost of the fine-tuning protocol on a CPU (`{r['command'].strip()}` and `{paper['command'].strip()}`;
+`{r['policy']}` on LiftCube at `finetune_generative.py --scale cpu` settings and at the papers' own, one
+torch thread, once updates run; {r['cpu']}, load {load_start:.1f} at the start):
 
-{table(["trainer", "ms per env step", "hours per 100k env steps"], rows)}
+{table(["trainer", "scale", "ms per env step", "hours per 100k env steps"], rows)}
 
 OGPO updates after every env step (as its reference code does), each round a critic step on 10 critics
 and a PPO step over G chains of K denoising steps per state, so issue 22's protocol (2 tasks x 3 seeds x
-100k env steps) costs about {6 * t['ogpo']['hours_per_100k_env_steps']:.0f} core-hours for OGPO alone: it does not
-fit a CPU session, and runs as a spec on a cluster or a GPU (`benchmarks/finetune_generative.py --address`).
+100k env steps) costs about {6 * t['ogpo']['hours_per_100k_env_steps']:.0f} core-hours for OGPO alone at cpu scale: it
+does not fit a CPU session and runs over several stops (or as a spec on a cluster or a GPU,
+`benchmarks/finetune_generative.py --address`). At the paper's settings (G = 32 chains for each of 256
+states per actor step, 4 x 512 critics, batch 256) the same protocol would take about
+{ogpo_paper_days:.0f} days of one core (DSRL-NA's, 3 x 2048 networks at 20 updates per chunk, about
+{na_paper_days:.0f} days): that scale is for a GPU.
 """
 
 
