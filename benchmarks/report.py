@@ -27,7 +27,10 @@ REPO = Path(__file__).resolve().parent.parent
 RESULTS = REPO / "benchmarks" / "results"
 OUT = REPO / "docs" / "benchmarks.md"
 RESULTS_LINK = "../benchmarks/results"  # RESULTS as seen from docs/
-FINE_TUNING = "finetune_generative_cpu_lift.json"  # issue 22's staged OGPO protocol, as far as it has run
+FINE_TUNING = "finetune_generative_cpu_lift.json"  # issue 22's staged OGPO protocol: its 20k stage
+# later stages of that protocol (same trials folder, larger --env-steps), shown when present; a stage may hold
+# only the methods whose trials have reached it (OGPO's take several stops on a CPU)
+FINE_TUNING_STAGES = ("finetune_generative_cpu_lift_100k.json",)
 
 # Short names used in the tables.
 TASKS = {
@@ -428,51 +431,65 @@ def _ci(d: dict) -> str:
     return f"{d['mean']:+.2f} [{d['ci95'][0]:+.2f}, {d['ci95'][1]:+.2f}]{'' if d['decided'] else ', undecided'}"
 
 
-def fine_tuning() -> str:
-    """Issue 22's OGPO / DSRL-NA / DSRL-SAC / residual comparison from the weak flow policies."""
-    g = load(FINE_TUNING)
+def _fine_tuning_stage(g: dict, file: str) -> str:
+    """One stage's tables (a policy each) of finetune_generative.py's results `g` (from results/`file`)."""
     steps, seeds = g["env_steps"], g["seeds"]
     parts = []
-    ogpo_runs = [r["wall_s"] for r in g["runs"] if r["method"] == "ogpo"]
-    ogpo_wall = sum(ogpo_runs) / max(len(ogpo_runs), 1)
-    decided = [f"{METHOD_NAMES[m]} ({p.removeprefix('weak:')})" for p, summary in g["summary"].items()
-               for m, v in summary["methods"].items() if v["final_minus_base"]["decided"]]
-    moved = (f"At {steps // 1000}k env steps these move beyond noise of the base: {', '.join(decided)}" if decided else
-             f"Why this does not decide the issue's question yet: at {steps // 1000}k env steps every method is still "
-             "within noise of the base")
     for policy, summary in g["summary"].items():
         name = policy.removeprefix("weak:")
         start = next(iter(g["initial_success"][policy].values()))
         rows = [[METHOD_NAMES[m], f2(v["first"]), f"{f2(v['final'])} ({', '.join(f2(x) for x in v['final_per_seed'])})",
                  f2(v["best"]), _ci(v["final_minus_base"])] for m, v in summary["methods"].items()]
-        versus = "; ".join(f"{METHOD_NAMES[m]} {_ci(d)}" for m, d in summary["ogpo_minus"].items())
         ogpo = summary["methods"].get("ogpo")
+        if ogpo is None:
+            versus = (f"OGPO's trials have not reached {steps // 1000}k env steps yet (they resume from their "
+                      "checkpoints in later stops), so this stage holds the other methods only.")
+        else:
+            versus = ("OGPO's final success minus each other method's: "
+                      + "; ".join(f"{METHOD_NAMES[m]} {_ci(d)}" for m, d in summary["ogpo_minus"].items()) + ".")
         goal = ("" if ogpo is None or "lift" not in name else
                 f" The issue's goal, OGPO >= 0.6 on lift, is {'met' if ogpo['final'] >= 0.6 else '**not met**'} at "
                 f"{steps // 1000}k env steps (mean final {f2(ogpo['final'])}).")
         parts.append(f"""From `{name}` ({f2(start)} over {summary['base_episodes']} seeds), {steps:,} env steps, seeds \
-{', '.join(str(x) for x in seeds)}, {g['eval_episodes']} evaluation episodes every {g['eval_every']:,} env steps:
+{', '.join(str(x) for x in seeds)}, {g['eval_episodes']} evaluation episodes every {g['eval_every']:,} env steps \
+(`benchmarks/results/{file}`):
 
 {table(["method", "first evaluation", "final (per seed)", "best", "final minus base [95% CI]"], rows)}
 
-OGPO's final success minus each other method's: {versus}. Intervals: 95% bootstraps over seeds with
+{versus} Intervals: 95% bootstraps over seeds with
 each success rate redrawn from its binomial ({g['eval_episodes']} evaluation episodes; the base's {summary['base_episodes']}), so
 they hold the evaluation noise as well as the seeds'.{goal}
 
-{image(f"OGPO, DSRL-NA, DSRL-SAC and residual SAC from {name}", f"{Path(FINE_TUNING).stem}_{name}.png")}""")
+{image(f"fine-tuning from {name} at {steps // 1000}k env steps", f"{Path(file).stem}_{name}.png")}""")
+    return "\n\n".join(parts)
+
+
+def fine_tuning() -> str:
+    """Issue 22's OGPO / DSRL-NA / DSRL-SAC / residual comparison from the weak flow policies, stage by stage."""
+    g = load(FINE_TUNING)
+    stages = [(g, FINE_TUNING)] + [(load(f), f) for f in FINE_TUNING_STAGES if (RESULTS / f).is_file()]
+    last, _ = stages[-1]
+    ogpo_runs = [r["wall_s"] for r in g["runs"] if r["method"] == "ogpo"]
+    ogpo_wall, steps = sum(ogpo_runs) / max(len(ogpo_runs), 1), g["env_steps"]
+    decided = [f"{METHOD_NAMES[m]} ({p.removeprefix('weak:')})" for p, summary in last["summary"].items()
+               for m, v in summary["methods"].items() if v["final_minus_base"]["decided"]]
+    moved = (f"At {last['env_steps'] // 1000}k env steps these move beyond noise of the base: {', '.join(decided)}"
+             if decided else
+             f"Why this does not decide the issue's question yet: at {last['env_steps'] // 1000}k env steps every "
+             "method measured is still within noise of the base")
     return f"""`benchmarks/finetune_generative.py` compares OGPO, DSRL-NA, DSRL-SAC and residual SAC at equal env
 steps from the issue's *poor* initialisations: flow policies made by the recipe's `WEAK_RECIPES` on
 first use (`recipes/shipped_policies.py`; not shipped): `widowx-lift-flow-weak` (3 demos, 300 BC
 steps: 0.10 over seeds 0-99) and `widowx-push-flow-weak` (10 demos, 1,000 steps: 0.18). The issue's
 protocol is 2 tasks x 3 seeds x 100k env steps; at `--scale cpu` (smaller networks, groups and
-batches; `{g['command']}`, `benchmarks/results/{FINE_TUNING}`) it runs in stages: the runner grows
+batches; `{g['command']}`) it runs in stages: the runner grows
 finished trials when the same command is given a larger `--env-steps` (OGPO and DSRL-NA resume from
 their checkpoints, the SB3 methods run again). So far: {', '.join(sorted(p.removeprefix('weak:') for p in g['summary']))}.
 
-{chr(10).join(parts)}
+{(chr(10) * 2).join(_fine_tuning_stage(stage, file) for stage, file in stages)}
 
-{moved}. The OGPO paper's curves rise over 0.25-2M env steps from inits at 0.1-0.6, so this
-stage is 1-8% of the budget where its effects appear, and the DSRL demo itself needs ~30k env steps from
+{moved}. The OGPO paper's curves rise over 0.25-2M env steps from inits at 0.1-0.6, so 20k-100k env
+steps are 1-40% of the budget where its effects appear, and the DSRL demo itself needs ~30k env steps from
 a 0.28 start. On this CPU an OGPO trial took {ogpo_wall / 60:.0f} min per {steps // 1000}k env steps (two trials
 at once), so the 100k stage is about {ogpo_wall * 100_000 / steps / 3600:.1f} h per trial: it continues in
 later stops (same command, `--env-steps 100000`, same `--trials`), or at once on a cluster or GPU.
