@@ -75,6 +75,7 @@ def test_a_run_with_a_folder_closes_its_log_files(tmp_path):
     import gc
     import warnings
 
+    gc.collect()  # garbage of earlier tests on this worker (a subprocess's unclosed pipe) is not this run's
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", ResourceWarning)
         result = train_steering(LIFT, "sac", None, SteeringConfig(**TINY), env_steps=30, eval_every=30,
