@@ -443,7 +443,8 @@ def _fine_tuning_stage(g: dict, file: str) -> str:
         ogpo = summary["methods"].get("ogpo")
         if ogpo is None:
             versus = (f"OGPO's trials have not reached {steps // 1000}k env steps yet (they resume from their "
-                      "checkpoints in later stops), so this stage holds the other methods only.")
+                      "checkpoints in later stops); this stage holds the methods whose trials have, with the "
+                      f"command in `benchmarks/results/{file}`.")
         else:
             versus = ("OGPO's final success minus each other method's: "
                       + "; ".join(f"{METHOD_NAMES[m]} {_ci(d)}" for m, d in summary["ogpo_minus"].items()) + ".")
