@@ -61,9 +61,9 @@ def main(argv: list[str] | None = None) -> int:
             agent.learn(args.warmup, progress=False)
             while agent.updates == 0:  # OGPO's replay gate (batch_size * H rows) can lie past the warm-up
                 agent.learn(100, progress=False, reset_num_timesteps=False)
-            warmup, start, before = agent.num_timesteps, time.perf_counter(), agent.num_timesteps
+            warmup, start = agent.num_timesteps, time.perf_counter()
             agent.learn(steps, progress=False, reset_num_timesteps=False)
-            seconds, timed = time.perf_counter() - start, agent.num_timesteps - before
+            seconds, timed = time.perf_counter() - start, agent.num_timesteps - warmup
         finally:
             env.close()
         trainers[name] = {"config": config.to_dict(), "warmup_env_steps": warmup, "env_steps": timed,

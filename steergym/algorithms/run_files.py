@@ -48,10 +48,7 @@ def append_csv(path: Path, row: dict[str, Any]) -> None:
     under the existing header's columns (a key the row lacks stays empty); a key the header lacks
     widens the header (the file rewritten once, earlier rows empty there)."""
     if not path.exists():
-        with open(path, "w", newline="") as handle:
-            writer = csv.DictWriter(handle, fieldnames=list(row))
-            writer.writeheader()
-            writer.writerow(row)
+        _write_csv(path, list(row), [row])
         return
     with open(path, newline="") as handle:
         header = next(csv.reader(handle), [])
