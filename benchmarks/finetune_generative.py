@@ -29,7 +29,7 @@ Policies: the default is the issue's "poorly initialised" pair, `weak:widowx-lif
 demos, 0.10 over seeds 0-99) and `weak:widowx-push-flow-weak` (10 demos, 0.18), flow policies made
 by `recipes/shipped_policies.py`'s WEAK_RECIPES into `--work` on first use (about a minute each,
 deterministic on one machine; a recipe whose success leaves the 0.05-0.2 band stops the run).
-A shipped policy's name (e.g. `widowx-lift-diffusion`, 0.28) works too.
+A shipped policy's name (e.g. `widowx-lift-flow`, 0.44) works too; its base is the success its index records.
 """
 
 from __future__ import annotations
@@ -88,6 +88,17 @@ def spec_of(args: argparse.Namespace, tasks: list[str]):
         "resources": {"cpus": 1, "gpus": 0}, "max_failures": 2})
 
 
+def shipped_entry(policy_name: str):
+    """The shipped-policy index entry of `policy_name` (its recorded success); a clear error if none."""
+    from steergym.policies.zoo import shipped_policies
+
+    table = shipped_policies()
+    if policy_name not in table:
+        raise SystemExit(f"--policies: {policy_name!r} is neither a shipped policy ({', '.join(table)}) nor "
+                         f"{WEAK}NAME")
+    return table[policy_name]
+
+
 def run_row(trial: dict[str, Any], policy_name: str) -> dict[str, Any]:
     """A runner trial record as one of this benchmark's runs (its results-file schema)."""
     method = {v: k for k, v in RUNNER_METHOD.items()}[trial["method"]]
@@ -102,7 +113,7 @@ def summarize(runs: list[dict[str, Any]], initial: dict[str, dict[str, float]], 
     policy's success (`initial[policy]`: {env id: rate} over `initial_episodes[policy]` seeds, as the
     recipe measured it), and OGPO's final minus each other method's; intervals are 95% bootstraps over
     seeds with each rate redrawn from its binomial (evaluation noise on `eval_episodes` episodes), so
-    they decide only beyond both noises. A shipped policy (no recipe figure) gets no base comparison."""
+    they decide only beyond both noises. A policy missing from `initial` gets no base comparison."""
     summary = {}
     for policy in dict.fromkeys(r["policy"] for r in runs):
         rows = [r for r in runs if r["policy"] == policy]
@@ -151,7 +162,9 @@ def main(argv: list[str] | None = None) -> int:
             initial[policy_name], initial_episodes[policy_name] = entry["success_rate"], entry["episodes"]
             print(f"{policy_name}: {folder} (success {entry['success_rate']} over {entry['episodes']} seeds)")
             task = str(Path(folder).resolve())
-        else:
+        else:  # a shipped policy: its index records its success over seeds 0..episodes-1
+            entry = shipped_entry(policy_name)
+            initial[policy_name], initial_episodes[policy_name] = entry.success_rate, entry.episodes
             task = policy_name
         tasks.append(task)
         names[task] = policy_name

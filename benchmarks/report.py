@@ -31,6 +31,9 @@ FINE_TUNING = "finetune_generative_cpu_lift.json"  # issue 22's staged OGPO prot
 # later stages of that protocol (same trials folder, larger --env-steps), shown when present; a stage may hold
 # only the methods whose trials have reached it (OGPO's take several stops on a CPU)
 FINE_TUNING_STAGES = ("finetune_generative_cpu_lift_100k.json",)
+# the same cpu-scale comparison from a middling start (the shipped widowx-lift-flow, in the OGPO paper's range of
+# BC inits), shown when present: whether OGPO improves a policy at a CPU budget at all
+FINE_TUNING_MID = "finetune_generative_cpu_lift_mid.json"
 
 # Short names used in the tables.
 TASKS = {
@@ -442,13 +445,16 @@ def _fine_tuning_stage(g: dict, file: str) -> str:
                  f2(v["best"]), _ci(v["final_minus_base"])] for m, v in summary["methods"].items()]
         ogpo = summary["methods"].get("ogpo")
         if ogpo is None:
-            versus = (f"OGPO's trials have not reached {steps // 1000}k env steps yet (they resume from their "
-                      "checkpoints in later stops); this stage holds the methods whose trials have, with the "
-                      f"command in `benchmarks/results/{file}`.")
+            hours = load("chunk_trainer_speed.json")["trainers"]["ogpo"]["hours_per_100k_env_steps"]
+            versus = (f"OGPO's trials did not reach {steps // 1000}k env steps: at {hours:.1f} h of one core per "
+                      "100k env steps (`chunk_trainer_speed.py`), one trial outlasts a 3-hour session on this "
+                      "2-core machine, and the checkpoints of the stops that ran it (seed 0 at 28k env steps) were "
+                      "not kept from one machine to the next. This stage holds the methods whose trials finished, "
+                      f"with the command in `benchmarks/results/{file}`.")
         else:
             versus = ("OGPO's final success minus each other method's: "
                       + "; ".join(f"{METHOD_NAMES[m]} {_ci(d)}" for m, d in summary["ogpo_minus"].items()) + ".")
-        goal = ("" if ogpo is None or "lift" not in name else
+        goal = ("" if ogpo is None or not policy.startswith("weak:") or "lift" not in name else
                 f" The issue's goal, OGPO >= 0.6 on lift, is {'met' if ogpo['final'] >= 0.6 else '**not met**'} at "
                 f"{steps // 1000}k env steps (mean final {f2(ogpo['final'])}).")
         parts.append(f"""From `{name}` ({f2(start)} over {summary['base_episodes']} seeds), {steps:,} env steps, seeds \
@@ -492,8 +498,32 @@ their checkpoints, the SB3 methods run again). So far: {', '.join(sorted(p.remov
 {moved}. The OGPO paper's curves rise over 0.25-2M env steps from inits at 0.1-0.6, so 20k-100k env
 steps are 1-40% of the budget where its effects appear, and the DSRL demo itself needs ~30k env steps from
 a 0.28 start. On this CPU an OGPO trial took {ogpo_wall / 60:.0f} min per {steps // 1000}k env steps (two trials
-at once), so the 100k stage is about {ogpo_wall * 100_000 / steps / 3600:.1f} h per trial: it continues in
-later stops (same command, `--env-steps 100000`, same `--trials`), or at once on a cluster or GPU.
+at once), so the 100k stage is about {ogpo_wall * 100_000 / steps / 3600:.1f} h per trial, longer than a 3-hour
+session on this 2-core machine: OGPO's 100k stage and the push half need a machine that keeps the trials
+folder between runs, a Ray cluster (`--address`) or a GPU. The same command with `--env-steps 100000` and the
+same `--trials` resumes every trial from its last checkpoint there.
+{fine_tuning_mid()}"""
+
+
+def fine_tuning_mid() -> str:
+    """The cpu-scale comparison from the shipped (middling) flow policy, when its results file exists."""
+    if not (RESULTS / FINE_TUNING_MID).is_file():
+        return ""
+    g = load(FINE_TUNING_MID)
+    ((policy, summary),) = g["summary"].items()
+    ogpo, start = summary["methods"]["ogpo"], next(iter(g["initial_success"][policy].values()))
+    change = ogpo["final_minus_base"]
+    if not change["decided"]:
+        verdict = f"OGPO's final success stays within noise of the base ({_ci(change)})"
+    else:
+        verdict = (f"OGPO {'raises' if change['mean'] > 0 else 'lowers'} the policy's success beyond seed and "
+                   f"evaluation noise ({f2(start)} -> {f2(ogpo['final'])}, {_ci(change)})")
+    return f"""
+From a middling start, the same cpu scale asks whether OGPO improves a policy at a CPU budget at all: the
+shipped `{policy}` ({f2(start)} over {summary['base_episodes']} seeds) lies in the OGPO paper's range of BC
+inits (up to 0.45-0.5), against DSRL-SAC at the same env steps (`{g['command']}`). {verdict}.
+
+{_fine_tuning_stage(g, FINE_TUNING_MID)}
 """
 
 
@@ -515,8 +545,8 @@ torch thread, once updates run; {r['cpu']}, load {load_start:.1f} at the start):
 OGPO updates after every env step (as its reference code does), each round a critic step on 10 critics
 and a PPO step over G chains of K denoising steps per state, so issue 22's protocol (2 tasks x 3 seeds x
 100k env steps) costs about {6 * t['ogpo']['hours_per_100k_env_steps']:.0f} core-hours for OGPO alone at cpu scale: it
-does not fit a CPU session and runs over several stops (or as a spec on a cluster or a GPU,
-`benchmarks/finetune_generative.py --address`). At the paper's settings (G = 32 chains for each of 256
+does not fit a CPU session and needs a cluster or a GPU (the same spec, `benchmarks/finetune_generative.py
+--address`). At the paper's settings (G = 32 chains for each of 256
 states per actor step, 4 x 512 critics, batch 256) the same protocol would take about
 {ogpo_paper_days:.0f} days of one core (DSRL-NA's, 3 x 2048 networks at 20 updates per chunk, about
 {na_paper_days:.0f} days): that scale is for a GPU.

@@ -163,6 +163,21 @@ def test_the_fine_tuning_summary_decides_only_beyond_seed_and_evaluation_noise(m
     assert set(summary["ogpo_minus"]) == {"dsrl-na", "residual"}
 
 
+def test_the_fine_tuning_benchmark_compares_a_shipped_policy_with_its_recorded_success(monkeypatch):
+    """A shipped policy's base is the success its index records (what `steergym policies` prints), so its
+    methods get a final-minus-base interval like a weak recipe's; an unknown name stops with its value."""
+    import importlib
+
+    from steergym.policies.zoo import shipped_policies
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    script = importlib.import_module("finetune_generative")
+    entry = script.shipped_entry("widowx-lift-flow")
+    assert entry.success_rate == shipped_policies()["widowx-lift-flow"].success_rate and entry.episodes == 100
+    with pytest.raises(SystemExit, match="'widowx-lift-flw' is neither a shipped policy"):
+        script.shipped_entry("widowx-lift-flw")
+
+
 def test_a_yaml_spec_loads_like_its_json(tmp_path):
     yaml = pytest.importorskip("yaml")
     path = tmp_path / "spec.yaml"
