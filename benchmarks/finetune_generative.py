@@ -74,12 +74,31 @@ def configs(scale: str) -> dict[str, dict[str, Any]]:
     }
 
 
+def config_setting(text: str) -> tuple[str, str, Any]:
+    """`METHOD.FIELD=VALUE` (a --set argument) as (method, field, value); VALUE is JSON when it parses."""
+    import json
+
+    key, sep, raw = text.partition("=")
+    method, dot, field = key.partition(".")
+    if not sep or not dot or not field:
+        raise argparse.ArgumentTypeError(f"{text!r} is not METHOD.FIELD=VALUE (e.g. dsrl-na.alpha_init=0.01)")
+    if method not in METHODS:
+        raise argparse.ArgumentTypeError(f"{text!r}: method {method!r} is not one of {', '.join(METHODS)}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw
+    return method, field, value
+
+
 def spec_of(args: argparse.Namespace, tasks: list[str]):
     """This benchmark's runs as an experiment spec; `tasks` are shipped policy names or (weak) policy
     folders by absolute path (their trials are named by the folder's name)."""
     from steergym.experiments.spec import parse_spec
 
     overrides = configs(args.scale)
+    for method, field, value in getattr(args, "set", None) or []:
+        overrides[method] = {**overrides[method], field: value}
     return parse_spec({
         "name": "finetune_generative", "tasks": tasks, "methods": [RUNNER_METHOD[m] for m in args.methods],
         "seeds": list(args.seeds),
@@ -146,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--eval-every", type=int, default=10_000)
     parser.add_argument("--eval-episodes", type=int, default=20)
     parser.add_argument("--scale", choices=("paper", "cpu"), default="paper")
+    parser.add_argument("--set", action="append", type=config_setting, metavar="METHOD.FIELD=VALUE",
+                        help="change one config field of one method on top of --scale (repeatable), e.g. "
+                        "dsrl-na.alpha_init=0.01; the value is read as JSON, else kept as a string")
     parser.add_argument("--out", default=str(RESULTS / "finetune_generative.json"))
     parser.add_argument("--jobs", type=int, default=2, help="trials at once (local Ray CPUs; one torch thread each)")
     parser.add_argument("--address", default=None, help="a Ray cluster (auto or HOST:PORT) instead of a local Ray")
