@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -176,6 +177,26 @@ def test_the_fine_tuning_benchmark_compares_a_shipped_policy_with_its_recorded_s
     assert entry.success_rate == shipped_policies()["widowx-lift-flow"].success_rate and entry.episodes == 100
     with pytest.raises(SystemExit, match="'widowx-lift-flw' is neither a shipped policy"):
         script.shipped_entry("widowx-lift-flw")
+
+
+def test_the_fine_tuning_benchmark_sets_one_config_field_on_top_of_its_scale(monkeypatch):
+    """--set METHOD.FIELD=VALUE changes that field alone (the rest of --scale cpu stays); a misspelt field is
+    refused by the spec with its name, and a malformed setting names itself."""
+    import argparse
+    import importlib
+
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    script = importlib.import_module("finetune_generative")
+    args = argparse.Namespace(scale="cpu", methods=["dsrl-na"], seeds=[0], env_steps=100, eval_every=50,
+                              eval_episodes=2, set=[script.config_setting("dsrl-na.alpha_init=0.01")])
+    config = script.spec_of(args, ["widowx-lift-flow"]).config["dsrl-na"]
+    assert config == {**script.configs("cpu")["dsrl-na"], "alpha_init": 0.01}
+    args.set = [script.config_setting("dsrl-na.alpha_innit=0.01")]
+    with pytest.raises(ValueError, match="alpha_innit"):
+        script.spec_of(args, ["widowx-lift-flow"])
+    for bad in ("dsrl-na.alpha_init", "dsrl.alpha_init=1"):
+        with pytest.raises(argparse.ArgumentTypeError, match=re.escape(repr(bad))):
+            script.config_setting(bad)
 
 
 def test_a_yaml_spec_loads_like_its_json(tmp_path):
