@@ -188,9 +188,9 @@ def test_the_fine_tuning_benchmark_sets_one_config_field_on_top_of_its_scale(mon
     monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
     script = importlib.import_module("finetune_generative")
     args = argparse.Namespace(scale="cpu", methods=["dsrl-na"], seeds=[0], env_steps=100, eval_every=50,
-                              eval_episodes=2, set=[script.config_setting("dsrl-na.alpha_init=0.01")])
+                              eval_episodes=2, set=[script.config_setting("dsrl-na.alpha_init=0.05")])
     config = script.spec_of(args, ["widowx-lift-flow"]).config["dsrl-na"]
-    assert config == {**script.configs("cpu")["dsrl-na"], "alpha_init": 0.01}
+    assert config == {**script.configs("cpu")["dsrl-na"], "alpha_init": 0.05}
     args.set = [script.config_setting("dsrl-na.alpha_innit=0.01")]
     with pytest.raises(ValueError, match="alpha_innit"):
         script.spec_of(args, ["widowx-lift-flow"])
