@@ -29,7 +29,7 @@ OUT = REPO / "docs" / "benchmarks.md"
 RESULTS_LINK = "../benchmarks/results"  # RESULTS as seen from docs/
 FINE_TUNING = "finetune_generative_cpu_lift.json"  # issue 22's staged OGPO protocol: its 20k stage
 # later stages of that protocol (same trials folder, larger --env-steps), shown when present; a stage may hold
-# only the methods whose trials have reached it (OGPO's take several stops on a CPU)
+# only the methods whose trials have reached it (OGPO's 100k trials do not fit a CPU session)
 FINE_TUNING_STAGES = ("finetune_generative_cpu_lift_100k.json",)
 # the same cpu-scale comparison from a middling start (the shipped widowx-lift-flow, in the OGPO paper's range of
 # BC inits), shown when present: whether OGPO improves a policy at a CPU budget at all
@@ -538,8 +538,8 @@ def _dsrl_na_temperature(dsrl_na: dict | None) -> str:
             "seed. The cause is the temperature at this scale, not the method: the reference starts alpha at 1 with "
             "target entropy 0 and updates 20-30 times per env step, so alpha is near 0 within a few thousand env "
             "steps; at cpu scale (2 updates every 4 transitions) alpha is still about 0.5 after 20k env steps, the "
-            "entropy bonus (alpha x |log pi| over 28 noise dimensions, 6-19 per chunk in these trials) outweighs the -1 per step "
-            "reward, and the critic's Q(s, a) grows positive (from 12-14 to 75-89 over 20k env steps in the "
+            "entropy bonus (alpha x |log pi| over 28 noise dimensions, 6-19 per chunk in these trials) outweighs "
+            "the -1 per step reward, and the critic's Q(s, a) grows positive (from 12-14 to 75-89 over 20k env steps in the "
             "three trials' progress.csv) instead of tracking the time to success.")
     if (RESULTS / FINE_TUNING_MID_ALPHA).is_file():
         a = load(FINE_TUNING_MID_ALPHA)
@@ -551,7 +551,7 @@ def _dsrl_na_temperature(dsrl_na: dict | None) -> str:
                  f"{_ci(na['final_minus_base'])} against the base. `--scale cpu` now starts DSRL-NA's alpha at "
                  f"{alpha}; the DSRL-NA rows above (weak lift at 20k and 100k, and this table) ran with alpha starting "
                  "at 1, as their results files' configs say.\n\n"
-                 + image("DSRL-NA from widowx-lift-flow with alpha starting at 0.01",
+                 + image(f"DSRL-NA from widowx-lift-flow with alpha starting at {alpha}",
                          f"{Path(FINE_TUNING_MID_ALPHA).stem}_widowx-lift-flow.png"))
     return text + "\n"
 
