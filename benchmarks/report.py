@@ -36,6 +36,8 @@ FINE_TUNING_STAGES = ("finetune_generative_cpu_lift_100k.json",)
 FINE_TUNING_MID = "finetune_generative_cpu_lift_mid.json"
 # DSRL-NA from the same start with only its initial temperature changed (`--set dsrl-na.alpha_init=...`)
 FINE_TUNING_MID_ALPHA = "finetune_generative_cpu_lift_mid_dsrlna_alpha.json"
+# the same change from the weak lift policy: whether the temperature also explains DSRL-NA's slide there
+FINE_TUNING_WEAK_ALPHA = "finetune_generative_cpu_lift_weak_dsrlna_alpha.json"
 
 # Short names used in the tables.
 TASKS = {
@@ -553,6 +555,17 @@ def _dsrl_na_temperature(dsrl_na: dict | None) -> str:
                  "at 1, as their results files' configs say.\n\n"
                  + image(f"DSRL-NA from widowx-lift-flow with alpha starting at {alpha}",
                          f"{Path(FINE_TUNING_MID_ALPHA).stem}_widowx-lift-flow.png"))
+    if (RESULTS / FINE_TUNING_WEAK_ALPHA).is_file():
+        w = load(FINE_TUNING_WEAK_ALPHA)
+        ((policy, sw),) = w["summary"].items()
+        na = sw["methods"]["dsrl-na"]
+        text += (f"\n\nFrom the weak lift policy the same start of alpha ({w['runs'][0]['config']['alpha_init']}) "
+                 f"does not help (`{w['command']}`): {f2(na['first'])} at the first evaluation, final "
+                 f"{f2(na['final'])} ({', '.join(f2(x) for x in na['final_per_seed'])}), {_ci(na['final_minus_base'])} "
+                 f"against the base {f2(sw['base_success'])}; so the temperature is not what holds DSRL-NA back "
+                 "from a 0.10 start.\n\n"
+                 + image("DSRL-NA from widowx-lift-flow-weak with alpha starting at 0.01",
+                         f"{Path(FINE_TUNING_WEAK_ALPHA).stem}_{policy.removeprefix('weak:')}.png"))
     return text + "\n"
 
 
