@@ -100,7 +100,7 @@ def spec_of(args: argparse.Namespace, tasks: list[str]):
     from steergym.experiments.spec import parse_spec
 
     overrides = configs(args.scale)
-    for method, field, value in getattr(args, "set", None) or []:
+    for method, field, value in args.set or []:
         overrides[method] = {**overrides[method], field: value}
     return parse_spec({
         "name": "finetune_generative", "tasks": tasks, "methods": [RUNNER_METHOD[m] for m in args.methods],
@@ -111,14 +111,13 @@ def spec_of(args: argparse.Namespace, tasks: list[str]):
 
 
 def shipped_entry(policy_name: str):
-    """The shipped-policy index entry of `policy_name` (its recorded success); a clear error if none."""
-    from steergym.policies.zoo import shipped_policies
+    """The shipped-policy index entry of `policy_name` (its recorded success); exits naming it if none."""
+    from steergym.policies.zoo import shipped_policy
 
-    table = shipped_policies()
-    if policy_name not in table:
-        raise SystemExit(f"--policies: {policy_name!r} is neither a shipped policy ({', '.join(table)}) nor "
-                         f"{WEAK}NAME")
-    return table[policy_name]
+    try:
+        return shipped_policy(policy_name)
+    except ValueError as error:
+        raise SystemExit(f"--policies: {error} (or {WEAK}NAME for a weak recipe)") from None
 
 
 def run_row(trial: dict[str, Any], policy_name: str) -> dict[str, Any]:

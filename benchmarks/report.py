@@ -532,6 +532,18 @@ inits (up to 0.45-0.5), against DSRL-NA, DSRL-SAC and residual SAC at the same e
 {_dsrl_na_temperature(summary["methods"].get("dsrl-na"))}"""
 
 
+def _temperature_run(file: str) -> dict[str, Any]:
+    """A DSRL-NA-only results file of finetune_generative.py (one policy): its command, alpha, DSRL-NA summary,
+    finals as text and plot."""
+    g = load(file)
+    ((policy, summary),) = g["summary"].items()
+    na, alpha = summary["methods"]["dsrl-na"], g["runs"][0]["config"]["alpha_init"]
+    name = policy.removeprefix("weak:")
+    return {"command": g["command"], "alpha": alpha, "na": na, "base": summary["base_success"],
+            "finals": f"{f2(na['final'])} ({', '.join(f2(x) for x in na['final_per_seed'])})",
+            "image": image(f"DSRL-NA from {name} with alpha starting at {alpha}", f"{Path(file).stem}_{name}.png")}
+
+
 def _dsrl_na_temperature(dsrl_na: dict | None) -> str:
     """Why DSRL-NA falls at cpu scale, and what the run with a small initial temperature gave (if present)."""
     if dsrl_na is None or not (dsrl_na["final_minus_base"]["decided"] and dsrl_na["final_minus_base"]["mean"] < 0):
@@ -544,28 +556,17 @@ def _dsrl_na_temperature(dsrl_na: dict | None) -> str:
             "the -1 per step reward, and the critic's Q(s, a) grows positive (from 12-14 to 75-89 over 20k env steps in the "
             "three trials' progress.csv) instead of tracking the time to success.")
     if (RESULTS / FINE_TUNING_MID_ALPHA).is_file():
-        a = load(FINE_TUNING_MID_ALPHA)
-        ((_, sa),) = a["summary"].items()
-        na = sa["methods"]["dsrl-na"]
-        alpha = a["runs"][0]["config"]["alpha_init"]
-        text += (f" With only the initial temperature changed (`{a['command']}`), alpha starting at {alpha}: final "
-                 f"{f2(na['final'])} ({', '.join(f2(x) for x in na['final_per_seed'])}), "
-                 f"{_ci(na['final_minus_base'])} against the base. `--scale cpu` now starts DSRL-NA's alpha at "
-                 f"{alpha}; the DSRL-NA rows above (weak lift at 20k and 100k, and this table) ran with alpha starting "
-                 "at 1, as their results files' configs say.\n\n"
-                 + image(f"DSRL-NA from widowx-lift-flow with alpha starting at {alpha}",
-                         f"{Path(FINE_TUNING_MID_ALPHA).stem}_widowx-lift-flow.png"))
+        a = _temperature_run(FINE_TUNING_MID_ALPHA)
+        text += (f" With only the initial temperature changed (`{a['command']}`), alpha starting at {a['alpha']}: final "
+                 f"{a['finals']}, {_ci(a['na']['final_minus_base'])} against the base. `--scale cpu` now starts "
+                 f"DSRL-NA's alpha at {a['alpha']}; the DSRL-NA rows above (weak lift at 20k and 100k, and this table) "
+                 "ran with alpha starting at 1, as their results files' configs say.\n\n" + a["image"])
     if (RESULTS / FINE_TUNING_WEAK_ALPHA).is_file():
-        w = load(FINE_TUNING_WEAK_ALPHA)
-        ((policy, sw),) = w["summary"].items()
-        na = sw["methods"]["dsrl-na"]
-        text += (f"\n\nFrom the weak lift policy the same start of alpha ({w['runs'][0]['config']['alpha_init']}) "
-                 f"does not help (`{w['command']}`): {f2(na['first'])} at the first evaluation, final "
-                 f"{f2(na['final'])} ({', '.join(f2(x) for x in na['final_per_seed'])}), {_ci(na['final_minus_base'])} "
-                 f"against the base {f2(sw['base_success'])}; so the temperature is not what holds DSRL-NA back "
-                 "from a 0.10 start.\n\n"
-                 + image("DSRL-NA from widowx-lift-flow-weak with alpha starting at 0.01",
-                         f"{Path(FINE_TUNING_WEAK_ALPHA).stem}_{policy.removeprefix('weak:')}.png"))
+        w = _temperature_run(FINE_TUNING_WEAK_ALPHA)
+        text += (f"\n\nFrom the weak lift policy the same start of alpha ({w['alpha']}) does not help "
+                 f"(`{w['command']}`): {f2(w['na']['first'])} at the first evaluation, final {w['finals']}, "
+                 f"{_ci(w['na']['final_minus_base'])} against the base {f2(w['base'])}; so the temperature is not "
+                 "what holds DSRL-NA back from a 0.10 start.\n\n" + w["image"])
     return text + "\n"
 
 

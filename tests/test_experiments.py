@@ -175,7 +175,7 @@ def test_the_fine_tuning_benchmark_compares_a_shipped_policy_with_its_recorded_s
     script = importlib.import_module("finetune_generative")
     entry = script.shipped_entry("widowx-lift-flow")
     assert entry.success_rate == shipped_policies()["widowx-lift-flow"].success_rate and entry.episodes == 100
-    with pytest.raises(SystemExit, match="'widowx-lift-flw' is neither a shipped policy"):
+    with pytest.raises(SystemExit, match="no shipped policy 'widowx-lift-flw'"):
         script.shipped_entry("widowx-lift-flw")
 
 

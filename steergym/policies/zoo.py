@@ -104,12 +104,17 @@ def shipped_policies(directory: str | os.PathLike | None = None) -> dict[str, Sh
     }
 
 
-def load_shipped(name: str, env=None, seed: int = 0):
-    """Load the shipped policy `name`; ValueError listing the names if there is no such policy."""
+def shipped_policy(name: str) -> ShippedPolicy:
+    """The index entry of the shipped policy `name`; ValueError listing the names if there is no such policy."""
     table = shipped_policies()
     if name not in table:
         raise ValueError(f"no shipped policy {name!r}; shipped policies: {', '.join(table) or 'none'}")
-    return load_policy(table[name].path, env, seed=seed)
+    return table[name]
+
+
+def load_shipped(name: str, env=None, seed: int = 0):
+    """Load the shipped policy `name`; ValueError listing the names if there is no such policy."""
+    return load_policy(shipped_policy(name).path, env, seed=seed)
 
 
 def is_lerobot_folder(path: str | os.PathLike) -> bool:
